@@ -1,0 +1,1 @@
+"""StyleGAN2-ADA networks, augmentation, losses, training loop, checkpoints and sampling."""

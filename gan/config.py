@@ -1,0 +1,219 @@
+"""Typed training configuration: dataclasses, loaded from YAML presets in ``configs/``.
+
+A preset is merged over these defaults by OmegaConf's structured configs, so a typo
+in a key or a value of the wrong type is caught before any training starts and
+reported as one line that names the key. Command-line overrides use dot-lists:
+``--set train.batch=32 --set loss.r1_gamma=1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    path: str = "data/datasets/sample-32"  # a prepared dataset dir (scraping.prepare output)
+    resolution: int = 32  # must equal the dataset's resolution
+    xflip: bool = True  # random horizontal flips at training time (no copies on disk)
+    workers: int = 2  # DataLoader worker processes
+    cache: bool = True  # keep the decoded dataset in memory when it fits
+
+
+@dataclass
+class ModelConfig:
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8  # depth of the z -> w MLP
+    mapping_lr_mul: float = 0.01  # mapping network learns 100x slower (StyleGAN2)
+    channel_base: int = 32768  # channels at a layer = min(channel_base / res, channel_max)
+    channel_max: int = 512
+    mbstd_group: int = 4  # minibatch-stddev group size in D
+    conv_clamp: Optional[float] = 256.0  # clamp activations; keeps fp16/bf16 finite
+
+
+@dataclass
+class LossConfig:
+    r1_gamma: float = 10.0  # R1 weight on reals; 0 disables
+    r1_interval: int = 16  # lazy regularisation: every N minibatches
+    pl_weight: float = 2.0  # path-length regularisation weight; 0 disables
+    pl_interval: int = 4
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    style_mixing: float = 0.9  # probability of mixing two latents in a minibatch
+
+
+@dataclass
+class TrainConfig:
+    batch: int = 32  # global batch across all processes
+    batch_per_gpu: Optional[int] = None  # smaller => gradient accumulation; None = batch / processes
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
+    eps: float = 1e-8
+    ema_kimg: float = 10.0  # half-life of the G_ema average, in thousands of images
+    ema_rampup: Optional[float] = 0.05  # ramp the half-life up early in training; null disables
+    total_kimg: float = 25000.0
+    seed: int = 0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    deterministic: bool = False  # bit-exact resume on CPU (slower on GPU)
+    max_bad_steps: int = 10  # consecutive non-finite losses before the run stops
+
+
+@dataclass
+class AugmentConfig:
+    mode: str = "ada"  # ada | fixed | diffaugment | none
+    p: float = 0.0  # starting (ada) or constant (fixed) augmentation probability
+    target: float = 0.6  # ADA target for E[sign(D(real))]
+    interval: int = 4  # adjust p every N minibatches
+    speed_kimg: float = 500.0  # p can move by 1.0 within this many kimg
+    pipe: str = "bgc"  # augmentation groups: b=blit, g=geometry, c=colour, f=filter, n=noise/cutout
+    diffaugment_policy: str = "color,translation,cutout"
+
+
+@dataclass
+class TransferConfig:
+    init_from: Optional[str] = None  # checkpoint / run dir / generator export to start from
+    freeze_d: int = 0  # freeze the first K discriminator blocks (FreezeD)
+
+
+@dataclass
+class CheckpointConfig:
+    every_kimg: float = 50.0
+    keep_last: int = 3
+
+
+@dataclass
+class LogConfig:
+    tracker: str = "wandb"  # wandb | tensorboard | none
+    project: str = "atelier"
+    tick_kimg: float = 4.0  # progress line / scalar logging interval
+    sample_every_kimg: float = 50.0
+    sample_seeds: int = 32  # fixed seeds 0..N-1 for the sample grid
+
+
+@dataclass
+class MetricsConfig:
+    metrics: list[str] = field(default_factory=list)  # e.g. [kid, lpips_div, nn]
+    every_kimg: float = 200.0
+    num_samples: int = 1000
+    weights_dir: Optional[str] = None  # folder of pretrained feature-extractor weights
+
+
+@dataclass
+class PerfConfig:
+    compile: bool = False  # torch.compile G and D (falls back cleanly when unavailable)
+    channels_last: bool = False
+
+
+@dataclass
+class TrainingConfig:
+    name: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
+
+
+_CHOICES = {
+    "train.mixed_precision": ("no", "bf16", "fp16"),
+    "augment.mode": ("ada", "fixed", "diffaugment", "none"),
+    "log.tracker": ("wandb", "tensorboard", "none"),
+}
+
+
+def _one_line(exc: OmegaConfBaseException) -> str:
+    message = str(exc).strip().splitlines()[0]
+    key = getattr(exc, "full_key", None)
+    return f"{key}: {message}" if key else message
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainingConfig:
+    """Load a preset YAML (or the defaults) and apply ``key=value`` overrides.
+
+    Raises ConfigError with a one-line message naming the bad key or value.
+    """
+    schema = OmegaConf.structured(TrainingConfig)
+    layers = [schema]
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            layers.append(OmegaConf.load(path))
+        except Exception as exc:  # YAML syntax errors come from several libraries
+            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+    try:
+        merged = OmegaConf.merge(*layers)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path}: {_one_line(exc)}") from exc
+    try:
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        cfg: TrainingConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"override: {_one_line(exc)}") from exc
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainingConfig) -> None:
+    """Check values that types alone cannot; raise ConfigError naming the key."""
+    res = cfg.data.resolution
+    if res < 4 or res > 1024 or res & (res - 1):
+        raise ConfigError(f"data.resolution must be a power of two in 4..1024, got {res}")
+    for key, allowed in _CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+    positive = {
+        "train.batch": cfg.train.batch,
+        "model.z_dim": cfg.model.z_dim,
+        "model.w_dim": cfg.model.w_dim,
+        "model.channel_base": cfg.model.channel_base,
+        "model.channel_max": cfg.model.channel_max,
+        "loss.r1_interval": cfg.loss.r1_interval,
+        "loss.pl_interval": cfg.loss.pl_interval,
+        "checkpoint.keep_last": cfg.checkpoint.keep_last,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if cfg.train.batch_per_gpu is not None and cfg.train.batch_per_gpu <= 0:
+        raise ConfigError(f"train.batch_per_gpu must be positive, got {cfg.train.batch_per_gpu}")
+    if len(cfg.train.betas) != 2:
+        raise ConfigError(f"train.betas must have two values, got {cfg.train.betas}")
+    if not 0.0 <= cfg.augment.p <= 1.0:
+        raise ConfigError(f"augment.p must be in [0, 1], got {cfg.augment.p}")
+
+
+def to_dict(cfg: TrainingConfig) -> dict[str, Any]:
+    """Plain nested dict of a config (for JSON/YAML run records and trackers)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def save_config(cfg: TrainingConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (temp name, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    tmp.replace(path)

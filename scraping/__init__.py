@@ -1,0 +1,1 @@
+"""WikiArt scraping (polite, resumable, public-domain only) and dataset preparation."""
