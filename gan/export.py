@@ -1,0 +1,292 @@
+"""Generator export: one self-describing safetensors file, and loading a generator from any run artefact.
+
+An export holds the ``G_ema`` state dict (parameters and buffers such as ``mapping.w_avg``
+and the constant noise maps) plus JSON metadata under the safetensors header key
+``"atelier"``::
+
+    {"format": "atelier-generator/1", "model": {...ModelConfig...}, "resolution": 256,
+     "img_channels": 3, "created": "...", "kimg": ..., "run": ...}
+
+so ``generate`` needs nothing else. :func:`load_generator` also accepts a checkpoint dir
+(``G_ema.safetensors`` + ``state.json``) and a run dir (its ``generator.safetensors``, else
+its latest complete checkpoint). Nothing is ever unpickled: weights come from safetensors,
+everything else from JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from gan.config import ModelConfig
+from gan.networks import Generator
+
+log = logging.getLogger(__name__)
+
+FORMAT = "atelier-generator/1"
+METADATA_KEY = "atelier"  # safetensors header metadata is str -> str, so the JSON lives under one key
+EXPORT_NAME = "generator.safetensors"  # a run dir's latest export
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_WEIGHTS = "G_ema.safetensors"
+CHECKPOINT_STATE = "state.json"
+_CORE_KEYS = ("format", "model", "resolution", "img_channels")
+# Wrappers that prefix state-dict keys (DDP, torch.compile); stripped so their checkpoints load too.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+class GeneratorLoadError(ValueError):
+    """A path is not a loadable atelier generator; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True)
+class GeneratorSource:
+    """Where a generator's weights live and what architecture they describe."""
+
+    kind: str  # "export" | "checkpoint"
+    weights: Path  # the safetensors file holding the G_ema state dict
+    meta: dict[str, Any]  # format, model, resolution, img_channels and any extras
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_generator(
+    G: torch.nn.Module,
+    resolution: int,
+    model_cfg: ModelConfig | Mapping[str, Any],
+    path: str | os.PathLike,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Write ``G``'s state dict and its architecture as one safetensors file (temp name, then rename).
+
+    ``extra_meta`` (JSON-serialisable, e.g. ``{"kimg": 120.5, "run": "runs/x"}``) is stored next
+    to the core keys, which it may not override. Returns the written path.
+    """
+    path = Path(path)
+    model = dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "model": model,
+        "resolution": int(resolution),
+        "img_channels": int(getattr(G, "img_channels", 3)),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for key, value in (extra_meta or {}).items():
+        if key in _CORE_KEYS:
+            raise ValueError(f"extra_meta may not override the core key {key!r}")
+        meta[key] = value
+    # clone(): safetensors refuses tensors that share storage, and we must not hold views into G.
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in G.state_dict().items()}
+    header = {METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- finding
+
+
+def resolve_source(path: str | os.PathLike) -> GeneratorSource:
+    """Find the weights file and architecture metadata for an export file, checkpoint dir or run dir."""
+    path = Path(path)
+    if not path.exists():
+        raise GeneratorLoadError(f"generator not found: {path} does not exist")
+    if path.is_file():
+        if path.name == CHECKPOINT_WEIGHTS and (path.parent / CHECKPOINT_STATE).is_file():
+            return _checkpoint_source(path.parent)  # a checkpoint's G_ema file, named directly
+        return GeneratorSource("export", path, _export_meta(path))
+    if (path / CHECKPOINT_WEIGHTS).is_file() or (path / CHECKPOINT_STATE).is_file():
+        return _checkpoint_source(path)
+    if (path / EXPORT_NAME).is_file():
+        return GeneratorSource("export", path / EXPORT_NAME, _export_meta(path / EXPORT_NAME))
+    if (path / CHECKPOINTS_DIR).is_dir():
+        latest = latest_checkpoint(path / CHECKPOINTS_DIR)
+        if latest is None:
+            raise GeneratorLoadError(
+                f"{path}: run dir has no {EXPORT_NAME} and no complete checkpoint under {CHECKPOINTS_DIR}/"
+            )
+        return _checkpoint_source(latest)
+    raise GeneratorLoadError(
+        f"{path}: not a generator export, checkpoint dir ({CHECKPOINT_WEIGHTS} + {CHECKPOINT_STATE}) "
+        f"or run dir ({EXPORT_NAME} or {CHECKPOINTS_DIR}/)"
+    )
+
+
+def latest_checkpoint(checkpoints_dir: str | os.PathLike) -> Optional[Path]:
+    """The highest-step complete checkpoint dir (numeric name with state.json and G_ema), or None.
+
+    Temp dirs of a checkpoint being written have no numeric name or no state.json yet, so they
+    are never chosen.
+    """
+    complete = [
+        d
+        for d in Path(checkpoints_dir).iterdir()
+        if d.is_dir() and d.name.isdigit() and (d / CHECKPOINT_STATE).is_file() and (d / CHECKPOINT_WEIGHTS).is_file()
+    ]
+    return max(complete, key=lambda d: int(d.name), default=None)
+
+
+def _read_header(path: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """Header metadata and tensor shapes of a safetensors file, without loading the weights."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            shapes = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GeneratorLoadError(f"{path}: not a safetensors file ({reason})") from exc
+    return metadata, shapes
+
+
+def _export_meta(path: Path) -> dict[str, Any]:
+    metadata, _ = _read_header(path)
+    if METADATA_KEY not in metadata:
+        raise GeneratorLoadError(f"{path}: not an atelier generator (no {METADATA_KEY!r} metadata in the header)")
+    try:
+        meta = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise GeneratorLoadError(f"{path}: {METADATA_KEY!r} metadata is not valid JSON ({exc})") from exc
+    _check_meta(meta, path)
+    return meta
+
+
+def _checkpoint_source(ckpt: Path) -> GeneratorSource:
+    weights, state_path = ckpt / CHECKPOINT_WEIGHTS, ckpt / CHECKPOINT_STATE
+    for required in (weights, state_path):
+        if not required.is_file():
+            raise GeneratorLoadError(f"{ckpt}: incomplete checkpoint, {required.name} is missing")
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GeneratorLoadError(f"{state_path}: not valid JSON ({exc})") from exc
+    meta = _meta_from_state(state, state_path)
+    _check_meta(meta, state_path)
+    return GeneratorSource("checkpoint", weights, meta)
+
+
+def _meta_from_state(state: Any, where: Path) -> dict[str, Any]:
+    """Architecture metadata from a checkpoint's state.json.
+
+    The model config and resolution are read from the top level (``model``, ``resolution``)
+    or from the resolved training config stored there (``config.model``, ``config.data.resolution``).
+    """
+    if not isinstance(state, dict):
+        raise GeneratorLoadError(f"{where}: expected a JSON object")
+    config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    model = state.get("model", config.get("model"))
+    resolution = state.get("resolution", (config.get("data") or {}).get("resolution"))
+    if model is None or resolution is None:
+        raise GeneratorLoadError(f"{where}: not an atelier checkpoint (no model config or resolution)")
+    meta = {"format": FORMAT, "model": model, "resolution": resolution, "img_channels": state.get("img_channels", 3)}
+    for key in ("kimg", "step", "run"):
+        if key in state:
+            meta[key] = state[key]
+    return meta
+
+
+def _check_meta(meta: Any, where: Path) -> None:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise GeneratorLoadError(f"{where}: not an atelier generator (format {found!r}, expected {FORMAT!r})")
+    if not isinstance(meta.get("model"), dict):
+        raise GeneratorLoadError(f"{where}: metadata has no 'model' config")
+    for key in ("resolution", "img_channels"):
+        if not isinstance(meta.get(key), int) or meta[key] <= 0:
+            raise GeneratorLoadError(f"{where}: metadata {key!r} must be a positive integer, got {meta.get(key)!r}")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def describe_generator(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata of a generator (export, checkpoint dir or run dir) without loading its weights.
+
+    Returns the stored metadata plus ``kind`` ("export" | "checkpoint") and ``weights`` (path).
+    """
+    source = resolve_source(path)
+    return {**source.meta, "kind": source.kind, "weights": str(source.weights)}
+
+
+def model_config_from_meta(model: Mapping[str, Any], where: Path | str = "metadata") -> ModelConfig:
+    """Build a ModelConfig from a stored dict; unknown keys are an error, missing ones take defaults."""
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(model) - known)
+    if unknown:
+        raise GeneratorLoadError(f"{where}: model config has unknown key {unknown[0]!r} (written by a newer atelier?)")
+    missing = sorted(known - set(model))
+    if missing:
+        log.warning("%s: model config lacks %s; using defaults", where, ", ".join(missing))
+    return ModelConfig(**dict(model))
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a weights file: the identity of a generator in sample metadata."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+    """Load an eval-mode, frozen Generator from an export file, a checkpoint dir or a run dir.
+
+    Raises GeneratorLoadError (one line) when the path is missing, is not an atelier generator,
+    or its weights do not match the architecture its metadata describes.
+    """
+    source = resolve_source(path)
+    cfg = model_config_from_meta(source.meta["model"], source.weights)
+    try:
+        G = Generator(cfg, resolution=source.meta["resolution"], img_channels=source.meta["img_channels"])
+    except Exception as exc:  # an impossible config (e.g. resolution 3) fails inside the constructor
+        raise GeneratorLoadError(f"{source.weights}: cannot build the described generator ({exc})") from exc
+    _, shapes = _read_header(source.weights)
+    rename = _prefix_stripper(shapes)
+    _check_weights({rename(k): v for k, v in shapes.items()}, G, source.weights)
+    tensors = {rename(k): v for k, v in load_file(str(source.weights), device="cpu").items()}
+    G.load_state_dict(tensors, strict=True)
+    return G.to(device).eval().requires_grad_(False)
+
+
+def _prefix_stripper(shapes: Mapping[str, Any]):
+    for prefix in _WRAPPER_PREFIXES:
+        if shapes and all(k.startswith(prefix) for k in shapes):
+            return lambda k, n=len(prefix): k[n:]
+    return lambda k: k
+
+
+def _check_weights(shapes: Mapping[str, list[int]], G: torch.nn.Module, where: Path) -> None:
+    """Compare stored tensor names/shapes with the built generator; name the first offender."""
+    expected = {name: list(t.shape) for name, t in G.state_dict().items()}
+    for name, shape in expected.items():  # module order, so "first" means first in the network
+        if name not in shapes:
+            raise GeneratorLoadError(f"{where}: weights do not match the described architecture: missing tensor {name!r}")
+        if shapes[name] != shape:
+            raise GeneratorLoadError(
+                f"{where}: weights do not match the described architecture: {name!r} has shape "
+                f"{shapes[name]}, expected {shape}"
+            )
+    unexpected = [name for name in shapes if name not in expected]
+    if unexpected:
+        raise GeneratorLoadError(
+            f"{where}: weights do not match the described architecture: unexpected tensor {sorted(unexpected)[0]!r}"
+        )
