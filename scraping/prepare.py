@@ -39,7 +39,7 @@ DATASET_FORMAT = "atelier-dataset/1"
 MODES = ("center-crop", "tiles")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 # Manifest fields copied into each dataset row so a generated sample can be traced to a work.
-WORK_FIELDS = ("id", "artist", "title", "year", "style", "genre", "license", "source_url", "image_url")
+WORK_FIELDS = ("id", "artist", "artist_url", "title", "year", "style", "genre", "license", "source_url", "image_url")
 # Pillow first shrinks by an integer factor (box filter) down to 3x the target, then applies
 # Lanczos: same quality as pure Lanczos for big downscales at a fraction of the cost.
 REDUCING_GAP = 3.0
@@ -305,7 +305,10 @@ def _sources_from_manifest(src: Path, manifest: Path) -> tuple[list[SourceItem],
         if not isinstance(name, str) or not name:
             dropped.append(Dropped(where, "manifest row has no 'file'"))
             continue
-        path = (images_dir / name).resolve()
+        # The scraper writes 'file' relative to the download dir ("images/x.jpg"); a bare
+        # name is taken relative to images/.
+        relative_to = src if name.startswith(("images/", "images\\")) else src / "images"
+        path = (relative_to / name).resolve()
         if images_dir not in path.parents:
             # The manifest is input too: a 'file' must not point outside images/.
             dropped.append(Dropped(where, f"manifest 'file' escapes images/: {name!r}"))

@@ -201,16 +201,19 @@ def make_sample_set(out: Path, count: int, seed: int) -> list[dict]:
         rows.append({
             "id": work_id,
             "artist": ARTIST,
+            "artist_url": None,
             "title": f"{prefix} {places[(i // len(COMPOSITIONS)) % len(places)]} ({i + 1})",
             "year": 1870 + i,
             "style": "Procedural Impressionism",
             "genre": "landscape" if composition != "seascape" else "marina",
             "source_url": None,
             "image_url": None,
-            "file": name,
+            "file": f"images/{name}",
             "sha256": hashlib.sha256(data).hexdigest(),
             "width": width,
             "height": height,
+            "format": "PNG" if ext == "png" else "JPEG",
+            "bytes": len(data),
             "license": LICENSE,
         })
     with open(out / "manifest.jsonl", "w", encoding="utf-8") as fp:
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / "set").rename(args.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    total = sum((args.out / "images" / r["file"]).stat().st_size for r in rows)
+    total = sum(r["bytes"] for r in rows)
     print(f"painted {len(rows)} works into {args.out} ({total / 1024:.0f} KiB of images)")
     return 0
 
