@@ -1,0 +1,136 @@
+"""``python -m scraping``: collect one WikiArt artist's public-domain works into a folder.
+
+Writes ``DIR/manifest.jsonl`` (one verified work per line) and ``DIR/images/``. Safe to
+interrupt and re-run: kept works are never fetched again.
+
+Exit status: 0 when the run finished (also when the artist has no public-domain works),
+1 for bad input or an unexpected server answer, 3 when WikiArt's quota stopped the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .download import SIZES
+from .http import HttpError, HttpSettings, RateLimit
+from .imageio import MAX_PIXELS
+from .manifest import ManifestError
+from .scrape import ScrapeOptions, scrape
+from .v2api import ACCESS_ENV, SECRET_ENV, V2Credentials
+from .wikiart import DEFAULT_BASE_URL, SchemaError
+
+log = logging.getLogger("scraping")
+
+EXIT_OK, EXIT_ERROR, EXIT_QUOTA = 0, 1, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scraping",
+        description=(
+            "Download every public-domain work of one WikiArt artist into DIR "
+            "(DIR/manifest.jsonl + DIR/images/). A work is kept only when its WikiArt page is "
+            "labelled 'Public domain'; re-running resumes where the last run stopped."
+        ),
+        epilog=(
+            f"Keyed v2 API: set {ACCESS_ENV} and {SECRET_ENV} (from your WikiArt account) and pass "
+            "--v2 to list works through the keyed API (60 per page, larger hourly quota). "
+            "Exit status: 0 done (also when nothing is public domain), 1 error, 3 quota exceeded."
+        ),
+    )
+    parser.add_argument("--artist", required=True, help="the artist's WikiArt slug, e.g. claude-monet")
+    parser.add_argument("--out", required=True, type=Path, help="download folder (created; resumable)")
+    parser.add_argument("--base-url", default=DEFAULT_BASE_URL,
+                        help=f"WikiArt site root for the JSON and work pages (default {DEFAULT_BASE_URL}); "
+                             "image URLs come from the JSON as absolute URLs")
+    parser.add_argument("--size", choices=SIZES, default="Large",
+                        help="image size to try first: Large (600 px), HD (1200 px) or original; "
+                             "falls back to the original when the size is missing (default Large)")
+    parser.add_argument("--limit", type=_positive_int, default=None,
+                        help="stop once N works are kept in DIR (earlier runs count); default: all")
+    parser.add_argument("--workers", type=_positive_int, default=4,
+                        help="parallel work downloads; the rate limits apply across all of them (default 4)")
+    parser.add_argument("--api-rate", type=_rate, default=RateLimit(10, 2.5), metavar="N/SECONDS",
+                        help="at most N JSON/page requests per SECONDS per host (default 10/2.5, WikiArt's limit)")
+    parser.add_argument("--image-rate", type=_rate, default=RateLimit(20, 1.0), metavar="N/SECONDS",
+                        help="at most N image requests per SECONDS per host (default 20/1)")
+    parser.add_argument("--retries", type=int, default=5,
+                        help="retries for 408/429/5xx and network errors, with jittered exponential "
+                             "backoff honouring Retry-After (default 5)")
+    parser.add_argument("--backoff", type=float, default=1.0,
+                        help="first retry delay in seconds, doubling per retry, capped at 60 (default 1)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="read timeout per request in seconds (default 60)")
+    parser.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS,
+                        help=f"reject images with more pixels (decompression-bomb guard, default {MAX_PIXELS})")
+    parser.add_argument("--v2", action="store_true",
+                        help=f"list works with the keyed v2 API (needs {ACCESS_ENV} and {SECRET_ENV})")
+    parser.add_argument("--v2-artist-id", default=None,
+                        help="the artist's v2 id; by default taken from the artist record")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request decision and retry")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+def _rate(text: str) -> RateLimit:
+    try:
+        return RateLimit.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
+    credentials = None
+    if args.v2:
+        credentials = V2Credentials.from_env()
+        if credentials is None:
+            log.error("--v2 needs the environment variables %s and %s", ACCESS_ENV, SECRET_ENV)
+            return EXIT_ERROR
+    options = ScrapeOptions(
+        artist=args.artist,
+        out=args.out,
+        base_url=args.base_url,
+        size=args.size,
+        limit=args.limit,
+        workers=args.workers,
+        max_pixels=args.max_pixels,
+        http=HttpSettings(api_rate=args.api_rate, image_rate=args.image_rate, max_retries=args.retries,
+                          backoff_base=args.backoff, read_timeout=args.timeout),
+        progress=not args.no_progress,
+        v2=credentials,
+        v2_artist_id=args.v2_artist_id,
+    )
+    try:
+        summary = scrape(options)
+    except (HttpError, SchemaError, ManifestError, OSError) as exc:
+        log.error("scrape of %r failed: %s", args.artist, exc)
+        return EXIT_ERROR
+    for line in summary.lines():
+        log.info("%s", line)
+    if summary.stopped:
+        log.error("stopped early: %s", summary.stopped)
+        return EXIT_QUOTA
+    if summary.kept_total == 0:
+        log.warning("no public-domain works found for %r in %d listed works; nothing to train on",
+                    args.artist, summary.listed)
+    else:
+        log.info("%d works in %s", summary.kept_total, args.out / "manifest.jsonl")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

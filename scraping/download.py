@@ -1,0 +1,158 @@
+"""Image fetching and verification: the requested size first, the original as fallback.
+
+An image is accepted only when it is a real painting file: not WikiArt's geo-block
+placeholder (``FRAME-600x480.jpg``), not an HTML page served under an image URL, exactly as
+long as its Content-Length, fully decodable by Pillow and within the pixel cap (checked from
+the header, before decoding). Files are written under a temporary ``.part`` name, fsynced and
+renamed, so a final name always holds a complete file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from .http import ApiLimitExceeded, BodyTooLarge, HttpError, PoliteClient, RedirectedToErrorPage, TruncatedBody
+from .imageio import MAX_PIXELS, BadImage, ImageInfo, inspect_image_bytes
+
+SIZES = ("Large", "HD", "original")
+PLACEHOLDER_NAME = "frame-600x480.jpg"
+PART_SUFFIX = ".part"
+MAX_IMAGE_BYTES = 80_000_000  # WikiArt originals run to ~30 MB; anything far bigger is suspect
+NON_IMAGE_TYPES = ("text/html", "text/plain", "application/json", "application/xhtml+xml")
+
+
+class ImageRejected(Exception):
+    """No acceptable image for a work. ``reason`` is a short category for the summary."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class VerifiedImage:
+    """Bytes that passed every check, and where they came from."""
+
+    url: str
+    data: bytes
+    sha256: str
+    info: ImageInfo
+
+
+def image_candidates(image_url: str, size: str) -> list[str]:
+    """URLs to try in order: ``{image}!{size}.jpg`` then the bare original."""
+    if size not in SIZES:
+        raise ValueError(f"size {size!r} is not one of {', '.join(SIZES)}")
+    original = image_url.split("!", 1)[0]  # a listing URL may already carry a size suffix
+    if size == "original":
+        return [original]
+    return [f"{original}!{size}.jpg", original]
+
+
+def encode_url(url: str) -> str:
+    """Percent-encode non-ASCII (and other unsafe) characters, keeping existing escapes."""
+    parts = urlsplit(url)
+    path = quote(parts.path, safe="/%!$&'()*+,;=:@-._~")
+    query = quote(parts.query, safe="/%!$&'()*+,;=:@-._~?")
+    netloc = parts.netloc
+    if not netloc.isascii():
+        netloc = netloc.encode("idna").decode("ascii")
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+def is_placeholder(url: str) -> bool:
+    """WikiArt's "not available in your country" frame, under any size suffix."""
+    name = unquote(urlsplit(url).path).rsplit("/", 1)[-1].split("!", 1)[0]
+    return name.lower() == PLACEHOLDER_NAME
+
+
+def fetch_image(http: PoliteClient, image_url: str, size: str, max_pixels: int = MAX_PIXELS) -> VerifiedImage:
+    """Fetch and verify the best available version; raise :class:`ImageRejected` if none is.
+
+    :class:`~scraping.http.ApiLimitExceeded` propagates: it ends the run, not just this work.
+    """
+    failures: list[ImageRejected] = []
+    for url in image_candidates(image_url, size):
+        try:
+            return _fetch_one(http, encode_url(url), max_pixels)
+        except ImageRejected as rejected:
+            failures.append(rejected)
+            if rejected.reason == "placeholder image":
+                break  # the original is blocked the same way; do not ask twice
+    last = failures[-1]
+    detail = "; ".join(f.detail for f in failures)
+    raise ImageRejected(last.reason, detail)
+
+
+def _fetch_one(http: PoliteClient, url: str, max_pixels: int) -> VerifiedImage:
+    if is_placeholder(url):
+        raise ImageRejected("placeholder image", f"{url} is the geo-block placeholder")
+    try:
+        fetched = http.get(url, budget="image", expect="image", max_bytes=MAX_IMAGE_BYTES)
+    except ApiLimitExceeded:
+        raise
+    except RedirectedToErrorPage as exc:
+        raise ImageRejected("redirected to an error page", str(exc)) from None
+    except TruncatedBody as exc:
+        raise ImageRejected("truncated download", str(exc)) from None
+    except BodyTooLarge as exc:
+        raise ImageRejected("file too large", str(exc)) from None
+    except HttpError as exc:
+        reason = f"HTTP {exc.status}" if exc.status else "network error"
+        raise ImageRejected(reason, str(exc)) from None
+    if is_placeholder(fetched.url):
+        raise ImageRejected("placeholder image", f"{url} redirected to the placeholder {fetched.url}")
+    if fetched.content_type in NON_IMAGE_TYPES:
+        raise ImageRejected("not an image", f"{url} answered {fetched.content_type}")
+    try:
+        info = inspect_image_bytes(fetched.body, max_pixels)
+    except BadImage as exc:
+        raise ImageRejected(_bad_image_reason(str(exc)), f"{url}: {exc}") from None
+    return VerifiedImage(fetched.url, fetched.body, hashlib.sha256(fetched.body).hexdigest(), info)
+
+
+def _bad_image_reason(message: str) -> str:
+    for prefix, reason in (
+        ("decompression bomb", "decompression bomb"),
+        ("not an image", "not an image"),
+        ("zero-byte", "empty file"),
+    ):
+        if message.startswith(prefix):
+            return reason
+    return "corrupt or truncated image"
+
+
+def write_part(images_dir: Path, final_name: str, data: bytes) -> Path:
+    """Write ``data`` durably under ``<final_name>.part`` and return that path."""
+    part = images_dir / (final_name + PART_SUFFIX)
+    with open(part, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return part
+
+
+def commit_part(part: Path) -> Path:
+    """Rename a finished ``.part`` file to its final name (atomic) and persist the rename."""
+    final = part.with_name(part.name[: -len(PART_SUFFIX)])
+    os.replace(part, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform (Windows); the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

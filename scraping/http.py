@@ -1,0 +1,327 @@
+"""Polite HTTP for the scraper: one session, per-host rate limits, retries that know when to stop.
+
+Every request the scraper makes goes through :class:`PoliteClient`:
+
+* a single ``requests.Session`` (connection reuse) with a descriptive User-Agent;
+* a timeout on every request;
+* a rate limiter per (host, budget), shared by all threads: WikiArt publishes separate limits
+  for API/page calls (10 per 2.5 s) and for image downloads (20 per second);
+* retries for 408/429/5xx and connection errors with jittered exponential backoff that honours
+  ``Retry-After``. The retry loop is explicit rather than urllib3's ``Retry`` because every
+  attempt must pass the rate limiter again, and because WikiArt's "Free API limit exceeded"
+  answer is an HTTP 500 that must *not* be retried: it only gets worse with more requests;
+* a redirect that lands on an HTML page when JSON or an image was asked for is an error page
+  (WikiArt answers unknown works with a 302 to one), never a success.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Literal
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger(__name__)
+
+PROJECT_URL = "https://github.com/atelier-gan/atelier"
+DEFAULT_USER_AGENT = f"atelier-scraper/0.1 (+{PROJECT_URL}; research dataset of public-domain paintings)"
+
+Budget = Literal["api", "image"]
+Expect = Literal["json", "html", "image"]
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+LIMIT_EXCEEDED_TEXT = "free api limit exceeded"
+
+
+class HttpError(Exception):
+    """A request that did not produce a usable answer; ``str()`` is one line naming the URL."""
+
+    def __init__(self, message: str, url: str, status: int | None = None):
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class ApiLimitExceeded(HttpError):
+    """WikiArt's quota answer ("Free API limit exceeded"): final, the run must stop."""
+
+
+class RedirectedToErrorPage(HttpError):
+    """A redirect ended on an HTML page where JSON or an image was expected."""
+
+
+class TruncatedBody(HttpError):
+    """The body was shorter (or longer) than its Content-Length."""
+
+
+class BodyTooLarge(HttpError):
+    """The body exceeded the caller's byte cap."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``calls`` requests in any window of ``period`` seconds."""
+
+    calls: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> "RateLimit":
+        """Parse ``"N/SECONDS"`` (e.g. ``"10/2.5"``); raises ValueError with a one-line reason."""
+        try:
+            calls_text, period_text = text.split("/")
+            limit = cls(int(calls_text), float(period_text))
+        except ValueError:
+            raise ValueError(f"rate {text!r} is not N/SECONDS, e.g. 10/2.5") from None
+        if limit.calls < 1 or limit.period <= 0:
+            raise ValueError(f"rate {text!r} must have N >= 1 and SECONDS > 0")
+        return limit
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Politeness and robustness knobs; the defaults follow WikiArt's published limits."""
+
+    user_agent: str = DEFAULT_USER_AGENT
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_retries: int = 5
+    backoff_base: float = 1.0  # first retry waits up to this long, doubling each time
+    backoff_max: float = 60.0
+    max_retry_after: float = 300.0  # a longer Retry-After is treated as "give up"
+    api_rate: RateLimit = RateLimit(10, 2.5)
+    image_rate: RateLimit = RateLimit(20, 1.0)
+    pool_size: int = 16
+
+
+class RateLimiter:
+    """Sliding-window limiter: at most ``calls`` acquisitions in any ``period`` seconds.
+
+    Thread-safe; a waiting thread sleeps outside the lock so others can be granted slots
+    that free up for them.
+    """
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.limit = limit
+        self._clock = clock
+        self._sleep = sleep
+        self._granted: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Block until a slot is free; return the seconds spent waiting."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._granted and now - self._granted[0] >= self.limit.period:
+                    self._granted.popleft()
+                if len(self._granted) < self.limit.calls:
+                    self._granted.append(now)
+                    return waited
+                delay = self.limit.period - (now - self._granted[0])
+            self._sleep(delay)
+            waited += delay
+
+
+class HostLimiters:
+    """One :class:`RateLimiter` per (host, budget), created on first use."""
+
+    def __init__(self, api_rate: RateLimit, image_rate: RateLimit):
+        self._rates = {"api": api_rate, "image": image_rate}
+        self._limiters: dict[tuple[str, str], RateLimiter] = {}
+        self._lock = threading.Lock()
+
+    def for_url(self, url: str, budget: Budget) -> RateLimiter:
+        host = urlsplit(url).netloc.lower()
+        with self._lock:
+            key = (host, budget)
+            if key not in self._limiters:
+                self._limiters[key] = RateLimiter(self._rates[budget])
+            return self._limiters[key]
+
+
+@dataclass
+class Fetched:
+    """A successful answer, body fully read and length-checked."""
+
+    url: str  # the final URL, after redirects
+    status: int
+    content_type: str
+    body: bytes
+    redirected: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+class PoliteClient:
+    """GET with rate limiting, retries and strict body checks; safe to share between threads."""
+
+    def __init__(self, settings: HttpSettings | None = None, stop: threading.Event | None = None):
+        self.settings = settings or HttpSettings()
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = self.settings.user_agent
+        self.session.max_redirects = 5
+        adapter = HTTPAdapter(pool_connections=self.settings.pool_size, pool_maxsize=self.settings.pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.limiters = HostLimiters(self.settings.api_rate, self.settings.image_rate)
+        # Set when the run is stopping (quota hit): waiting threads give up instead of retrying.
+        self.stop = stop or threading.Event()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def get(
+        self,
+        url: str,
+        *,
+        budget: Budget,
+        expect: Expect,
+        max_bytes: int = 50_000_000,
+        params: dict[str, str] | None = None,
+    ) -> Fetched:
+        """GET ``url`` and return the verified answer, retrying transient failures.
+
+        Raises :class:`ApiLimitExceeded` (final), :class:`HttpError` for a non-retryable status
+        (``status`` set, e.g. 404) or when retries are exhausted.
+        """
+        attempt = 0
+        while True:
+            if self.stop.is_set():
+                raise HttpError(f"run stopping, not fetching {url}", url)
+            self.limiters.for_url(url, budget).acquire()
+            try:
+                return self._attempt(url, budget=budget, expect=expect, max_bytes=max_bytes, params=params)
+            except _Retryable as exc:
+                attempt += 1
+                if attempt > self.settings.max_retries:
+                    final = TruncatedBody if exc.truncated else HttpError
+                    raise final(f"giving up on {url} after {attempt} attempts: {exc}", url, exc.status) from None
+                delay = self._retry_delay(attempt, exc.retry_after, url)
+                log.info("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt + 1, exc)
+                if self.stop.wait(delay):
+                    raise HttpError(f"run stopping, not retrying {url}", url, exc.status) from None
+
+    def _retry_delay(self, attempt: int, retry_after: float | None, url: str) -> float:
+        if retry_after is not None:
+            if retry_after > self.settings.max_retry_after:
+                raise HttpError(
+                    f"{url}: server asks to wait {retry_after:.0f}s (Retry-After), more than the "
+                    f"{self.settings.max_retry_after:.0f}s cap; try again later",
+                    url,
+                    429,
+                )
+            return retry_after
+        # "Full jitter": threads that failed together do not retry together.
+        ceiling = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _attempt(self, url: str, *, budget: Budget, expect: Expect, max_bytes: int, params) -> Fetched:
+        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        try:
+            resp = self.session.get(url, params=params, timeout=timeout, stream=True)
+        except requests.TooManyRedirects as exc:
+            raise HttpError(f"{url}: too many redirects", url) from exc
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Retryable(f"connection problem: {_one_line(exc)}") from exc
+        with resp:
+            status = resp.status_code
+            if status >= 400:
+                body = _read_some(resp, 64_000)
+                if LIMIT_EXCEEDED_TEXT in body.decode("utf-8", errors="replace").lower():
+                    raise ApiLimitExceeded(
+                        f"WikiArt answered 'Free API limit exceeded' for {resp.url}: the quota is "
+                        "used up; wait (about an hour) and run the same command again to resume",
+                        resp.url,
+                        status,
+                    )
+                if status in RETRYABLE_STATUS:
+                    raise _Retryable(f"HTTP {status}", status, _parse_retry_after(resp.headers.get("Retry-After")))
+                raise HttpError(f"HTTP {status} for {resp.url}", resp.url, status)
+            if 300 <= status < 400:
+                raise HttpError(f"HTTP {status} redirect without a usable Location for {resp.url}", resp.url, status)
+            content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            redirected = bool(resp.history)
+            if redirected and expect != "html" and content_type == "text/html":
+                raise RedirectedToErrorPage(
+                    f"{url} redirected to an HTML page ({resp.url}), not {expect}", resp.url, status
+                )
+            body = _read_checked(resp, max_bytes)
+            return Fetched(resp.url, status, content_type, body, redirected, dict(resp.headers))
+
+
+class _Retryable(Exception):
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None, truncated: bool = False
+    ):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.truncated = truncated
+
+
+def _read_some(resp: requests.Response, limit: int) -> bytes:
+    try:
+        return resp.raw.read(limit, decode_content=True) or b""
+    except Exception:  # an error body we cannot read is only used for its message
+        return b""
+
+
+def _read_checked(resp: requests.Response, max_bytes: int) -> bytes:
+    """Read the whole body, refusing more than ``max_bytes`` and short/long bodies."""
+    declared = resp.headers.get("Content-Length")
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        for chunk in resp.iter_content(chunk_size=64 * 1024):
+            total += len(chunk)
+            if total > max_bytes:
+                raise BodyTooLarge(f"{resp.url}: body larger than {max_bytes} bytes", resp.url, resp.status_code)
+            chunks.append(chunk)
+    except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
+        # urllib3 enforces Content-Length and raises here when the connection closes early.
+        raise _Retryable(f"truncated body from {resp.url}: {_one_line(exc)}", truncated=True) from exc
+    except requests.Timeout as exc:
+        raise _Retryable(f"read timeout from {resp.url}") from exc
+    body = b"".join(chunks)
+    encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+    if declared is not None and not encoded and declared.isdigit() and int(declared) != len(body):
+        raise _Retryable(f"truncated body from {resp.url}: got {len(body)} of {declared} bytes", truncated=True)
+    return body
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP date; None when absent or unparsable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _one_line(exc: BaseException) -> str:
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]

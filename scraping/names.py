@@ -1,0 +1,32 @@
+"""File names from network-derived text: ASCII, safe characters only, bounded, unique per work.
+
+A title or slug comes from the server and may be ``../../x``, contain separators, control
+characters or thousands of characters; what leaves this module is always one plain file name.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MAX_PART_CHARS = 60
+_UNSAFE = re.compile(r"[^a-z0-9._-]+")
+_DOTS = re.compile(r"\.{2,}")
+_DASHES = re.compile(r"-{2,}")
+
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "TIFF": "tif", "BMP": "bmp", "GIF": "gif", "MPO": "jpg"}
+
+
+def safe_part(text: str | None, fallback: str = "untitled", max_chars: int = MAX_PART_CHARS) -> str:
+    """One path-safe name part: NFKD to ASCII, lower case, ``[a-z0-9._-]`` only, no ``..``."""
+    ascii_text = unicodedata.normalize("NFKD", text or "").encode("ascii", "ignore").decode("ascii")
+    part = _UNSAFE.sub("-", ascii_text.lower())
+    part = _DASHES.sub("-", _DOTS.sub(".", part))
+    part = part[:max_chars].strip("._-")
+    return part or fallback
+
+
+def image_filename(artist: str | None, work: str | None, work_id: str, image_format: str) -> str:
+    """``<artist>_<work>_<id>.<ext>``; the id makes it unique even when titles collide."""
+    ext = EXTENSIONS.get(image_format.upper(), "img")
+    return f"{safe_part(artist, 'artist')}_{safe_part(work)}_{safe_part(work_id, 'id', 40)}.{ext}"
