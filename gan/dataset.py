@@ -1,0 +1,168 @@
+"""Read a prepared dataset (``dataset.json`` + square RGB PNGs) as training tensors in [-1, 1].
+
+The directory is what ``python -m scraping.prepare`` writes. Everything is checked up front,
+cheaply (PNG headers only), so a wrong path or a hand-edited dataset fails at start-up with a
+one-line :class:`DatasetError` instead of mid-training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
+
+DATASET_FORMAT = "atelier-dataset/1"
+INFO_NAME = "dataset.json"
+
+
+class DatasetError(ValueError):
+    """A dataset dir that cannot be used; ``str()`` is one line naming the problem."""
+
+
+def load_dataset_info(path: str | Path) -> dict:
+    """Parse and sanity-check ``<path>/dataset.json``; return it as a dict."""
+    root = Path(path)
+    if not root.exists():
+        raise DatasetError(f"dataset dir {root} does not exist (run `python -m scraping.prepare` first)")
+    if not root.is_dir():
+        raise DatasetError(f"dataset path {root} is not a directory")
+    info_path = root / INFO_NAME
+    if not info_path.is_file():
+        has_png = any(root.glob("*.png"))
+        hint = "it has PNGs but no dataset.json" if has_png else "it is empty or not a prepared dataset"
+        raise DatasetError(f"{root} has no {INFO_NAME}: {hint} (make one with `python -m scraping.prepare`)")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{info_path} is not readable JSON: {exc}") from None
+    if not isinstance(info, dict) or info.get("format") != DATASET_FORMAT:
+        raise DatasetError(f"{info_path}: expected format {DATASET_FORMAT!r}, got {_get(info, 'format')!r}")
+    resolution = info.get("resolution")
+    if not isinstance(resolution, int) or resolution < 1 or resolution & (resolution - 1):
+        raise DatasetError(f"{info_path}: resolution must be a power-of-two integer, got {resolution!r}")
+    images = info.get("images")
+    if not isinstance(images, list) or not images:
+        raise DatasetError(f"{info_path}: the dataset is empty (no images listed)")
+    if info.get("count") != len(images):
+        raise DatasetError(f"{info_path}: count {info.get('count')!r} does not match {len(images)} listed images")
+    for row in images:
+        name = row.get("file") if isinstance(row, dict) else None
+        # Names come from a file on disk: keep them plain so they cannot point outside the dir.
+        if not isinstance(name, str) or not name.endswith(".png") or Path(name).name != name or name.startswith("."):
+            raise DatasetError(f"{info_path}: bad image entry {row!r}")
+    return info
+
+
+def _get(obj: object, key: str) -> object:
+    return obj.get(key) if isinstance(obj, dict) else None
+
+
+class ImageFolderDataset(Dataset):
+    """A prepared dataset as float32 CHW tensors in [-1, 1].
+
+    ``xflip`` mirrors an item horizontally with probability 1/2, decided by (seed, epoch, index),
+    so a run is reproducible; call :meth:`set_epoch` each epoch to get fresh flips (before the
+    DataLoader's workers are created, i.e. without ``persistent_workers``). With ``cache`` the
+    decoded uint8 images are kept in memory (per process) after first use.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        resolution: int | None = None,
+        xflip: bool = False,
+        seed: int = 0,
+        cache: bool = True,
+    ) -> None:
+        self.root = Path(path)
+        self.info = load_dataset_info(self.root)
+        self.resolution: int = self.info["resolution"]
+        if resolution is not None and resolution != self.resolution:
+            raise DatasetError(
+                f"{self.root} is a {self.resolution}x{self.resolution} dataset but resolution {resolution} was requested "
+                f"(prepare one with --resolution {resolution})"
+            )
+        self.files = [self.root / row["file"] for row in self.info["images"]]
+        self._check_files()
+        self.xflip = xflip
+        self.seed = seed
+        self.epoch = 0
+        self.cache = cache
+        self._cached: list[torch.Tensor | None] = [None] * len(self.files)
+
+    @property
+    def content_sha256(self) -> str | None:
+        """Identity of the dataset's pixels (eval caches reference statistics under it)."""
+        return self.info.get("content_sha256")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (3, self.resolution, self.resolution)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the flips for ``epoch`` (deterministic per seed, epoch and index)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        img = self.uint8(index).to(torch.float32) / 127.5 - 1.0
+        if self.xflip and self.is_flipped(index):
+            img = img.flip(-1)
+        return img
+
+    def is_flipped(self, index: int) -> bool:
+        """Whether item ``index`` is mirrored in the current epoch (always False without xflip)."""
+        if not self.xflip:
+            return False
+        # A SeedSequence mixes the three integers well; neighbouring indices get independent coins.
+        entropy = np.random.SeedSequence([self.seed & 0xFFFFFFFF, self.epoch, index]).generate_state(1)[0]
+        return bool(entropy & 1)
+
+    def uint8(self, index: int) -> torch.Tensor:
+        """Item ``index`` as stored: uint8 CHW, never flipped (e.g. for metric reference sets)."""
+        if not 0 <= index < len(self.files):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self.files)}")
+        cached = self._cached[index]
+        if cached is not None:
+            return cached
+        with Image.open(self.files[index]) as img:
+            img.load()
+            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        if self.cache:
+            self._cached[index] = tensor
+        return tensor
+
+    def _check_files(self) -> None:
+        """Every listed PNG exists, is RGB and has the dataset's size (headers only, no decoding)."""
+        sizes: dict[tuple[int, int], str] = {}
+        for path in self.files:
+            if not path.is_file():
+                raise DatasetError(f"{path} is listed in {INFO_NAME} but missing")
+            try:
+                with Image.open(path, formats=("PNG",)) as img:
+                    size, mode = img.size, img.mode
+            except (OSError, ValueError) as exc:
+                raise DatasetError(f"{path} is not a readable PNG: {exc}") from None
+            if mode != "RGB":
+                raise DatasetError(f"{path} is {mode}, expected RGB")
+            sizes.setdefault(size, path.name)
+        expected = (self.resolution, self.resolution)
+        odd = {size: name for size, name in sizes.items() if size != expected}
+        if odd:
+            found = ", ".join(f"{w}x{h} (e.g. {name})" for (w, h), name in sorted(odd.items()))
+            raise DatasetError(
+                f"{self.root} has mixed resolutions: {INFO_NAME} says {self.resolution}x{self.resolution}, found {found}"
+            )
+        unlisted = {p.name for p in self.root.glob("*.png")} - {p.name for p in self.files}
+        if unlisted:
+            log.warning("%s: %d PNG files not listed in %s are ignored", self.root, len(unlisted), INFO_NAME)
