@@ -1,0 +1,189 @@
+"""StyleGAN2 losses: non-saturating logistic GAN loss, lazy R1, path-length regularisation.
+
+Each method returns ``(loss, stats)``: a scalar tensor for the training loop to
+backpropagate (with accelerate, and multiplied by the lazy-regularisation interval
+itself), and a dict of detached tensors for logging. Nothing here calls ``.backward()``
+or steps an optimiser.
+
+Who holds which gradients:
+- G phase (``g_main``, ``g_pathlen``): D's parameters are switched off
+  (``requires_grad(D, False)``) while the graph is built, so backpropagating the G loss
+  fills only G's ``.grad``. D is called unwrapped from DDP here: its weights are not
+  being trained, so there is nothing to synchronise, and a DDP forward whose parameters
+  receive no gradient would leave DDP's reducer waiting.
+- D phase (``d_main``, ``d_r1``): the fakes are generated under ``torch.no_grad()``, so
+  backpropagating the D loss fills only D's ``.grad``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gan.config import LossConfig
+
+Stats = dict[str, torch.Tensor]
+
+
+@contextlib.contextmanager
+def requires_grad(module: nn.Module, flag: bool) -> Iterator[None]:
+    """Set ``requires_grad`` of every parameter of ``module`` to ``flag`` for the block,
+    then restore each parameter's own previous flag (so FreezeD-frozen blocks stay frozen)."""
+    saved = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(flag)
+    try:
+        yield
+    finally:
+        for p, was in saved:
+            p.requires_grad_(was)
+
+
+def _bare(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (itself otherwise)."""
+    if isinstance(module, nn.parallel.DistributedDataParallel):
+        return module.module
+    return module
+
+
+def _fp32_call(module: nn.Module) -> Callable[..., torch.Tensor]:
+    """Call ``module`` without accelerate's mixed-precision wrapper.
+
+    ``accelerator.prepare`` wraps ``forward`` in an autocast context and keeps the original
+    as ``_original_forward``; calling that inside ``autocast(enabled=False)`` really runs
+    in fp32.
+    """
+    return getattr(module, "_original_forward", module)
+
+
+class StyleGAN2Loss:
+    """The StyleGAN2(-ADA) objective for a generator ``G`` and a discriminator ``D``.
+
+    ``augment_pipe`` (img -> img, differentiable) is applied to every image D sees, real
+    or fake (ADA, Karras et al. 2020b Sec. 2). ``pl_mean`` (the running path length)
+    is state: save it with ``state_dict()``.
+    """
+
+    def __init__(
+        self,
+        G: nn.Module,
+        D: nn.Module,
+        cfg: LossConfig,
+        augment_pipe: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    ) -> None:
+        self.G, self.D, self.cfg, self.augment_pipe = G, D, cfg, augment_pipe
+        device = next(G.parameters()).device
+        self.pl_mean = torch.zeros([], device=device)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _augment(self, img: torch.Tensor) -> torch.Tensor:
+        return self.augment_pipe(img) if self.augment_pipe is not None else img
+
+    def _generate(self, z: torch.Tensor, update_w_avg: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.G(z, style_mix_prob=self.cfg.style_mixing, return_ws=True, update_w_avg=update_w_avg)
+
+    # -- generator -------------------------------------------------------------------
+
+    def g_main(self, z: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """Non-saturating generator loss E[softplus(-D(G(z)))] (Goodfellow et al. 2014).
+
+        Also updates G's tracked w average (once per G step).
+        """
+        img, _ = self._generate(z, update_w_avg=True)
+        D = _bare(self.D)
+        with requires_grad(D, False):
+            logits = D(self._augment(img))
+        loss = F.softplus(-logits).mean()
+        return loss, {"loss/G": loss.detach(), "scores/fake": logits.detach().mean()}
+
+    def g_pathlen(self, z: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """Path-length regularisation (StyleGAN2 Sec. 3.2, Eq. 4), weighted by pl_weight.
+
+        Penalises (|J_w^T y| - a)^2 with y ~ N(0, I)/sqrt(H*W) and ``a`` the running mean
+        of the path length, so a fixed step in W changes the image by a fixed amount
+        whatever the direction. Uses ``z[: N // pl_batch_shrink]`` (cheaper, App. B).
+        The returned loss is not multiplied by ``pl_interval``: the training loop does it.
+        """
+        batch = max(1, z.shape[0] // self.cfg.pl_batch_shrink)
+        img, ws = self._generate(z[:batch])
+        # 1/sqrt(H*W) makes the expected |J^T y| independent of the image resolution.
+        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+        (grads,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grads.float().square().sum(dim=2).mean(dim=1).sqrt()
+        batch_mean = lengths.mean().detach()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Average over ranks so every process (and every checkpoint) has one pl_mean.
+            torch.distributed.all_reduce(batch_mean)
+            batch_mean = batch_mean / torch.distributed.get_world_size()
+        self.pl_mean = self.pl_mean.to(batch_mean.device).lerp(batch_mean, self.cfg.pl_decay)
+        penalty = (lengths - self.pl_mean).square().mean()
+        # img * 0 ties every G parameter into the graph (e.g. the last ToRGB bias has no
+        # second derivative here), which DDP needs to find a gradient for each of them.
+        loss = img[:, 0, 0, 0].float().mean() * 0 + penalty * self.cfg.pl_weight
+        stats = {"loss/pl": penalty.detach(), "pl/mean": self.pl_mean.detach(), "pl/length": batch_mean}
+        return loss, stats
+
+    # -- discriminator ---------------------------------------------------------------
+
+    def d_main(self, real_img: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """D loss E[softplus(D(G(z)))] + E[softplus(-D(x))], reals and fakes in ONE forward.
+
+        One forward per backward keeps DDP's gradient synchronisation simple, and
+        ``mbstd_split=2`` keeps reals and fakes in separate minibatch-stddev groups.
+        ``scores/real_sign`` = E[sign(D(x))] is ADA's overfitting heuristic r_t.
+        """
+        if z.shape[0] != real_img.shape[0]:
+            raise ValueError(f"d_main needs as many latents as reals, got {z.shape[0]} and {real_img.shape[0]}")
+        with torch.no_grad():
+            fake_img, _ = self._generate(z)
+        n = real_img.shape[0]
+        imgs = torch.cat([real_img.to(fake_img.dtype), fake_img], dim=0)
+        logits = self.D(self._augment(imgs), mbstd_split=2)
+        real_logits, fake_logits = logits[:n], logits[n:]
+        loss_real = F.softplus(-real_logits).mean()
+        loss_fake = F.softplus(fake_logits).mean()
+        loss = loss_real + loss_fake
+        stats = {
+            "loss/D": loss.detach(),
+            "loss/D_real": loss_real.detach(),
+            "loss/D_fake": loss_fake.detach(),
+            "scores/real": real_logits.detach().mean(),
+            "scores/fake": fake_logits.detach().mean(),
+            "scores/real_sign": real_logits.detach().sign().mean(),
+        }
+        return loss, stats
+
+    def d_r1(self, real_img: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        """R1 penalty gamma/2 * E[|grad_x D(x)|^2] on reals (Mescheder et al. 2018).
+
+        Returned without the ``r1_interval`` factor (lazy regularisation is the loop's job).
+        """
+        real = real_img.detach().float().requires_grad_(True)
+        # fp32 throughout: the penalty squares a gradient obtained by a double backward;
+        # in fp16 small gradients underflow (autograd.grad is not loss-scaled) and in bf16
+        # the rounding of every backward step compounds. R1 runs only every r1_interval
+        # minibatches, so full precision costs little.
+        with torch.autocast(device_type=real.device.type, enabled=False):
+            logits = _fp32_call(self.D)(self._augment(real)).float()
+            (grads,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+            penalty = grads.square().sum(dim=[1, 2, 3]).mean()
+        # logits * 0: every D parameter is in the graph, as DDP requires.
+        loss = logits.mean() * 0 + penalty * (self.cfg.r1_gamma / 2)
+        return loss, {"loss/r1": penalty.detach(), "scores/real_r1": logits.detach().mean()}
+
+    # -- state -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The loss's running state (tensors only, safetensors/weights_only friendly)."""
+        return {"pl_mean": self.pl_mean.detach().clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != {"pl_mean"}:
+            raise ValueError(f"loss state must hold exactly 'pl_mean', got {sorted(state)}")
+        self.pl_mean = state["pl_mean"].detach().to(self.pl_mean.device, torch.float32).reshape([])
