@@ -92,6 +92,7 @@ class FakeWikiArt:
         self.scripts: dict[str, list[Reply]] = {}
         self.always: dict[str, Reply] = {}
         self.requests: list[tuple[float, str]] = []  # (monotonic time, raw request path)
+        self.user_agents: set[str] = set()
         self.image_delay = image_delay
         self.v2_keys: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -187,12 +188,13 @@ class FakeWikiArt:
 
     # --- answering ---
 
-    def answer(self, raw_path: str) -> Reply:
+    def answer(self, raw_path: str, user_agent: str = "") -> Reply:
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         with self._lock:
             self.requests.append((time.monotonic(), raw_path))
+            self.user_agents.add(user_agent)
             queued = self.scripts.get(path)
             if queued:
                 return queued.pop(0)
@@ -262,7 +264,7 @@ def _make_handler(site: FakeWikiArt):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-            reply = site.answer(self.path)
+            reply = site.answer(self.path, self.headers.get("User-Agent", ""))
             if reply.delay:
                 time.sleep(reply.delay)
             self.send_response(reply.status)
