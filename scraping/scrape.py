@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .download import PART_SUFFIX, ImageRejected, commit_part, fetch_image, write_part
-from .http import ApiLimitExceeded, HttpError, HttpSettings, PoliteClient
+from .http import ApiLimitExceeded, HttpError, HttpSettings, PoliteClient, RedirectedToErrorPage
 from .imageio import MAX_PIXELS
 from .licence import Licence, parse_copyright_label, prefilter_work
 from .manifest import IMAGES_DIR, MANIFEST_NAME, ManifestRow, ManifestWriter, read_manifest
@@ -282,6 +282,8 @@ class _Worker:
             return WorkResult(work, Outcome.NOT_PUBLIC_DOMAIN, f"pre-filter: {pre.reason}")
         try:
             details = self.client.work_details(work.id)
+        except ApiLimitExceeded:
+            raise  # an HttpError too, but it ends the run rather than this work
         except (HttpError, SchemaError) as exc:
             return WorkResult(work, Outcome.UNKNOWN_LICENCE, _short("details unavailable", exc))
         artist_url = details.artist_url or work.artist_url or self.options.artist
@@ -291,6 +293,8 @@ class _Worker:
         page_url = self.client.work_page_url(artist_url, work_url)
         try:
             label = parse_copyright_label(self.client.work_page(artist_url, work_url))
+        except ApiLimitExceeded:
+            raise
         except HttpError as exc:
             return WorkResult(work, Outcome.UNKNOWN_LICENCE, _short("work page unavailable", exc))
         if label is Licence.UNKNOWN:
@@ -329,6 +333,9 @@ class _Worker:
 
 
 def _short(prefix: str, exc: Exception) -> str:
+    """A summary-friendly reason (no URLs, so equal causes group together)."""
+    if isinstance(exc, RedirectedToErrorPage):
+        return f"{prefix} (redirected to an error page)"
     status = getattr(exc, "status", None)
     if status:
         return f"{prefix} (HTTP {status})"

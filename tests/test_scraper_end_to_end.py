@@ -1,0 +1,219 @@
+"""The whole scrape stage against the local fake WikiArt: every trap, resume, kill and resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_wikiart import LIMIT_EXCEEDED_BODY, LIVING_DEATH_DAY, FakeWikiArt, Reply, jpeg_bytes, png_bomb
+from scraping.__main__ import main
+from scraping.http import HttpSettings, RateLimit
+from scraping.scrape import Outcome, ScrapeOptions, scrape
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = HttpSettings(api_rate=RateLimit(1000, 1.0), image_rate=RateLimit(1000, 1.0), max_retries=2, backoff_base=0.01)
+FAST_FLAGS = ["--api-rate", "1000/1", "--image-rate", "1000/1", "--backoff", "0.01", "--retries", "2", "--no-progress"]
+ARTIST = "claude-monet"
+
+
+def run(site: FakeWikiArt, out: Path, **kw):
+    return scrape(ScrapeOptions(ARTIST, out, base_url=site.url, http=FAST, progress=False, **kw))
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def build_trap_site(site: FakeWikiArt) -> None:
+    site.add_artist(ARTIST, "Claude Monet")
+    site.add_work(ARTIST, 9007199254740993, "impression-sunrise", image=jpeg_bytes(1), large=jpeg_bytes(101))
+    site.add_work(ARTIST, "577271cfedcba8d5e3a7b2f1", "la-gare-saint-lazare", image=jpeg_bytes(2),
+                  image_name="la-gare-saint-lazare-été")  # diacritics; no !Large.jpg -> original
+    site.add_work(ARTIST, 3, "protected-work", label="protected", image=jpeg_bytes(3))
+    site.add_work(ARTIST, 4, "fair-use-work", label="fair-use", image=jpeg_bytes(4))
+    site.add_work(ARTIST, 5, "no-label-work", label=None, image=jpeg_bytes(5))
+    site.add_work(ARTIST, 6, "blocked-work", image=jpeg_bytes(6), image_name="FRAME-600x480")
+    site.add_work(ARTIST, 7, "html-work", image=Reply(200, b"<!DOCTYPE html><html>error</html>", "text/html"))
+    site.add_work(ARTIST, 8, "html-as-jpeg", image=Reply(200, b"<html><body>oops</body></html>", "image/jpeg"))
+    site.add_work(ARTIST, 9, "bomb-work", image=Reply(200, png_bomb(), "image/png"))
+    data = jpeg_bytes(10)
+    site.add_work(ARTIST, 10, "cut-work", image=Reply(200, data, "image/jpeg", truncate_to=len(data) // 2))
+    site.add_work(ARTIST, 11, "corrupt-work", image=jpeg_bytes(11)[:-200])  # server-side broken file
+    site.add_work(ARTIST, 12, "duplicate-work", image=jpeg_bytes(1), large=jpeg_bytes(101))
+    site.add_work(ARTIST, 13, "../../../evil", title="../../etc/passwd", image=jpeg_bytes(13), image_name="evil")
+    site.add_work(ARTIST, 14, "flaky-work", image=jpeg_bytes(14))
+    site.script(f"/images/{ARTIST}/flaky-work.jpg", Reply(503, b"busy", "text/plain"))
+    site.add_work(ARTIST, 15, "no-details-work", image=jpeg_bytes(15))
+    del site.details["15"]  # details redirect to the HTML error page
+
+
+def test_full_run_keeps_only_verified_public_domain_works(tmp_path):
+    out = tmp_path / "raw"
+    with FakeWikiArt() as site:
+        build_trap_site(site)
+        summary = run(site, out)
+        image_hits = {w: site.hits(f"/images/{ARTIST}/{w}.jpg") for w in ("protected-work", "fair-use-work", "no-label-work")}
+
+    kept = rows(out)
+    assert [r["id"] for r in kept] == ["9007199254740993", "577271cfedcba8d5e3a7b2f1", "13", "14"]
+    by_id = {r["id"]: r for r in kept}
+    assert by_id["9007199254740993"]["image_url"].endswith("impression-sunrise.jpg!Large.jpg")
+    assert by_id["577271cfedcba8d5e3a7b2f1"]["image_url"].endswith("la-gare-saint-lazare-%C3%A9t%C3%A9.jpg")
+    for row in kept:
+        path = (out / row["file"]).resolve()
+        assert path.parent == (out / "images").resolve()
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == row["sha256"]
+        assert (row["width"], row["height"], row["license"]) == (24, 16, "public-domain")
+        assert {"artist", "title", "year", "style", "genre", "source_url"} <= row.keys()
+    assert by_id["13"]["title"] == "../../etc/passwd"  # kept as data, never as a path
+
+    # Nothing outside out/, nothing half-written inside it.
+    all_files = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert all_files == {"raw/manifest.jsonl"} | {f"raw/{r['file']}" for r in kept}
+
+    reasons = summary.reasons
+    assert reasons[Outcome.NOT_PUBLIC_DOMAIN] == {"labelled copyright-protected": 1, "labelled fair-use": 1}
+    assert reasons[Outcome.UNKNOWN_LICENCE] == {"no readable copyright label on the work page": 1,
+                                                "details unavailable (redirected to an error page)": 1}
+    assert reasons[Outcome.FAILED] == {"placeholder image": 1, "not an image": 2, "decompression bomb": 1,
+                                       "truncated download": 1, "corrupt or truncated image": 1}
+    assert reasons[Outcome.DUPLICATE] == {"same file as an earlier work": 1}
+    assert image_hits == {"protected-work": 0, "fair-use-work": 0, "no-label-work": 0}
+    assert summary.kept_total == 4 and summary.listed == 15
+
+
+def test_rerun_downloads_nothing_already_kept(tmp_path):
+    out = tmp_path / "raw"
+    with FakeWikiArt() as site:
+        build_trap_site(site)
+        run(site, out)
+        first = (out / "manifest.jsonl").read_bytes()
+        before = len(site.requests)
+        summary = run(site, out)
+        second_run = [raw for _, raw in site.requests[before:]]
+    assert (out / "manifest.jsonl").read_bytes() == first
+    assert summary.kept_new == 0 and summary.already_kept == 4
+    for kept in ("impression-sunrise", "la-gare-saint-lazare", "evil", "flaky-work"):
+        assert not any(kept in raw and raw.startswith("/images/") for raw in second_run)
+    assert not any("ImageJson/9007199254740993" in raw for raw in second_run)
+
+
+def test_limit_option_stops_after_n_kept(tmp_path):
+    with FakeWikiArt() as site:
+        build_trap_site(site)
+        summary = run(site, tmp_path, limit=2)
+    assert [r["id"] for r in rows(tmp_path)] == ["9007199254740993", "577271cfedcba8d5e3a7b2f1"]
+    assert summary.kept_total == 2
+    assert not list((tmp_path / "images").glob("*.part"))
+
+
+def test_living_artist_recent_works_skip_the_page(tmp_path):
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Someone Alive", death_day=LIVING_DEATH_DAY)
+        site.add_work(ARTIST, 1, "recent", year=2001, image=jpeg_bytes(1))
+        site.add_work(ARTIST, 2, "early-public-domain", year=1920, image=jpeg_bytes(2))
+        summary = run(site, tmp_path)
+        assert site.hits(f"/en/{ARTIST}/recent") == 0
+    assert [r["id"] for r in rows(tmp_path)] == ["2"]
+    assert summary.count(Outcome.NOT_PUBLIC_DOMAIN) == 1
+
+
+def test_artist_without_public_domain_works_exits_zero_with_message(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        site.add_work(ARTIST, 1, "a", label="protected", image=jpeg_bytes(1))
+        site.add_work(ARTIST, 2, "b", label="fair-use", image=jpeg_bytes(2))
+        code = main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, *FAST_FLAGS])
+    assert code == 0
+    assert "no public-domain works found" in caplog.text
+    assert (tmp_path / "manifest.jsonl").read_text() == ""
+
+
+def test_quota_500_stops_the_run_with_a_clear_message(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    with FakeWikiArt() as site:
+        build_trap_site(site)
+        for work_id in site.details:
+            site.always[f"/en/App/Painting/ImageJson/{work_id}"] = Reply(500, LIMIT_EXCEEDED_BODY)
+        code = main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, *FAST_FLAGS])
+        detail_hits = [site.hits(f"/en/App/Painting/ImageJson/{w}") for w in site.details]
+    assert code == 3
+    assert "Free API limit exceeded" in caplog.text and "run the same command again" in caplog.text
+    assert max(detail_hits) == 1, "the quota answer must never be retried"
+    assert sum(detail_hits) <= 4 * 2, "workers must stop instead of working through the list"
+
+
+def test_unknown_artist_is_a_one_line_error(tmp_path, caplog):
+    with FakeWikiArt() as site:
+        code = main(["--artist", "nobody", "--out", str(tmp_path), "--base-url", site.url, *FAST_FLAGS])
+    assert code == 1
+    assert "redirected to an HTML page" in caplog.text
+
+
+def test_v2_api_listing_follows_pagination_tokens(tmp_path, monkeypatch):
+    monkeypatch.setenv("WIKIART_ACCESS_CODE", "access")
+    monkeypatch.setenv("WIKIART_SECRET_CODE", "secret")
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        for i in range(5):
+            site.add_work(ARTIST, f"57726d7fedc2cb3880b4{i:04d}", f"work-{i}", image=jpeg_bytes(i))
+        code = main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, "--v2", *FAST_FLAGS])
+        pages = site.hits("/en/api/2/PaintingsByArtist")
+        v1_listing = site.hits("/en/App/Painting/PaintingsByArtist")
+    assert code == 0
+    assert pages == 3 and v1_listing == 0  # 5 works, 2 per page in the fake
+    assert [r["id"] for r in rows(tmp_path)] == [f"57726d7fedc2cb3880b4{i:04d}" for i in range(5)]
+
+
+def _cli(site: FakeWikiArt, out: Path) -> list[str]:
+    return [sys.executable, "-m", "scraping", "--artist", ARTIST, "--out", str(out), "--base-url", site.url,
+            "--workers", "2", *FAST_FLAGS]
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with FakeWikiArt(image_delay=0.25) as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        for i in range(12):
+            site.add_work(ARTIST, 9007199254740993 + i, f"work-{i}", image=jpeg_bytes(i),
+                          large=jpeg_bytes(100 + i) if i % 3 else None)
+        site.add_work(ARTIST, 99, "protected", label="protected", image=jpeg_bytes(99))
+
+        proc = subprocess.Popen(_cli(site, killed), cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        manifest = killed / "manifest.jsonl"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.exists() and manifest.read_text().count("\n") >= 3:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        partial = manifest.read_text().count("\n")
+        assert 3 <= partial < 12
+
+        site.image_delay = 0.0
+        subprocess.run(_cli(site, killed), cwd=REPO, env=env, check=True, capture_output=True, timeout=60)
+        before = len(site.requests)
+        subprocess.run(_cli(site, clean), cwd=REPO, env=env, check=True, capture_output=True, timeout=60)
+        assert len(site.requests) > before
+
+    assert (killed / "manifest.jsonl").read_bytes() == (clean / "manifest.jsonl").read_bytes()
+    assert len(rows(clean)) == 12
+
+    def tree(root: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (root / "images").iterdir()}
+
+    assert tree(killed) == tree(clean)
