@@ -22,8 +22,8 @@ def painting(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
     img = Image.fromarray(ground, "RGB")
     draw = ImageDraw.Draw(img)
     for _ in range(6):
-        x0, y0 = rng.integers(0, w - 8), rng.integers(0, h - 8)
-        x1, y1 = x0 + rng.integers(8, w // 2), y0 + rng.integers(8, h // 2)
+        x0, y0 = rng.integers(0, max(w - 8, 1)), rng.integers(0, max(h - 8, 1))
+        x1, y1 = x0 + rng.integers(8, max(w // 2, 9)), y0 + rng.integers(8, max(h // 2, 9))
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=color)
     return img
