@@ -136,18 +136,23 @@ class SourceResult:
     source_size: tuple[int, int] | None = None
     crops: tuple[Crop, ...] = ()
     reason: str | None = None
+    kind: str = "bad-image"
 
 
 @dataclass(frozen=True)
 class Dropped:
-    """A source image (or one crop of it) left out, with a one-line reason."""
+    """A source image (or one crop of it) left out, with a one-line reason.
+
+    ``kind`` groups reasons for the summary: bad-image, too-small, near-duplicate, manifest.
+    """
 
     source: str
     reason: str
+    kind: str = "bad-image"
     crop_box: tuple[int, int, int, int] | None = None
 
     def as_json(self) -> dict:
-        row = {"source": self.source, "reason": self.reason}
+        row = {"source": self.source, "kind": self.kind, "reason": self.reason}
         if self.crop_box is not None:
             row["crop_box"] = list(self.crop_box)
         return row
@@ -299,11 +304,11 @@ def _sources_from_manifest(src: Path, manifest: Path) -> tuple[list[SourceItem],
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            dropped.append(Dropped(where, "invalid JSON in manifest row"))
+            dropped.append(Dropped(where, "invalid JSON in manifest row", "manifest"))
             continue
         name = row.get("file") if isinstance(row, dict) else None
         if not isinstance(name, str) or not name:
-            dropped.append(Dropped(where, "manifest row has no 'file'"))
+            dropped.append(Dropped(where, "manifest row has no 'file'", "manifest"))
             continue
         # The scraper writes 'file' relative to the download dir ("images/x.jpg"); a bare
         # name is taken relative to images/.
@@ -311,15 +316,15 @@ def _sources_from_manifest(src: Path, manifest: Path) -> tuple[list[SourceItem],
         path = (relative_to / name).resolve()
         if images_dir not in path.parents:
             # The manifest is input too: a 'file' must not point outside images/.
-            dropped.append(Dropped(where, f"manifest 'file' escapes images/: {name!r}"))
+            dropped.append(Dropped(where, f"manifest 'file' escapes images/: {name!r}", "manifest"))
             continue
         referenced.add(path)
         source = f"images/{path.relative_to(images_dir).as_posix()}"
         if source in items:
-            dropped.append(Dropped(source, f"duplicate manifest row ({where})"))
+            dropped.append(Dropped(source, f"duplicate manifest row ({where})", "manifest"))
             continue
         if not path.is_file():
-            dropped.append(Dropped(source, "listed in manifest.jsonl but the file is missing"))
+            dropped.append(Dropped(source, "listed in manifest.jsonl but the file is missing", "manifest"))
             continue
         work = {k: row[k] for k in WORK_FIELDS if k in row}
         sha = row.get("sha256") if isinstance(row.get("sha256"), str) else None
@@ -328,7 +333,7 @@ def _sources_from_manifest(src: Path, manifest: Path) -> tuple[list[SourceItem],
         for path in sorted(_walk_images(images_dir, [])):
             if path.resolve() not in referenced:
                 rel = f"images/{path.relative_to(images_dir).as_posix()}"
-                dropped.append(Dropped(rel, "not listed in manifest.jsonl (incomplete download?)"))
+                dropped.append(Dropped(rel, "not listed in manifest.jsonl (incomplete download?)", "manifest"))
     return sorted(items.values(), key=lambda it: it.source), dropped, hashlib.sha256(raw).hexdigest()
 
 
@@ -342,7 +347,8 @@ def process_source(index: int, item: SourceItem, opts: PrepareOptions, tmp_dir: 
     except OSError as exc:
         return SourceResult(index, item.source, reason=f"unreadable file: {exc.strerror or exc}")
     if item.expected_sha256 and item.expected_sha256.lower() != data_sha:
-        return SourceResult(index, item.source, data_sha, reason="sha256 differs from manifest.jsonl (file changed?)")
+        reason = "sha256 differs from manifest.jsonl (file changed?)"
+        return SourceResult(index, item.source, data_sha, reason=reason, kind="manifest")
     try:
         img = open_image_rgb(item.path, max_pixels=opts.max_pixels)
     except BadImage as exc:
@@ -353,6 +359,7 @@ def process_source(index: int, item: SourceItem, opts: PrepareOptions, tmp_dir: 
         return SourceResult(
             index, item.source, data_sha, (width, height),
             reason=f"too small: {width}x{height}, short edge {min(width, height)} < min-size {min_size}",
+            kind="too-small",
         )
     crops = []
     for tile, box in enumerate(crop_boxes(width, height, opts)):
@@ -431,7 +438,7 @@ def _assemble(
     results: list[SourceResult], items: list[SourceItem], opts: PrepareOptions, tmp_dir: Path
 ) -> tuple[list[dict], list[Dropped]]:
     """Dedup the crops, give the survivors final names in source order, describe everything."""
-    dropped = [Dropped(r.source, r.reason) for r in results if r.reason]
+    dropped = [Dropped(r.source, r.reason, r.kind) for r in results if r.reason]
     good = [r for r in results if not r.reason]
     crops = [(r, c) for r in good for c in r.crops]
     # Of a group of near-duplicates keep the crop from the largest original (finest detail);
@@ -453,6 +460,7 @@ def _assemble(
                 res.source,
                 f"near-duplicate of {keeper_res.source} tile {keeper_crop.tile} "
                 f"(kept as {final_names[keeper]}; phash distance {dist} <= {opts.dedup_threshold})",
+                "near-duplicate",
                 crop.crop_box,
             ))
             (tmp_dir / crop.temp_name).unlink()
@@ -528,8 +536,7 @@ def _move_into_place(tmp_dir: Path, out: Path, overwrite: bool) -> None:
 def _reason_counts(dropped: Sequence[Dropped]) -> str:
     counts: dict[str, int] = {}
     for d in dropped:
-        kind = d.reason.split(":")[0].split(" (")[0]
-        counts[kind] = counts.get(kind, 0) + 1
+        counts[d.kind] = counts.get(d.kind, 0) + 1
     return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 

@@ -149,7 +149,9 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path):
     assert all("\n" not in r for r in reasons.values())
     info = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert {d["source"] for d in info["dropped"]} == set(reasons)
+    assert {d["kind"] for d in info["dropped"]} == {"bad-image"}
     summary = P.format_summary(result)
+    assert "dropped 5 (5 bad-image):" in summary
     assert "cut.jpg: truncated or corrupt" in summary and "prepared 1 images" in summary
 
 
@@ -211,6 +213,7 @@ def test_too_small_images_are_dropped_and_min_size_defaults_to_resolution(tmp_pa
     result = run_prepare(src, tmp_path / "a")
     assert result.count == 1
     assert result.dropped[0].reason == "too small: 40x30, short edge 30 < min-size 32"
+    assert result.dropped[0].kind == "too-small"
     assert run_prepare(src, tmp_path / "b", min_size=16).count == 2  # lower min-size allows upscaling
 
 
@@ -228,6 +231,7 @@ def test_near_duplicate_dropped_and_distinct_kept(tmp_path):
     assert [r["source"] for r in result.info["images"]] == ["a_original.png", "c_other.png"]
     (dup,) = result.dropped
     assert dup.source == "b_copy.jpg" and dup.reason.startswith("near-duplicate of a_original.png")
+    assert dup.kind == "near-duplicate" and dup.crop_box == (15, 0, 105, 90)
     # The larger original wins even when the small copy sorts first.
     os.rename(src / "a_original.png", src / "z_original.png")
     result = run_prepare(src, tmp_path / "out2")
