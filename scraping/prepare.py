@@ -406,8 +406,9 @@ def prepare_dataset(opts: PrepareOptions, progress: bool = True) -> PrepareResul
     src, out = Path(opts.src), Path(opts.out)
     if not src.is_dir():
         raise PrepareError(f"--src {src} is not a directory")
-    if out.resolve() == src.resolve():
-        raise PrepareError("--out must differ from --src")
+    if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
+        # Replacing --out would delete the input with it.
+        raise PrepareError(f"--out {out} must not be --src or contain it")
     if out.exists() and not out.is_dir():
         raise PrepareError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not opts.overwrite:

@@ -309,6 +309,9 @@ def test_existing_output_refused_and_overwrite_replaces(tmp_path):
     run_prepare(src, out, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["00000.png", "dataset.json"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    with pytest.raises(P.PrepareError, match="must not be --src or contain it"):
+        run_prepare(src, tmp_path, overwrite=True)  # would delete the input
+    assert (src / "x.png").exists()
 
 
 def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
