@@ -134,8 +134,9 @@ class ImageFolderDataset(Dataset):
         cached = self._cached[index]
         if cached is not None:
             return cached
-        with Image.open(self.files[index]) as img:
-            img.load()
+        with Image.open(self.files[index], formats=("PNG",)) as img:
+            if img.size != (self.resolution, self.resolution):  # replaced since the start-up check
+                raise DatasetError(f"{self.files[index]} is {img.width}x{img.height}, expected {self.resolution}x{self.resolution}")
             array = np.asarray(img.convert("RGB"), dtype=np.uint8)
         tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
         if self.cache:

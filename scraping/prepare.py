@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from scraping.imageio import MAX_PIXELS, BadImage, open_image_rgb
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("scraping.prepare")  # not __main__ under `python -m`
 
 DATASET_FORMAT = "atelier-dataset/1"
 MODES = ("center-crop", "tiles")
@@ -418,6 +418,8 @@ def prepare_dataset(opts: PrepareOptions, progress: bool = True) -> PrepareResul
     if not items:
         raise PrepareError(f"no images found in {src}" + (" (manifest.jsonl lists none that exist)" if manifest_sha else ""))
 
+    kind = "manifest.jsonl" if manifest_sha else "a folder scan"
+    log.info("%d source images from %s (%s) -> %dx%d %s", len(items), src, kind, opts.resolution, opts.resolution, opts.mode)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
