@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .download import SIZES
 from .http import HttpError, HttpSettings, RateLimit
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             f"Keyed v2 API: set {ACCESS_ENV} and {SECRET_ENV} (from your WikiArt account) and pass "
-            "--v2 to list works through the keyed API (60 per page, larger hourly quota). "
+            "--v2 to list works through the keyed API (login once, then 60 works per page; each "
+            "page's paginationToken is sent back verbatim; larger hourly quota). "
             "Exit status: 0 done (also when nothing is public domain), 1 error, 3 quota exceeded."
         ),
     )
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("urllib3").setLevel(logging.WARNING)
+    if urlsplit(args.base_url).scheme not in ("http", "https") or not urlsplit(args.base_url).netloc:
+        log.error("--base-url %r is not an http(s) URL", args.base_url)
+        return EXIT_ERROR
     credentials = None
     if args.v2:
         credentials = V2Credentials.from_env()

@@ -24,6 +24,7 @@ from datetime import date
 from pathlib import Path
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .download import PART_SUFFIX, ImageRejected, commit_part, fetch_image, write_part
 from .http import ApiLimitExceeded, HttpError, HttpSettings, PoliteClient, RedirectedToErrorPage
@@ -197,7 +198,9 @@ def _run_in_order(todo, worker, writer, kept_sha, summary, options, stop) -> Non
     queue = iter(todo)
     pending: deque[tuple[WorkSummary, Future]] = deque()
     bar = tqdm(total=len(todo), unit="work", disable=not options.progress, desc=options.artist)
-    with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="scrape") as pool:
+    # Log lines go through tqdm.write so warnings do not tear the progress bar.
+    with logging_redirect_tqdm(), ThreadPoolExecutor(max_workers=max(1, options.workers),
+                                                    thread_name_prefix="scrape") as pool:
         try:
             _refill(pending, queue, pool, worker, window, stop)
             while pending:
@@ -253,8 +256,7 @@ def _commit(result: WorkResult, writer: ManifestWriter, kept_sha: set, summary: 
             commit_part(result.part)
             writer.append(result.row)
             kept_sha.add(result.row.sha256)
-    level = logging.INFO if result.outcome is Outcome.KEPT else logging.DEBUG
-    log.log(level, "%s %s (%s): %s", result.outcome.value, result.work.id, result.work.title, result.reason)
+    log.debug("%s %s (%s): %s", result.outcome.value, result.work.id, result.work.title, result.reason)
     summary.add(result)
 
 

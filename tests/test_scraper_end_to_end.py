@@ -217,3 +217,16 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
         return {p.name: p.read_bytes() for p in (root / "images").iterdir()}
 
     assert tree(killed) == tree(clean)
+
+
+def test_leftovers_of_a_kill_are_removed_at_start(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "claude-monet_work-0_1.jpg.part").write_bytes(b"half")
+    (images / "claude-monet_work-9_9.jpg").write_bytes(jpeg_bytes(9))  # renamed, row never written
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        site.add_work(ARTIST, 1, "work-0", image=jpeg_bytes(0))
+        run(site, tmp_path)
+    assert sorted(p.name for p in images.iterdir()) == ["claude-monet_work-0_1.jpg"]
+    assert [r["file"] for r in rows(tmp_path)] == ["images/claude-monet_work-0_1.jpg"]

@@ -160,3 +160,26 @@ def test_retry_after_http_date_parses():
     assert _parse_retry_after("3") == 3.0
     assert _parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: no wait
     assert _parse_retry_after("soon") is None
+
+
+def test_api_and_image_budgets_are_separate_and_shared_by_threads(site):
+    settings = HttpSettings(api_rate=RateLimit(2, 0.4), image_rate=RateLimit(100, 1.0), max_retries=0)
+    client = PoliteClient(settings)
+    api_url = site.url + "/en/App/Painting/ImageJson/1"
+    image_url = site.url + "/images/claude-monet/impression-sunrise.jpg"
+
+    def burst(url: str, budget: str) -> float:
+        started = time.monotonic()
+        threads = [threading.Thread(target=client.get, args=(url,),
+                                    kwargs={"budget": budget, "expect": "json" if budget == "api" else "image"})
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.monotonic() - started
+
+    assert burst(image_url, "image") < 0.3  # the image budget is not held back by the API one
+    assert burst(api_url, "api") >= 0.4 - 0.02  # 4 API calls at 2 per 0.4 s need a second window
+    arrivals = sorted(t for t, raw in site.requests if raw.startswith("/en/"))
+    assert len(arrivals) == 4 and arrivals[2] - arrivals[0] >= 0.35
