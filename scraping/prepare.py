@@ -571,36 +571,40 @@ def build_parser() -> argparse.ArgumentParser:
             "(provenance of every image, and every dropped input with its reason). X-flip is a "
             "training-time option, not done here."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=(
+            "example: python -m scraping.prepare --src data/raw/claude-monet --out data/datasets/monet-256 "
+            "--resolution 256. Exit status 0 on success, 1 when nothing usable was found or an option is bad; "
+            "a summary lists every dropped input with its reason."
+        ),
     )
     parser.add_argument("--src", type=Path, required=True,
-                        help="input: a scraper download dir with manifest.jsonl + images/, or a folder searched recursively for "
+                        help="required. Input: a scraper download dir with manifest.jsonl + images/, or a folder searched recursively for "
                              f"{'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files")
     parser.add_argument("--out", type=Path, required=True,
-                        help="output dataset dir; written to a temp dir beside it and renamed when complete")
+                        help="required. Output dataset dir; written to a temp dir beside it and renamed when complete")
     parser.add_argument("--resolution", type=int, default=256,
-                        help="side of the square output images in pixels (a power of two)")
+                        help="side of the square output images in pixels, a power of two (default: %(default)s)")
     parser.add_argument("--mode", choices=MODES, default="center-crop",
                         help="center-crop: the largest centred square of each image. tiles: several squares per image on a "
-                             "grid covering it edge to edge (for artists with few, large works); see --tile-* options")
+                             "grid covering it edge to edge (for artists with few, large works); see --tile-* options (default: %(default)s)")
     parser.add_argument("--min-size", type=int, default=None,
                         help="drop images whose short edge is below this many pixels (default: the resolution, so nothing "
                              "is upscaled; lower it to allow upscaling small images, which blurs them)")
     parser.add_argument("--tile-fraction", type=float, default=0.5,
                         help="tiles mode: tile side as a fraction of the image's short edge (never below --min-size, never "
-                             "above the short edge; 1.0 = full-height squares sliding along the long edge)")
+                             "above the short edge; 1.0 = full-height squares sliding along the long edge; default: %(default)s)")
     parser.add_argument("--tile-overlap", type=float, default=0.25,
-                        help="tiles mode: minimum overlap of neighbouring tiles as a fraction of the tile side, in [0, 0.9]")
+                        help="tiles mode: minimum overlap of neighbouring tiles as a fraction of the tile side, in [0, 0.9] (default: %(default)s)")
     parser.add_argument("--tiles-per-image", type=int, default=16,
                         help="tiles mode: at most this many tiles per image (the grid is thinned along its longer axis "
-                             "first; tiles still span the image edge to edge)")
+                             "first; tiles still span the image edge to edge; default: %(default)s)")
     parser.add_argument("--dedup-threshold", type=int, default=6,
                         help="drop a crop whose 64-bit perceptual hash (pHash) is within this many bits of an already kept "
-                             "one; the crop from the larger original is kept. 0 = identical hashes only, -1 = no dedup")
+                             "one; the crop from the larger original is kept. 0 = identical hashes only, -1 = no dedup (default: %(default)s)")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                        help="reject images whose header claims more pixels than this, before decoding (decompression bombs)")
+                        help="reject images whose header claims more pixels than this, before decoding (decompression bombs; default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="processes decoding images in parallel (output is identical for any value)")
+                        help="processes decoding images in parallel (output is identical for any value; default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing non-empty --out (the old one is removed only after the new one is complete)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

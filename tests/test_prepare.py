@@ -366,3 +366,17 @@ def test_quickstart_command_on_bundled_sample(tmp_path, capsys):
     assert info["count"] == len(manifest_rows) >= 40 and info["dropped"] == []
     assert info["images"][0]["work"]["artist"].startswith("Atelier Sample Painter")
     assert "prepared 48 images at 32x32" in capsys.readouterr().out
+
+
+def test_sample_set_is_reproducible_from_its_script(tmp_path):
+    """The committed data/sample is exactly what scripts/make_sample_set.py paints (first works)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_sample_set", REPO / "scripts" / "make_sample_set.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.make_sample_set(tmp_path / "s", count=4, seed=7)
+    committed = [json.loads(line) for line in (REPO / "data" / "sample" / "manifest.jsonl").read_text().splitlines()]
+    assert rows == committed[:4]
+    total = sum(row["bytes"] for row in committed)
+    assert total < 400_000  # "a few hundred KB"
