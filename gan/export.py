@@ -41,6 +41,7 @@ EXPORT_NAME = "generator.safetensors"  # a run dir's latest export
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_WEIGHTS = "G_ema.safetensors"
 CHECKPOINT_STATE = "state.json"
+CHECKPOINT_FORMAT = "atelier-checkpoint/1"
 _CORE_KEYS = ("format", "model", "resolution", "img_channels")
 # Wrappers that prefix state-dict keys (DDP, torch.compile); stripped so their checkpoints load too.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -191,6 +192,10 @@ def _meta_from_state(state: Any, where: Path) -> dict[str, Any]:
     """
     if not isinstance(state, dict):
         raise GeneratorLoadError(f"{where}: expected a JSON object")
+    if state.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+        raise GeneratorLoadError(
+            f"{where}: not an atelier checkpoint (format {state['format']!r}, expected {CHECKPOINT_FORMAT!r})"
+        )
     config = state.get("config") if isinstance(state.get("config"), dict) else {}
     model = state.get("model", config.get("model"))
     resolution = state.get("resolution", (config.get("data") or {}).get("resolution"))

@@ -1,22 +1,22 @@
 #!/usr/bin/env python
 """Paint new works with a trained generator: PNGs per seed, an optional grid and a latent-walk GIF.
 
-Examples::
+Examples:
 
     python scripts/generate.py --checkpoint runs/my-run --seeds 0-63 --psi 0.7 --out out/ --grid
     python scripts/generate.py --checkpoint runs/my-run/generator.safetensors \\
         --out out/ --interpolate 3 17 --frames 48 --fps 24
 
-``--checkpoint`` takes a generator export (``generator.safetensors``), a checkpoint dir
-(``checkpoints/<step>/``) or a run dir (its export, else its latest checkpoint).
+--checkpoint takes a generator export (generator.safetensors), a checkpoint dir
+(RUN/checkpoints/<nimg>/) or a run dir (its export, else its latest checkpoint).
 
-Files: ``seed0042-psi0.70.png`` per seed, ``grid.png`` with ``--grid`` and
-``interp-seed0003-seed0017-psi0.70.gif`` with ``--interpolate``. Each PNG carries tEXt
+Files: seed0042-psi0.70.png per seed, grid.png with --grid and
+interp-seed0003-seed0017-psi0.70.gif with --interpolate. Each PNG carries tEXt
 metadata: seed, psi, noise mode, resolution and the SHA-256 of the generator's weights file.
 
 Reproducible: the same seeds, options and checkpoint give byte-identical files on the same
 machine and device type. Seed s always gives the same latent (NumPy RandomState(s), as in
-NVIDIA's StyleGAN2-ADA), and with ``--noise-mode random`` the noise of image s is drawn from
+NVIDIA's StyleGAN2-ADA), and with --noise-mode random the noise of image s is drawn from
 a torch RNG seeded with s, so even "random" noise is repeatable.
 """
 
@@ -53,9 +53,8 @@ log = logging.getLogger("atelier.generate")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atelier-generate",
-        description=__doc__.split("\n\n")[0],
-        epilog="Same seeds + same checkpoint + same options -> byte-identical files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--checkpoint",
@@ -76,14 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.7,
         help="truncation: 1 = no truncation (most varied), smaller pulls w towards the average "
-        "(cleaner, less varied), 0 = the average image for every seed",
+        "(cleaner, less varied), 0 = the average image for every seed (default: %(default)s)",
     )
     parser.add_argument(
         "--noise-mode",
         choices=NOISE_MODES,
         default="const",
         help="per-layer noise: const = the generator's fixed noise maps, random = fresh noise "
-        "seeded by each image's seed (still reproducible), none = no noise",
+        "seeded by each image's seed (still reproducible), none = no noise (default: %(default)s)",
     )
     parser.add_argument("--grid", action="store_true", help="also write grid.png tiling all seeds' images")
     parser.add_argument(
@@ -96,13 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("SEED_A", "SEED_B"),
         help="also write a GIF walking from SEED_A to SEED_B (spherical interpolation in z)",
     )
-    parser.add_argument("--frames", type=int, default=60, metavar="N", help="frames of the --interpolate GIF")
-    parser.add_argument("--fps", type=float, default=24.0, help="frames per second of the --interpolate GIF")
-    parser.add_argument("--batch", type=int, default=16, metavar="N", help="images per forward pass")
+    parser.add_argument("--frames", type=int, default=60, metavar="N", help="frames of the --interpolate GIF (default: %(default)s)")
+    parser.add_argument("--fps", type=float, default=24.0, help="frames per second of the --interpolate GIF (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=16, metavar="N", help="images per forward pass (default: %(default)s)")
     parser.add_argument(
         "--device",
         default="auto",
-        help="cpu, cuda, cuda:N or auto (cuda when available, else cpu)",
+        help="cpu, cuda, cuda:N or auto = cuda when available, else cpu (default: %(default)s)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
