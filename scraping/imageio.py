@@ -15,6 +15,7 @@ Every failure is a :class:`BadImage` whose message is one line naming the proble
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 import warnings
@@ -38,6 +39,7 @@ Image.init()  # register every plugin now: Image.open(formats=...) only looks at
 MATTE_RGB = (255, 255, 255)
 
 _PIL_LIMIT_LOCK = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 class BadImage(ValueError):
@@ -75,7 +77,7 @@ def open_image_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Ima
         if size == 0:
             raise BadImage("zero-byte file")
         with open(path, "rb") as fp, _decoded(fp, max_pixels) as img:
-            upright = ImageOps.exif_transpose(img)
+            upright = _upright(img)
             rgb = to_rgb(upright)
             # Leaving the `with` closes the decoded image; hand back an independent copy.
             return rgb.copy() if rgb is img else rgb
@@ -83,6 +85,15 @@ def open_image_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Ima
         raise
     except OSError as exc:
         raise BadImage(f"unreadable file: {_one_line(exc)}") from exc
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply EXIF orientation; a broken EXIF block leaves the image as stored rather than failing."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - EXIF parsing of untrusted files can raise anything
+        log.warning("ignoring unreadable EXIF orientation: %s", _one_line(exc))
+        return img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -104,7 +115,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return img.convert("RGB")
     try:
         return img.convert("RGB")  # 1, L, YCbCr, LAB, HSV, ...
-    except (ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - an exotic mode is bad input, not a crash
         raise BadImage(f"cannot convert mode {mode} to RGB: {_one_line(exc)}") from exc
 
 
@@ -144,7 +155,7 @@ def _decoded(fp: BinaryIO, max_pixels: int) -> Iterator[Image.Image]:
         raise BadImage(f"decompression bomb: {_one_line(exc)}") from exc
     except UnidentifiedImageError as exc:
         raise BadImage(f"not an image ({_sniff(fp)})") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - decoders raise arbitrary types (struct.error, IndexError) on hostile bytes
         raise BadImage(f"unreadable image header: {_one_line(exc)}") from exc
     with img:
         width, height = img.size
@@ -156,7 +167,7 @@ def _decoded(fp: BinaryIO, max_pixels: int) -> Iterator[Image.Image]:
             )
         try:
             img.load()
-        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        except (Exception, MemoryError) as exc:  # noqa: BLE001 - as above: any decoder failure is bad input
             raise BadImage(f"truncated or corrupt {img.format} image: {_one_line(exc)}") from exc
         yield img
 
