@@ -168,9 +168,9 @@ def _list_works(client: WikiArtClient, options: ScrapeOptions) -> list[WorkSumma
 def _artist_death_day(client: WikiArtClient, artist: str) -> str | None:
     try:
         record = client.artist(artist)
+    except ApiLimitExceeded:
+        raise
     except (HttpError, SchemaError) as exc:
-        if isinstance(exc, ApiLimitExceeded):
-            raise
         log.warning("artist record unavailable (%s); every work goes to its page for the licence", exc)
         return None
     return record.death_day

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from fake_wikiart import LIMIT_EXCEEDED_BODY, LIVING_DEATH_DAY, FakeWikiArt, Reply, jpeg_bytes, png_bomb
 from scraping.__main__ import main
 from scraping.http import HttpSettings, RateLimit
