@@ -120,6 +120,33 @@ def test_decompression_bomb_rejected_before_decoding(monkeypatch, side):
         inspect_image_bytes(bomb)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_mutated_files_only_ever_raise_bad_image():
+    """Hostile bytes (flipped and cut) must come back as BadImage or a valid image, never a crash."""
+    import io
+    import random
+
+    rng = random.Random(0)
+    originals = []
+    for fmt in ("JPEG", "PNG", "GIF", "TIFF", "WEBP"):
+        buf = io.BytesIO()
+        painting(1, (24, 16)).save(buf, fmt)
+        originals.append(buf.getvalue())
+    outcomes = set()
+    for _ in range(150):
+        data = bytearray(rng.choice(originals))
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(1, len(data))]
+        try:
+            inspect_image_bytes(bytes(data))
+            outcomes.add("ok")
+        except BadImage:
+            outcomes.add("bad")
+    assert outcomes == {"ok", "bad"}
+
+
 def test_max_pixels_is_configurable():
     data = jpeg_bytes(painting(3, (100, 100)))
     with pytest.raises(BadImage, match="exceeds the cap of 5000"):
