@@ -1,0 +1,357 @@
+"""Training checkpoints: the full state of a run, written so a kill never leaves a broken one.
+
+Layout of ``RUN_DIR/checkpoints/<nimg>/`` (``<nimg>``: images seen, zero-padded, so the
+numerically largest complete dir is the latest)::
+
+    G.safetensors, D.safetensors, G_ema.safetensors   parameters and buffers
+    optim_G.pt, optim_D.pt                            Adam state dicts (tensors and numbers only)
+    training_state.pt                                 loss state (pl_mean), augmentation state,
+                                                      GradScaler state (tensors and numbers only)
+    rng-rank<R>.pt                                    python/numpy/torch(/CUDA) RNG of process R
+    process-<R>.json                                  SHA-256 of process R's weights: all must agree
+    state.json                                        format, counters, data position, model config,
+                                                      resolution, the resolved training config
+
+Every ``.pt`` file is read with ``torch.load(weights_only=True)``, so loading never runs
+pickled code. A checkpoint is first written to ``checkpoints/.tmp-<nimg>/`` and renamed into
+place only once ``state.json`` (written last) is there; scanners ignore anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+FORMAT = "atelier-checkpoint/1"
+CHECKPOINTS_DIR = "checkpoints"
+STATE_FILE = "state.json"
+NETWORK_FILES = {"G": "G.safetensors", "D": "D.safetensors", "G_ema": "G_ema.safetensors"}
+OPTIMIZER_FILES = {"G": "optim_G.pt", "D": "optim_D.pt"}
+EXTRA_FILE = "training_state.pt"
+_TMP_PREFIX = ".tmp-"
+_OLD_PREFIX = ".old-"
+
+
+class CheckpointError(ValueError):
+    """A path is not a usable checkpoint; the message is one line naming the problem."""
+
+
+class ProcessGroup(Protocol):
+    """What saving needs from the launcher (an ``accelerate.Accelerator`` fits)."""
+
+    is_main_process: bool
+    process_index: int
+    num_processes: int
+
+    def wait_for_everyone(self) -> None: ...
+
+
+@dataclass
+class Progress:
+    """Counters that say where training stands; stored in state.json."""
+
+    cur_nimg: int = 0  # real images shown to D, all processes together
+    step: int = 0  # minibatches done (phase schedules use step % interval)
+    data_position: int = 0  # items consumed from the minibatch stream (gan.minibatches)
+    bad_steps: int = 0  # consecutive steps skipped for non-finite losses
+
+    @property
+    def kimg(self) -> float:
+        return self.cur_nimg / 1000.0
+
+
+@dataclass
+class Snapshot:
+    """Everything one checkpoint holds besides the RNG states, which each process adds itself."""
+
+    networks: Mapping[str, torch.nn.Module]  # keys of NETWORK_FILES
+    optimizers: Mapping[str, torch.optim.Optimizer]  # keys of OPTIMIZER_FILES
+    progress: Progress
+    extra: dict[str, Any] = field(default_factory=dict)  # loss / augment / scaler state dicts
+    meta: dict[str, Any] = field(default_factory=dict)  # model, resolution, config, run ...
+
+
+# --------------------------------------------------------------------------- naming and finding
+
+
+def checkpoint_name(cur_nimg: int) -> str:
+    return f"{cur_nimg:010d}"
+
+
+def list_checkpoints(checkpoints_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint dirs (numeric name with state.json), oldest first."""
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return []
+    complete = [d for d in root.iterdir() if d.is_dir() and d.name.isdigit() and (d / STATE_FILE).is_file()]
+    return sorted(complete, key=lambda d: int(d.name))
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
+    """The newest complete checkpoint of a run dir, or None."""
+    found = list_checkpoints(Path(run_dir) / CHECKPOINTS_DIR)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint dir given itself, its state.json, or a run dir (its latest checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"--resume {path}: no such file or directory")
+    if path.is_file() and path.name == STATE_FILE:
+        path = path.parent
+    if path.is_dir() and (path / STATE_FILE).is_file():
+        return path
+    if path.is_dir() and (path / CHECKPOINTS_DIR).is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(f"--resume {path}: run dir has no complete checkpoint under {CHECKPOINTS_DIR}/")
+        return latest
+    raise CheckpointError(
+        f"--resume {path}: not a checkpoint (no {STATE_FILE}) and not a run dir (no {CHECKPOINTS_DIR}/)"
+    )
+
+
+def read_state(ckpt: str | os.PathLike) -> dict[str, Any]:
+    """The parsed state.json of a checkpoint dir; checks the format."""
+    path = Path(ckpt) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not readable JSON ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not an atelier training checkpoint (format {found!r}, expected {FORMAT!r})")
+    return state
+
+
+def check_architecture(state: Mapping[str, Any], model: Mapping[str, Any], resolution: int, where: Path) -> None:
+    """Refuse a checkpoint whose networks differ from the configured ones (one line, first difference)."""
+    if state.get("resolution") != resolution:
+        raise CheckpointError(
+            f"{where}: checkpoint is for resolution {state.get('resolution')}, the config says data.resolution={resolution}"
+        )
+    stored = state.get("model") or {}
+    for key in sorted(set(stored) | set(model)):
+        if stored.get(key) != model.get(key):
+            raise CheckpointError(
+                f"{where}: checkpoint has a different architecture: model.{key}={stored.get(key)!r} there, "
+                f"{model.get(key)!r} in the config"
+            )
+
+
+# --------------------------------------------------------------------------- RNG state
+
+
+def capture_rng() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain numbers (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_version, "internal": list(py_internal), "gauss_next": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(
+        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            log.warning("checkpoint has CUDA RNG states for %d devices, this machine has %d; not restored",
+                        len(state["cuda"]), torch.cuda.device_count())
+
+
+def _rng_file(rank: int) -> str:
+    return f"rng-rank{rank}.pt"
+
+
+def _process_file(rank: int) -> str:
+    return f"process-{rank}.json"
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, dtypes, shapes, bytes): equal iff bit-identical."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def process_digests(ckpt: str | os.PathLike) -> dict[int, dict[str, str]]:
+    """Per-process weight digests stored in a checkpoint: {rank: {"G": sha, "D": sha, "G_ema": sha}}."""
+    out = {}
+    for path in sorted(Path(ckpt).glob("process-*.json")):
+        record = json.loads(path.read_text())
+        out[int(record["rank"])] = record["weights_sha256"]
+    return out
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _cpu_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # clone(): safetensors refuses tensors sharing storage, and must not hold views into live weights.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def _write_payload(tmp: Path, snap: Snapshot) -> None:
+    for key, module in snap.networks.items():
+        save_file(_cpu_tensors(module), str(tmp / NETWORK_FILES[key]))
+    for key, opt in snap.optimizers.items():
+        torch.save(opt.state_dict(), tmp / OPTIMIZER_FILES[key])
+    torch.save(snap.extra, tmp / EXTRA_FILE)
+
+
+def _state_json(snap: Snapshot, num_processes: int) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        **snap.meta,
+        "progress": asdict(snap.progress),
+        "kimg": snap.progress.kimg,
+        "step": snap.progress.step,
+        "num_processes": num_processes,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "torch_version": torch.__version__,
+    }
+
+
+def save_checkpoint(run_dir: str | os.PathLike, snap: Snapshot, group: ProcessGroup, keep_last: int) -> Path:
+    """Write ``snap`` plus every process's RNG state to ``RUN_DIR/checkpoints/<nimg>/``.
+
+    Collective: every process must call it. The main process writes the networks, optimisers
+    and state.json; each process writes its own RNG file. Older checkpoints beyond
+    ``keep_last`` are removed afterwards. Returns the checkpoint dir.
+    """
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    name = checkpoint_name(snap.progress.cur_nimg)
+    tmp, final = root / f"{_TMP_PREFIX}{name}", root / name
+    if group.is_main_process:
+        if tmp.exists():  # left over from a run killed mid-save
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    group.wait_for_everyone()
+    rank = group.process_index
+    torch.save(capture_rng(), tmp / _rng_file(rank))
+    digests = {key: weights_sha256(module) for key, module in snap.networks.items()}
+    (tmp / _process_file(rank)).write_text(json.dumps({"rank": rank, "weights_sha256": digests}, sort_keys=True))
+    group.wait_for_everyone()
+    if group.is_main_process:
+        _warn_if_processes_disagree(tmp)
+        _write_payload(tmp, snap)
+        state_path = tmp / STATE_FILE
+        state_path.write_text(json.dumps(_state_json(snap, group.num_processes), indent=2, sort_keys=True))
+        _move_into_place(tmp, final)
+        _prune(root, keep_last, protect=final)
+    group.wait_for_everyone()
+    return final
+
+
+def _warn_if_processes_disagree(tmp: Path) -> None:
+    digests = process_digests(tmp)
+    reference = digests.get(0)
+    for rank, digest in digests.items():
+        if digest != reference:
+            differing = sorted(k for k in digest if digest[k] != (reference or {}).get(k))
+            log.error("process %d holds different %s weights than process 0: processes went out of sync", rank,
+                      "/".join(differing))
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    if final.exists():  # same nimg saved again (e.g. a resumed run): swap, then delete the old copy
+        old = final.with_name(f"{_OLD_PREFIX}{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def _prune(root: Path, keep_last: int, protect: Path) -> None:
+    for old in list_checkpoints(root)[:-keep_last]:
+        if old != protect:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Restored:
+    """What :func:`load_checkpoint` read besides the module/optimiser weights it loaded in place."""
+
+    state: dict[str, Any]
+    progress: Progress
+    extra: dict[str, Any]
+    rng: Optional[dict[str, Any]]  # None when the checkpoint has no state for this process
+
+
+def _load_pt(path: Path, device: torch.device | str) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: incomplete checkpoint, {path.name} is missing")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # an unpickling refusal or a corrupt file
+        raise CheckpointError(f"{path}: cannot be loaded safely ({str(exc).splitlines()[0]})") from exc
+
+
+def load_checkpoint(
+    ckpt: str | os.PathLike,
+    networks: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    rank: int = 0,
+    device: torch.device | str = "cpu",
+) -> Restored:
+    """Load weights and optimiser states in place; return counters, extra state and this rank's RNG."""
+    ckpt = Path(ckpt)
+    state = read_state(ckpt)
+    for key, module in networks.items():
+        path = ckpt / NETWORK_FILES[key]
+        if not path.is_file():
+            raise CheckpointError(f"{ckpt}: incomplete checkpoint, {path.name} is missing")
+        tensors = load_file(str(path), device=str(device))
+        try:
+            module.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: weights do not fit the network ({str(exc).splitlines()[0]})") from exc
+    for key, opt in optimizers.items():
+        opt.load_state_dict(_load_pt(ckpt / OPTIMIZER_FILES[key], device))
+    extra = _load_pt(ckpt / EXTRA_FILE, "cpu")
+    rng_path = ckpt / _rng_file(rank)
+    rng = torch.load(rng_path, map_location="cpu", weights_only=True) if rng_path.is_file() else None
+    progress = Progress(**state["progress"])
+    return Restored(state=state, progress=progress, extra=extra, rng=rng)

@@ -1,0 +1,497 @@
+"""The StyleGAN2-ADA training loop on Hugging Face accelerate.
+
+One training step shows ``train.batch`` real images to D and runs up to four phases, each
+with its own backward pass and optimiser step (Karras et al. 2020, "Analyzing and
+Improving the Image Quality of StyleGAN", appendix B; StyleGAN2-ADA's training loop):
+
+    G main   non-saturating loss through D                          every step
+    G reg    path-length regularisation, weight x pl_interval       every pl_interval steps
+    D main   logistic loss on reals and fakes (one D forward)        every step
+    D reg    R1 penalty on reals, weight x r1_interval              every r1_interval steps
+
+Regularising lazily every N steps needs the main optimiser's lr and Adam betas corrected
+by ``mb_ratio = N / (N + 1)`` so that the combination behaves like regularising every step.
+
+Distributed training: accelerate starts the process group (NCCL on GPUs, gloo on CPUs),
+picks the device, provides autocast and the fp16 GradScaler, and launches 1..N processes
+on one or many nodes. G and D are deliberately *not* wrapped in DistributedDataParallel:
+DDP's reducer expects one forward per backward with a fixed set of parameters receiving
+gradients, while a GAN step runs G through D with D frozen, differentiates twice for R1
+(``autograd.grad`` + backward, which DDP does not support), and skips the regularisation
+phases on most steps. Instead, after each phase's backward, the gradients of the module
+being trained are flattened and averaged over processes in one all-reduce, exactly what
+DDP would have done, and every process then takes the same optimiser step. Weights stay
+identical across processes because they start identical (same seed, same init) and
+receive identical updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from gan import checkpoint as ckpt_io
+from gan.config import ConfigError, TrainingConfig, to_dict
+from gan.ema import ema_beta, update_ema
+from gan.minibatches import EpochItems, MinibatchOrder
+from gan.trackers import log_image, log_scalars
+
+log = logging.getLogger(__name__)
+
+MetricsFn = Callable[..., dict]  # run_training_metrics(G_ema, cfg, run_dir, kimg, accelerator) -> dict
+
+
+class TrainingDiverged(RuntimeError):
+    """Losses or gradients stayed non-finite for ``train.max_bad_steps`` consecutive steps."""
+
+
+@dataclass
+class RunOptions:
+    """How train.py wants this run driven (everything not in the training config)."""
+
+    run_dir: Path
+    stop_kimg: Optional[float] = None  # --max-kimg: stop earlier than train.total_kimg
+    resume: Optional[Path] = None  # a resolved checkpoint dir
+    tracker: Optional[str] = None  # "wandb" | "tensorboard" | None
+    metrics_fn: Optional[MetricsFn] = None  # in-training metrics (eval), called every metrics.every_kimg
+
+
+@dataclass
+class Phase:
+    name: str  # "G_main" | "G_reg" | "D_main" | "D_reg"
+    module: torch.nn.Module
+    opt: torch.optim.Optimizer
+    interval: int  # runs when step % interval == 0
+    gain: float  # loss multiplier (reg interval for lazy regularisation)
+    mixed_precision: bool  # regularisers run in fp32: their small second-order terms underflow in half precision
+
+
+@dataclass
+class RunResult:
+    progress: ckpt_io.Progress
+    last_checkpoint: Optional[Path]
+    ticks: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- set-up helpers
+
+
+def batch_split(batch: int, batch_per_gpu: Optional[int], num_processes: int) -> tuple[int, int]:
+    """Per-process minibatch and gradient-accumulation rounds for a global ``batch``."""
+    if batch % num_processes:
+        raise ConfigError(f"train.batch={batch} is not divisible by the {num_processes} processes")
+    per_process = batch // num_processes
+    per_round = batch_per_gpu or per_process
+    if per_round > per_process or per_process % per_round:
+        raise ConfigError(
+            f"train.batch_per_gpu={batch_per_gpu} must divide the per-process batch "
+            f"{per_process} (= train.batch {batch} / {num_processes} processes)"
+        )
+    return per_round, per_process // per_round
+
+
+def lazy_adam(params, lr: float, betas: list[float], eps: float, reg_interval: Optional[int]) -> torch.optim.Adam:
+    """Adam whose lr and betas are corrected for regularisation every ``reg_interval`` steps."""
+    ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+    return torch.optim.Adam(
+        params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=eps
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """Deterministic kernels for bit-exact resume; otherwise let cuDNN pick the fastest."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        # warn_only: a few CUDA backward kernels (e.g. grid_sample in ADA) have no deterministic
+        # version; on CPU every op used here is deterministic, which is what the resume test checks.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    except ImportError:  # Windows
+        return float("nan")
+
+
+def _crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
+    """Whether a multiple of ``every_kimg`` lies in (prev, cur]; depends only on counters, so resume-safe."""
+    every = max(1, round(every_kimg * 1000))
+    return every_kimg > 0 and cur_nimg // every > prev_nimg // every
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Holds the networks, optimisers, data stream and counters of one run."""
+
+    def __init__(self, cfg: TrainingConfig, accelerator: Any, options: RunOptions) -> None:
+        from gan.dataset import ImageFolderDataset  # imported here so train.py --help stays fast
+        from gan.loss import StyleGAN2Loss
+        from gan.networks import Discriminator, Generator
+
+        self.cfg, self.acc, self.opts = cfg, accelerator, options
+        self.device = accelerator.device
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.run_dir = Path(options.run_dir)
+        self.batch_per_gpu, self.accum = batch_split(cfg.train.batch, cfg.train.batch_per_gpu, self.world)
+        self.dataset = ImageFolderDataset(
+            cfg.data.path, resolution=cfg.data.resolution, xflip=cfg.data.xflip, seed=cfg.train.seed, cache=cfg.data.cache
+        )
+        configure_determinism(cfg.train.deterministic)
+
+        # Same seed on every process => identical initial weights; training noise then differs per process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            self.G = Generator(cfg.model, cfg.data.resolution).to(self.device)
+            self.D = Discriminator(cfg.model, cfg.data.resolution).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(False)
+        seed_everything(cfg.train.seed * self.world + self.rank)
+
+        self.augment_pipe, self.ada = self._build_augment()
+        self.loss = StyleGAN2Loss(self.G, self.D, cfg.loss, augment_pipe=self.augment_pipe)
+        self.phases = self._build_phases()
+        self.progress = ckpt_io.Progress()
+        self.last_checkpoint: Optional[Path] = None
+        if options.resume is not None:
+            self._restore(options.resume)
+        self.data = self._data_iterator(self.progress.data_position)
+        self.stats: dict[str, list[torch.Tensor]] = {}
+        self.stop_nimg = round(min(cfg.train.total_kimg, options.stop_kimg or float("inf")) * 1000)
+
+    # ----------------------------------------------------------------- building
+
+    def _build_augment(self) -> tuple[Optional[torch.nn.Module], Any]:
+        """ADA hook: the augmentation pipeline the loss applies to every image D sees, and its controller."""
+        if self.cfg.augment.mode == "none":
+            return None, None
+        try:
+            from gan.augment import build_augment
+        except ImportError:
+            log.warning("gan.augment is not available: training without augmentation")
+            return None, None
+        return build_augment(self.cfg.augment, self.device)
+
+    def _build_phases(self) -> list[Phase]:
+        t, lc = self.cfg.train, self.cfg.loss
+        g_reg = lc.pl_interval if lc.pl_weight > 0 else None
+        d_reg = lc.r1_interval if lc.r1_gamma > 0 else None
+        opt_G = lazy_adam(self.G.parameters(), t.g_lr, t.betas, t.eps, g_reg)
+        opt_D = lazy_adam(self.D.parameters(), t.d_lr, t.betas, t.eps, d_reg)
+        phases = [Phase("G_main", self.G, opt_G, 1, 1.0, True)]
+        if g_reg:
+            phases.append(Phase("G_reg", self.G, opt_G, g_reg, float(g_reg), False))
+        phases.append(Phase("D_main", self.D, opt_D, 1, 1.0, True))
+        if d_reg:
+            phases.append(Phase("D_reg", self.D, opt_D, d_reg, float(d_reg), False))
+        self.opt_G, self.opt_D = opt_G, opt_D
+        return phases
+
+    def _data_iterator(self, position: int):
+        order = MinibatchOrder(
+            len(self.dataset), self.batch_per_gpu, self.rank, self.world, self.cfg.train.seed, start=position
+        )
+        loader = torch.utils.data.DataLoader(
+            EpochItems(self.dataset),
+            batch_sampler=order,
+            num_workers=self.cfg.data.workers,
+            pin_memory=self.device.type == "cuda",
+            # Own generator: creating the iterator must not draw from the global RNG (resume exactness).
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),
+            persistent_workers=self.cfg.data.workers > 0,
+        )
+        return iter(loader)
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def _snapshot(self) -> ckpt_io.Snapshot:
+        extra: dict[str, Any] = {"loss": self.loss.state_dict()}
+        if self.augment_pipe is not None:
+            extra["augment_pipe"] = self.augment_pipe.state_dict()
+        if self.ada is not None:
+            extra["ada"] = self.ada.state_dict()
+        if self.acc.scaler is not None:
+            extra["scaler"] = self.acc.scaler.state_dict()
+        meta = {
+            "model": to_dict(self.cfg)["model"],
+            "resolution": self.cfg.data.resolution,
+            "img_channels": self.G.img_channels,
+            "config": to_dict(self.cfg),
+            "run": str(self.run_dir),
+        }
+        return ckpt_io.Snapshot(
+            networks={"G": self.G, "D": self.D, "G_ema": self.G_ema},
+            optimizers={"G": self.opt_G, "D": self.opt_D},
+            progress=copy.copy(self.progress),
+            extra=extra,
+            meta=meta,
+        )
+
+    def save_checkpoint(self) -> Path:
+        path = ckpt_io.save_checkpoint(self.run_dir, self._snapshot(), self.acc, self.cfg.checkpoint.keep_last)
+        if self.acc.is_main_process:
+            from gan.export import EXPORT_NAME, save_generator
+
+            save_generator(
+                self.G_ema, self.cfg.data.resolution, self.cfg.model, self.run_dir / EXPORT_NAME,
+                extra_meta={"kimg": self.progress.kimg, "run": str(self.run_dir)},
+            )
+            log.info("checkpoint %s", path)
+        self.last_checkpoint = path
+        return path
+
+    def _restore(self, path: Path) -> None:
+        restored = ckpt_io.load_checkpoint(
+            path, {"G": self.G, "D": self.D, "G_ema": self.G_ema}, {"G": self.opt_G, "D": self.opt_D},
+            rank=self.rank, device=self.device,
+        )
+        self.loss.load_state_dict(restored.extra["loss"])
+        if self.augment_pipe is not None and "augment_pipe" in restored.extra:
+            self.augment_pipe.load_state_dict(restored.extra["augment_pipe"])
+        if self.ada is not None and "ada" in restored.extra:
+            self.ada.load_state_dict(restored.extra["ada"])
+        if self.acc.scaler is not None and "scaler" in restored.extra:
+            self.acc.scaler.load_state_dict(restored.extra["scaler"])
+        self.progress = restored.progress
+        self.last_checkpoint = Path(path)
+        if restored.rng is not None:
+            ckpt_io.restore_rng(restored.rng)
+        else:  # resumed on more processes than saved: fresh, distinct streams for the new ones
+            log.warning("checkpoint has no RNG state for process %d; seeding it afresh", self.rank)
+            seed_everything((self.cfg.train.seed * self.world + self.rank) * 1_000_003 + self.progress.step)
+        log.info("resumed from %s at kimg %.3f (step %d)", path, self.progress.kimg, self.progress.step)
+
+    # ----------------------------------------------------------------- one step
+
+    def _latents(self) -> torch.Tensor:
+        return torch.randn([self.batch_per_gpu, self.G.z_dim], device=self.device)
+
+    def _phase_loss(self, phase: Phase, reals: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        if phase.name == "G_main":
+            return self.loss.g_main(self._latents())
+        if phase.name == "G_reg":
+            return self.loss.g_pathlen(self._latents())
+        if phase.name == "D_main":
+            return self.loss.d_main(reals, self._latents())
+        return self.loss.d_r1(reals)
+
+    def _run_phase(self, phase: Phase, reals: list[torch.Tensor]) -> bool:
+        """Forward/backward over the accumulation rounds, average gradients, step; False if skipped."""
+        phase.module.requires_grad_(True)  # the other network stays frozen: it gets no gradients to reduce
+        phase.opt.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros([], device=self.device)
+        for round_reals in reals:
+            autocast = self.acc.autocast() if phase.mixed_precision else contextlib.nullcontext()
+            with autocast:
+                loss, stats = self._phase_loss(phase, round_reals)
+            # Divide by the rounds so accumulated gradients equal those of one big minibatch.
+            self.acc.backward(loss * (phase.gain / self.accum))
+            loss_sum += loss.detach().float() / self.accum
+            self._record(stats)
+        self._record({f"Loss/{phase.name}": loss_sum})
+        finite = self._average_gradients(phase.module, loss_sum)
+        if finite:
+            if self.acc.scaler is not None:
+                self.acc.scaler.step(phase.opt)  # skips the step itself when fp16 gradients overflowed
+                self.acc.scaler.update()
+            else:
+                phase.opt.step()
+        phase.module.requires_grad_(False)
+        return finite
+
+    def _average_gradients(self, module: torch.nn.Module, loss: torch.Tensor) -> bool:
+        """All-reduce (mean) the module's gradients and the loss in one call; True if all finite."""
+        params = [p for p in module.parameters() if p.grad is not None]
+        flat = torch.cat([p.grad.flatten() for p in params] + [loss.reshape(1)])
+        if self.world > 1:
+            flat = self.acc.reduce(flat, reduction="mean")
+            for p, g in zip(params, flat[:-1].split([p.numel() for p in params])):
+                p.grad.copy_(g.view_as(p))
+        if self.acc.scaler is not None:  # fp16: overflowing gradients are the scaler's business
+            return bool(torch.isfinite(flat[-1]))
+        return bool(torch.isfinite(flat).all())
+
+    def _record(self, stats: dict) -> None:
+        for key, value in stats.items():
+            self.stats.setdefault(key, []).append(torch.as_tensor(value, dtype=torch.float32).detach().flatten().mean())
+
+    def train_step(self) -> None:
+        """One minibatch: every due phase, the EMA update, the ADA adjustment, the counters."""
+        reals = [next(self.data).to(self.device, non_blocking=True) for _ in range(self.accum)]
+        skipped = []
+        for phase in self.phases:
+            if self.progress.step % phase.interval == 0 and not self._run_phase(phase, reals):
+                skipped.append(phase.name)
+        beta = ema_beta(self.cfg.train.batch, self.progress.cur_nimg, self.cfg.train.ema_kimg, self.cfg.train.ema_rampup)
+        self._sync_buffers()
+        update_ema(self.G_ema, self.G, beta)
+        if self.ada is not None:
+            self.ada.step(self.progress.step, self.cfg.train.batch, self.acc)
+        self.progress.cur_nimg += self.cfg.train.batch
+        self.progress.step += 1
+        self.progress.data_position += self.batch_per_gpu * self.world * self.accum
+        self._count_bad(skipped)
+
+    def _sync_buffers(self) -> None:
+        """Average G's running statistics (w_avg), which each process updates from its own latents.
+
+        (The loss averages pl_mean over processes itself.) Constant buffers stay unchanged,
+        since the mean of identical values is that value.
+        """
+        if self.world == 1:
+            return
+        for buf in self.G.buffers():
+            if buf.is_floating_point():
+                buf.copy_(self.acc.reduce(buf, reduction="mean"))
+
+    def _count_bad(self, skipped: list[str]) -> None:
+        if not skipped:
+            self.progress.bad_steps = 0
+            return
+        self.progress.bad_steps += 1
+        log.warning(
+            "non-finite loss/gradient in %s at kimg %.3f: step skipped (%d in a row)",
+            ", ".join(skipped), self.progress.kimg, self.progress.bad_steps,
+        )
+        if self.progress.bad_steps >= self.cfg.train.max_bad_steps:
+            last = self.last_checkpoint or "none (no checkpoint was written yet)"
+            raise TrainingDiverged(
+                f"training diverged: {self.progress.bad_steps} consecutive steps with non-finite losses or gradients "
+                f"(last in {', '.join(skipped)}) at kimg {self.progress.kimg:.3f}; last good checkpoint: {last}. "
+                "Try a lower learning rate, a larger loss.r1_gamma or train.mixed_precision=no"
+            )
+
+    # ----------------------------------------------------------------- reporting
+
+    def reduced_stats(self) -> dict[str, float]:
+        """Means of the recorded stats since the last call, averaged over processes (collective)."""
+        keys = sorted(self.stats)
+        if not keys:
+            return {}
+        means = torch.stack([torch.stack(self.stats[k]).mean() for k in keys]).to(self.device)
+        if self.world > 1:
+            means = self.acc.reduce(means, reduction="mean")
+        self.stats.clear()
+        return dict(zip(keys, means.tolist()))
+
+    def write_samples(self, name: str) -> None:
+        """A grid of G_ema images at fixed seeds (noise_mode const: draws nothing from the global RNG)."""
+        if not self.acc.is_main_process or self.cfg.log.sample_seeds <= 0:
+            return
+        from gan.sampling import generate_images, make_grid, save_png
+
+        seeds = list(range(self.cfg.log.sample_seeds))
+        grid = make_grid(generate_images(self.G_ema, seeds, psi=1.0, noise_mode="const", device=self.device))
+        save_png(grid, self.run_dir / "samples" / f"{name}.png", text={"kimg": f"{self.progress.kimg:.3f}", "seeds": f"0-{seeds[-1]}"})
+        log_image(self.acc, self.opts.tracker, "samples", grid, step=self.progress.cur_nimg)
+
+    def write_reals(self) -> None:
+        if not self.acc.is_main_process or self.cfg.log.sample_seeds <= 0:
+            return
+        from gan.sampling import make_grid, save_png, to_uint8_images
+
+        count = min(self.cfg.log.sample_seeds, len(self.dataset))
+        images = torch.stack([self.dataset[i] for i in range(count)])
+        save_png(make_grid(list(to_uint8_images(images))), self.run_dir / "samples" / "reals.png")
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _tick_line(rec: dict) -> str:
+    losses = "  ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in rec.items() if k.startswith("Loss/"))
+    aug = f"  augment_p {rec['Augment/p']:.3f}" if "Augment/p" in rec else ""
+    return (
+        f"tick {rec['tick']:<4d} kimg {rec['kimg']:<9.3f} sec/tick {rec['sec_per_tick']:<7.1f} "
+        f"sec/kimg {rec['sec_per_kimg']:<8.2f} {losses}{aug}  mem {rec['memory_gb']:.2f} GB"
+    )
+
+
+def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) -> RunResult:
+    """Train until ``min(train.total_kimg, options.stop_kimg)``; returns counters and the last checkpoint."""
+    trainer = Trainer(cfg, accelerator, options)
+    run_dir, main = Path(options.run_dir), accelerator.is_main_process
+    metrics_path = run_dir / "metrics.jsonl"
+    result = RunResult(progress=trainer.progress, last_checkpoint=trainer.last_checkpoint)
+    if trainer.progress.cur_nimg == 0:
+        trainer.write_reals()
+        trainer.write_samples(f"fakes-{ckpt_io.checkpoint_name(0)}")
+    log.info(
+        "training %s: %d process(es) x %d images x %d accumulation round(s) = batch %d, until kimg %.3f",
+        cfg.name, trainer.world, trainer.batch_per_gpu, trainer.accum, cfg.train.batch, trainer.stop_nimg / 1000,
+    )
+    bar = tqdm(total=trainer.stop_nimg / 1000, initial=trainer.progress.kimg, unit="kimg", disable=not main,
+               bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
+    tick_start, tick_nimg, tick_index = time.time(), trainer.progress.cur_nimg, 0
+    saved_at = trainer.progress.cur_nimg if options.resume else -1
+    while trainer.progress.cur_nimg < trainer.stop_nimg:
+        prev = trainer.progress.cur_nimg
+        trainer.train_step()
+        cur = trainer.progress.cur_nimg
+        bar.update((cur - prev) / 1000)
+        done = cur >= trainer.stop_nimg
+        if done or _crossed(prev, cur, cfg.log.tick_kimg):
+            now = time.time()
+            tick_index += 1
+            rec = {
+                "tick": tick_index, "kimg": cur / 1000, "cur_nimg": cur, "step": trainer.progress.step,
+                "sec_per_tick": now - tick_start,
+                "sec_per_kimg": (now - tick_start) / max((cur - tick_nimg) / 1000, 1e-9),
+                "memory_gb": _memory_gb(trainer.device), "timestamp": now,
+                "lr/G": trainer.opt_G.param_groups[0]["lr"], "lr/D": trainer.opt_D.param_groups[0]["lr"],
+                **trainer.reduced_stats(),
+            }
+            if trainer.augment_pipe is not None and hasattr(trainer.augment_pipe, "p"):
+                rec["Augment/p"] = float(trainer.augment_pipe.p)
+            tick_start, tick_nimg = now, cur
+            if main:
+                _append_jsonl(metrics_path, rec)
+                bar.set_postfix_str(f"G {rec.get('Loss/G_main', float('nan')):.3f} D {rec.get('Loss/D_main', float('nan')):.3f}")
+                log.info(_tick_line(rec))
+            log_scalars(accelerator, options.tracker, {k: v for k, v in rec.items() if k != "timestamp"}, step=cur)
+            result.ticks.append(rec)
+        if done or _crossed(prev, cur, cfg.log.sample_every_kimg):
+            trainer.write_samples(f"fakes-{ckpt_io.checkpoint_name(cur)}")
+        if done or _crossed(prev, cur, cfg.checkpoint.every_kimg):
+            trainer.save_checkpoint()
+            saved_at = cur
+        if options.metrics_fn is not None and cfg.metrics.metrics and (done or _crossed(prev, cur, cfg.metrics.every_kimg)):
+            scores = options.metrics_fn(trainer.G_ema, cfg, run_dir, cur / 1000, accelerator)
+            if main and scores:
+                _append_jsonl(metrics_path, {"kimg": cur / 1000, "cur_nimg": cur, **{f"Metrics/{k}": v for k, v in scores.items()}})
+                log_scalars(accelerator, options.tracker, {f"Metrics/{k}": v for k, v in scores.items()}, step=cur)
+    bar.close()
+    if saved_at != trainer.progress.cur_nimg:  # e.g. resumed at or past the stop point
+        trainer.save_checkpoint()
+    result.progress, result.last_checkpoint = trainer.progress, trainer.last_checkpoint
+    return result

@@ -1,0 +1,163 @@
+"""Checkpoints: round trip, atomic naming and pruning, safe loading, and bit-exact resume."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train
+from gan import checkpoint as ck
+from gan.config import load_config
+from gan.networks import Discriminator, Generator
+from training_support import make_dataset, tiny_config, write_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny networks: threads only add overhead, and the CI machine is shared.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class OneProcess:
+    is_main_process, process_index, num_processes = True, 0, 1
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def _snapshot(cfg, cur_nimg: int) -> ck.Snapshot:
+    G = Generator(cfg.model, cfg.data.resolution)
+    D = Discriminator(cfg.model, cfg.data.resolution)
+    opt_G = torch.optim.Adam(G.parameters(), lr=0.01, betas=(0.0, 0.99))
+    opt_D = torch.optim.Adam(D.parameters(), lr=0.01, betas=(0.0, 0.99))
+    for opt, net in ((opt_G, G), (opt_D, D)):  # one real step so Adam has state to save
+        for p in net.parameters():
+            p.grad = torch.randn_like(p)
+        opt.step()
+    return ck.Snapshot(
+        networks={"G": G, "D": D, "G_ema": Generator(cfg.model, cfg.data.resolution)},
+        optimizers={"G": opt_G, "D": opt_D},
+        progress=ck.Progress(cur_nimg=cur_nimg, step=cur_nimg // 4, data_position=cur_nimg),
+        extra={"loss": {"pl_mean": torch.tensor(1.25)}, "scaler": {"scale": 1024.0, "_growth_tracker": 3}},
+        meta={"model": {"z_dim": cfg.model.z_dim}, "resolution": cfg.data.resolution},
+    )
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    return load_config(write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "data")))
+
+
+def test_round_trip_restores_weights_optimisers_counters_and_rng(tmp_path, cfg):
+    snap = _snapshot(cfg, cur_nimg=40)
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=3)
+    expected_draws = (random.random(), np.random.rand(), torch.rand(3))
+
+    fresh = _snapshot(cfg, cur_nimg=0)
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restored = ck.load_checkpoint(path, fresh.networks, fresh.optimizers)
+    ck.restore_rng(restored.rng)
+
+    for key in snap.networks:
+        for (name, a), (_, b) in zip(snap.networks[key].state_dict().items(), fresh.networks[key].state_dict().items()):
+            assert torch.equal(a, b), f"{key}.{name}"
+    for key in snap.optimizers:
+        a, b = snap.optimizers[key].state_dict(), fresh.optimizers[key].state_dict()
+        assert a["param_groups"] == b["param_groups"]
+        for idx in a["state"]:
+            for name in a["state"][idx]:
+                assert torch.equal(a["state"][idx][name], b["state"][idx][name])
+    assert restored.progress == snap.progress
+    assert torch.equal(restored.extra["loss"]["pl_mean"], torch.tensor(1.25))
+    assert restored.extra["scaler"] == {"scale": 1024.0, "_growth_tracker": 3}
+    draws = (random.random(), np.random.rand(), torch.rand(3))
+    assert draws[0] == expected_draws[0] and draws[1] == expected_draws[1] and torch.equal(draws[2], expected_draws[2])
+    state = json.loads((path / "state.json").read_text())
+    assert state["format"] == ck.FORMAT and state["kimg"] == 0.04 and path.name == "0000000040"
+    assert ck.process_digests(path)[0]["G"] == ck.weights_sha256(snap.networks["G"])
+
+
+def test_latest_ignores_temp_dirs_and_keep_last_prunes(tmp_path, cfg):
+    for nimg in (8, 16, 24):
+        ck.save_checkpoint(tmp_path, _snapshot(cfg, nimg), OneProcess(), keep_last=2)
+    (tmp_path / "checkpoints" / ".tmp-0000000032").mkdir()  # a save killed half-way
+    (tmp_path / "checkpoints" / "0000000040").mkdir()  # renamed by hand, no state.json
+    names = [p.name for p in ck.list_checkpoints(tmp_path / "checkpoints")]
+    assert names == ["0000000016", "0000000024"]
+    assert ck.latest_checkpoint(tmp_path).name == "0000000024"
+    assert ck.resolve_checkpoint(tmp_path).name == "0000000024"
+    assert ck.resolve_checkpoint(tmp_path / "checkpoints" / "0000000016").name == "0000000016"
+
+
+def test_checkpoint_loads_only_tensors(tmp_path, cfg):
+    snap = _snapshot(cfg, 8)
+    path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
+    torch.save({"state": {}, "param_groups": [{"lr": OneProcess()}]}, path / "optim_G.pt")  # pickled object
+    with pytest.raises(ck.CheckpointError, match="cannot be loaded safely"):
+        ck.load_checkpoint(path, snap.networks, snap.optimizers)
+
+
+def test_architecture_mismatch_is_one_line(tmp_path, cfg):
+    state = {"model": {"channel_max": 512, "z_dim": 32}, "resolution": 16}
+    with pytest.raises(ck.CheckpointError, match=r"model.channel_max=512 there, 32 in the config"):
+        ck.check_architecture(state, {"channel_max": 32, "z_dim": 32}, 16, tmp_path)
+    with pytest.raises(ck.CheckpointError, match="resolution 16, the config says data.resolution=32"):
+        ck.check_architecture(state, state["model"], 32, tmp_path)
+
+
+def test_generator_export_reads_a_training_checkpoint(tmp_path, cfg):
+    from gan.export import load_generator
+
+    snap = _snapshot(cfg, 8)
+    snap.meta = {"model": {k: getattr(cfg.model, k) for k in cfg.model.__dataclass_fields__}, "resolution": 16}
+    path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
+    G = load_generator(tmp_path)  # the run dir: resolves its latest checkpoint
+    for name, tensor in G.state_dict().items():
+        assert torch.equal(tensor, snap.networks["G_ema"].state_dict()[name])
+    assert path.exists()
+
+
+# --------------------------------------------------------------------------- resume bit-exactness
+
+
+def _final_tensors(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    latest = ck.latest_checkpoint(run_dir)
+    tensors = {key: load_file(str(latest / name)) for key, name in ck.NETWORK_FILES.items()}
+    for key, name in ck.OPTIMIZER_FILES.items():
+        state = torch.load(latest / name, weights_only=True)["state"]
+        tensors[f"opt_{key}"] = {f"{i}.{k}": v for i, s in state.items() for k, v in s.items()}
+    tensors["extra"] = {"pl_mean": torch.load(latest / ck.EXTRA_FILE, weights_only=True)["loss"]["pl_mean"]}
+    return tensors
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
+    data = make_dataset(tmp_path / "data", count=6)  # 6 images, batch 4: epochs end mid-batch
+    # Fixed augmentation draws from the global RNG on every D call; x-flips depend on the epoch.
+    cfg = tiny_config(data, augment={"mode": "fixed", "p": 0.5, "pipe": "bgc"})
+    config = write_config(tmp_path / "tiny.yaml", cfg)
+    base = ["--config", str(config), "--deterministic", "--no-wandb"]
+    # 6 steps of 4 images; the interruption after 3 falls between the r1/pl steps (interval 2).
+    assert train.main(base + ["--run-dir", str(tmp_path / "straight"), "--max-kimg", "0.024"]) == 0
+    assert train.main(base + ["--run-dir", str(tmp_path / "split"), "--max-kimg", "0.012"]) == 0
+    assert ck.latest_checkpoint(tmp_path / "split").name == "0000000012"
+    assert train.main(["--resume", str(tmp_path / "split"), "--max-kimg", "0.024", "--no-wandb"]) == 0
+
+    straight, split = _final_tensors(tmp_path / "straight"), _final_tensors(tmp_path / "split")
+    assert ck.latest_checkpoint(tmp_path / "split").name == "0000000024"
+    for group in straight:
+        assert straight[group].keys() == split[group].keys()
+        for name in straight[group]:
+            assert torch.equal(straight[group][name], split[group][name]), f"{group}: {name} differs after resume"
+    # And training did change the weights (the comparison is not between two untouched inits).
+    first = load_file(str(tmp_path / "split" / "checkpoints" / "0000000012" / "G.safetensors"))
+    assert any(not torch.equal(first[k], straight["G"][k]) for k in first)

@@ -1,0 +1,174 @@
+"""Train a StyleGAN2-ADA generator on a prepared dataset.
+
+Single process (CPU or one GPU)::
+
+    python train.py --config configs/smoke.yaml
+
+Several GPUs or nodes (accelerate starts one process per GPU; DDP-style gradient averaging)::
+
+    accelerate launch --multi_gpu --num_processes 8 train.py --config configs/stylegan2-256.yaml
+
+(``accelerate launch --multi_gpu --num_processes 2`` on a machine without GPUs runs two CPU
+processes over gloo.) A run writes everything to ``--run-dir`` (default
+``runs/<YYYYmmdd-HHMMSS>-<preset>``): ``config.yaml``, ``metrics.jsonl``, ``samples/``,
+``checkpoints/<nimg>/`` and ``generator.safetensors``. ``--resume RUN_DIR`` continues a run
+from its latest checkpoint exactly where it stopped.
+
+Bad input (missing or empty dataset, a resolution that does not match the config, a config
+typo, a resume path that is not a checkpoint, a checkpoint of another architecture) stops
+with a one-line ``error:`` message and exit status 2 before any training starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from gan.checkpoint import CheckpointError, check_architecture, read_state, resolve_checkpoint
+from gan.config import ConfigError, TrainingConfig, load_config, save_config, to_dict
+
+log = logging.getLogger("train")
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train StyleGAN2-ADA with Hugging Face accelerate (CPU, one GPU, many GPUs or nodes).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n"
+        "  python train.py --config configs/smoke.yaml\n"
+        "  accelerate launch --multi_gpu --num_processes 4 train.py --config configs/stylegan2-256.yaml --data data/datasets/monet-256\n"
+        "  python train.py --resume runs/20250101-120000-smoke --max-kimg 10\n",
+    )
+    parser.add_argument("--config", type=Path, help="YAML preset (configs/*.yaml). Default: the resumed run's "
+                        "config.yaml with --resume, else the built-in defaults.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set train.batch=16 (repeatable)")
+    parser.add_argument("--run-dir", type=Path, help="where the run writes config, metrics, samples and checkpoints "
+                        "(default: runs/<YYYYmmdd-HHMMSS>-<preset>, or the resumed run's dir)")
+    parser.add_argument("--data", help="prepared dataset dir (scraping.prepare output); overrides data.path")
+    parser.add_argument("--max-kimg", type=float, help="stop after this many thousand real images "
+                        "(earlier than train.total_kimg); a checkpoint is written at the stop")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
+                        help="continue from a run dir's latest checkpoint or from one checkpoint dir")
+    parser.add_argument("--tracker", choices=["wandb", "tensorboard", "none"],
+                        help="experiment tracker (overrides log.tracker); W&B is offline without an API key")
+    parser.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases "
+                        "(same as WANDB_MODE=disabled)")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic kernels and data order: "
+                        "an interrupted and resumed CPU run then ends bit-identical to an uninterrupted one")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, Optional[Path]]:
+    """The training config and the checkpoint to resume from (both validated)."""
+    resume = resolve_checkpoint(args.resume) if args.resume else None
+    config_path = args.config
+    if config_path is None and resume is not None:
+        saved = resume.parent.parent / "config.yaml"
+        config_path = saved if saved.is_file() else None
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.path={args.data}")
+    if args.deterministic:
+        overrides.append("train.deterministic=true")
+    cfg = load_config(config_path, overrides)
+    if resume is not None:
+        check_architecture(read_state(resume), to_dict(cfg)["model"], cfg.data.resolution, resume)
+    return cfg, resume
+
+
+def check_dataset(cfg: TrainingConfig) -> None:
+    """Open the dataset once so a missing, empty or mismatched one fails before anything is built."""
+    from gan.dataset import ImageFolderDataset
+
+    ImageFolderDataset(cfg.data.path, resolution=cfg.data.resolution, xflip=False, seed=cfg.train.seed, cache=False)
+
+
+def default_run_dir(cfg: TrainingConfig, resume: Optional[Path]) -> Path:
+    if resume is not None:
+        return resume.parent.parent  # RUN_DIR/checkpoints/<nimg> -> RUN_DIR
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+
+
+def make_accelerator(cfg: TrainingConfig, tracker: Optional[str], run_dir: Path):
+    """accelerate's Accelerator with a safe mixed-precision choice for this machine."""
+    import torch
+    from accelerate import Accelerator
+
+    precision = cfg.train.mixed_precision
+    if precision == "fp16" and not torch.cuda.is_available():
+        log.warning("train.mixed_precision=fp16 needs a GPU; training in fp32")
+        precision = "no"
+    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bf16; training in fp32")
+        precision = "no"
+    return Accelerator(mixed_precision=precision, log_with=tracker, project_dir=str(run_dir))
+
+
+def setup_logging(verbose: bool, is_main: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO if is_main else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gan.dataset import DatasetError
+
+    try:
+        cfg, resume = resolve_config(args)
+        check_dataset(cfg)
+    except (ConfigError, CheckpointError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.deterministic:
+        # cuBLAS needs this before CUDA initialises to pick deterministic workspaces.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+    from gan.trackers import choose_tracker, end_tracking, start_tracking
+    from gan.training_loop import RunOptions, TrainingDiverged, training_loop
+
+    tracker = choose_tracker(cfg.log.tracker, args.tracker, args.no_wandb)
+    run_dir = args.run_dir or default_run_dir(cfg, resume)
+    accelerator = make_accelerator(cfg, tracker, run_dir)
+    setup_logging(args.verbose, accelerator.is_main_process)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        log.info("run dir %s (device %s, %d process(es))", run_dir, accelerator.device, accelerator.num_processes)
+    accelerator.wait_for_everyone()
+    start_tracking(accelerator, tracker, cfg.log.project, run_dir, to_dict(cfg))
+    options = RunOptions(run_dir=run_dir, stop_kimg=args.max_kimg, resume=resume, tracker=tracker)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    try:
+        with logging_redirect_tqdm():
+            result = training_loop(cfg, accelerator, options)
+    except ConfigError as exc:  # settings only checkable once the process count is known
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    finally:
+        end_tracking(accelerator, tracker)
+    if accelerator.is_main_process:
+        log.info("done at kimg %.3f; latest checkpoint %s", result.progress.kimg, result.last_checkpoint)
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
