@@ -14,4 +14,4 @@ fi
 
 export WANDB_MODE=${WANDB_MODE:-offline}
 echo "== 1/1 prepare the bundled sample set (data/sample -> data/datasets/sample-32)"
-.venv/bin/python -m scraping.prepare --src data/sample --out data/datasets/sample-32 --resolution 32 --min-size 32
+.venv/bin/python -m scraping.prepare --src data/sample --out data/datasets/sample-32 --resolution 32 --min-size 32 --overwrite
