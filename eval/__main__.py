@@ -1,0 +1,119 @@
+"""Score a generator against its training set: FID / KID / precision-recall, LPIPS diversity, memorisation.
+
+    python -m eval --checkpoint runs/my-run --dataset data/datasets/monet-256 --out report.json
+    python -m eval --samples out/samples --dataset data/datasets/monet-256 --metrics kid,nn --out r.json
+
+KID is the headline number for small datasets (a master's few hundred works). The
+memorisation check writes a side-by-side grid (sample | nearest real work) of the
+closest samples next to the report (<out stem>_nn.png).
+
+Pretrained feature extractors (Inception-v3 for FID/KID, VGG16 for precision/recall,
+AlexNet for LPIPS) download on first use into the torch hub cache. Offline, put the
+files named in the error into --weights-dir (or the torch hub cache) and set
+ATELIER_OFFLINE=1 to never try the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from eval.evaluate import ALL_METRICS, EvalOptions, evaluate, parse_metrics
+from eval.report import to_json, write_report
+from eval.samples import FolderImages
+from eval.weights import MissingWeightsError, WeightsChecksumError
+
+log = logging.getLogger("eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="generator export (.safetensors), checkpoint dir or run dir")
+    source.add_argument("--samples", help="folder of already generated images (PNG/JPEG) to score instead")
+    parser.add_argument("--dataset", required=True, help="prepared dataset dir (dataset.json + PNGs): the reference")
+    parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
+    parser.add_argument("--metrics", default=",".join(ALL_METRICS),
+                        help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all)")
+    parser.add_argument("--num-samples", type=int, default=10000,
+                        help="generated images for FID/KID/precision-recall (default: 10000)")
+    parser.add_argument("--lpips-samples", type=int, default=1000,
+                        help="generated images for LPIPS diversity and the memorisation check (default: 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latents and of KID's subsets (default: 0)")
+    parser.add_argument("--weights-dir", help="folder holding pretrained weight files (searched before the torch cache)")
+    parser.add_argument("--cache-dir", help="where reference statistics are cached (default: ~/.cache/atelier/fidelity)")
+    parser.add_argument("--kid-subset-size", type=int,
+                        help="KID subset size (default: min(1000, #generated, #dataset images))")
+    parser.add_argument("--kid-subsets", type=int, default=100, help="number of KID subsets (default: 100)")
+    parser.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default: alex)")
+    parser.add_argument("--lpips-resolution", type=int, default=128,
+                        help="images are resized to this size for LPIPS (default: 128)")
+    parser.add_argument("--worst-k", type=int, default=16, help="rows in the nearest-neighbour grid (default: 16)")
+    parser.add_argument("--nn-percentile", type=float, default=5.0,
+                        help="percentile of the training set's own nearest-neighbour distances used to calibrate "
+                             "the copy threshold (default: 5)")
+    parser.add_argument("--nn-factor", type=float, default=0.5,
+                        help="flag a sample closer than this factor x that percentile (default: 0.5)")
+    parser.add_argument("--psi", type=float, default=1.0, help="truncation psi for generated samples (default: 1, none)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="progress bars and debug logging")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace, grid_path: Path) -> EvalOptions:
+    import torch
+
+    for name in ("num_samples", "lpips_samples", "kid_subsets", "batch_size", "worst_k", "lpips_resolution"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    return EvalOptions(
+        metrics=parse_metrics(args.metrics), num_samples=args.num_samples, lpips_samples=args.lpips_samples,
+        seed=args.seed, weights_dir=args.weights_dir, cache_dir=args.cache_dir,
+        kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, lpips_net=args.lpips_net,
+        lpips_resolution=args.lpips_resolution, nn_percentile=args.nn_percentile, nn_factor=args.nn_factor,
+        worst_k=args.worst_k, grid_path=str(grid_path), batch_size=args.batch_size, psi=args.psi,
+        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), verbose=args.verbose,
+    )
+
+
+def run(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    try:
+        options = options_from_args(args, out.with_name(f"{out.stem}_nn.png"))
+        if args.checkpoint:
+            from gan.export import load_generator
+
+            generator = load_generator(args.checkpoint, device=options.device)
+            report = evaluate(args.dataset, options, generator=generator, generator_path=args.checkpoint)
+        else:
+            report = evaluate(args.dataset, options, samples=FolderImages(args.samples), samples_dir=args.samples)
+    except (MissingWeightsError, WeightsChecksumError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    write_report(report, out)
+    log.info("report written to %s", out)
+    print(to_json(report)) if args.verbose else _print_summary(report)
+    return 0
+
+
+def _print_summary(report) -> None:
+    if report.fidelity:
+        print(" ".join(f"{k}={v:.6g}" for k, v in report.fidelity.metrics.items()),
+              f"(kid_subset_size={report.fidelity.kid_subset_size})" if report.fidelity.kid_subset_size else "")
+    if report.diversity:
+        print(f"lpips_div={report.diversity.lpips_diversity:.4f} (training set: {report.diversity.reference_lpips_diversity})")
+    if report.memorisation:
+        m = report.memorisation
+        print(f"memorisation: {m.num_flagged}/{m.num_samples} flagged ({m.flagged_fraction:.1%}); grid: {m.grid}")
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,130 @@
+"""One evaluation of a generator (or a folder of its samples) against its training set.
+
+Shared by the ``python -m eval`` command and the in-training hook: pick metrics, build
+each feature extractor once from resolved weights, and return an :class:`EvalReport`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import Dataset
+
+from eval import weights as W
+from eval.features import LpipsEmbedder, inception_extractor, inception_features, lpips_model
+from eval.fidelity import compute_fidelity
+from eval.lpips_diversity import compute_diversity
+from eval.memorisation import DEFAULT_FACTOR, DEFAULT_PERCENTILE, Measure, check_memorisation
+from eval.report import EvalReport, WeightsUsed
+from eval.samples import EvalInputError, TensorImages, generate_images, load_reference, stack_images
+
+log = logging.getLogger(__name__)
+
+ALL_METRICS = ("fid", "kid", "pr", "lpips_div", "nn")
+MAX_IMAGE_SIZE_NN = 256  # LPIPS / nearest-neighbour images are held in memory at most at this size
+
+
+@dataclass
+class EvalOptions:
+    """What to measure and how; the CLI's options."""
+
+    metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "pr", "lpips_div", "nn"])
+    num_samples: int = 10000  # generated images for FID/KID/PR
+    lpips_samples: int = 1000  # generated images for LPIPS diversity and the memorisation check
+    seed: int = 0
+    weights_dir: Optional[str] = None
+    cache_dir: Optional[str] = None
+    kid_subset_size: Optional[int] = None
+    kid_subsets: int = 100
+    lpips_net: str = "alex"
+    lpips_resolution: int = 128
+    nn_percentile: float = DEFAULT_PERCENTILE
+    nn_factor: float = DEFAULT_FACTOR
+    worst_k: int = 16
+    grid_path: Optional[str] = None
+    batch_size: int = 32
+    psi: float = 1.0
+    device: str = "cpu"
+    verbose: bool = False
+
+
+def parse_metrics(text: str | list[str]) -> list[str]:
+    """'fid,kid' -> ['fid', 'kid']; an unknown name is a one-line error."""
+    names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    unknown = [m for m in names if m not in ALL_METRICS]
+    if unknown or not names:
+        raise EvalInputError(f"unknown metric(s) {unknown or names}: choose from {', '.join(ALL_METRICS)}")
+    return list(dict.fromkeys(names))
+
+
+def evaluate(
+    dataset: str | Path,
+    options: EvalOptions,
+    generator: Optional[torch.nn.Module] = None,
+    samples: Optional[Dataset] = None,
+    generator_path: Optional[str] = None,
+    samples_dir: Optional[str] = None,
+) -> EvalReport:
+    """Score ``generator`` (or a uint8 Dataset of ``samples``) against the prepared ``dataset``."""
+    if (generator is None) == (samples is None):
+        raise EvalInputError("give exactly one of a generator or a samples folder")
+    metrics = parse_metrics(options.metrics)
+    resolution = generator.resolution if generator is not None else samples.resolution
+    reference = load_reference(dataset, expected_resolution=resolution)
+    device = torch.device(options.device)
+    report = EvalReport(
+        generator=generator_path,
+        generator_sha256=W.file_sha256(generator_path) if generator_path and Path(generator_path).is_file() else None,
+        samples_dir=samples_dir,
+        dataset=str(dataset),
+        dataset_content_sha256=reference.content_sha256,
+        resolution=resolution,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    fidelity_metrics = [m for m in metrics if m in ("fid", "kid", "pr")]
+    if fidelity_metrics:
+        report.fidelity = compute_fidelity(
+            generator if generator is not None else samples, reference, fidelity_metrics,
+            num_samples=options.num_samples, seed=options.seed, weights_dir=options.weights_dir,
+            cache_dir=options.cache_dir, kid_subset_size=options.kid_subset_size, kid_subsets=options.kid_subsets,
+            batch_size=options.batch_size, device=device, verbose=options.verbose,
+        )
+    if "lpips_div" in metrics or "nn" in metrics:
+        _perceptual_metrics(report, metrics, reference, options, generator, samples, device)
+    return report
+
+
+def _generated_for_lpips(options: EvalOptions, generator, samples) -> torch.Tensor:
+    if generator is not None:
+        images = generate_images(generator, options.lpips_samples, options.seed, options.batch_size, options.psi)
+        return stack_images(TensorImages(images), max_size=MAX_IMAGE_SIZE_NN)
+    return stack_images(samples, options.lpips_samples, max_size=MAX_IMAGE_SIZE_NN)
+
+
+def _perceptual_metrics(report, metrics, reference, options, generator, samples, device) -> None:
+    generated = _generated_for_lpips(options, generator, samples)
+    train = stack_images(reference.images, max_size=MAX_IMAGE_SIZE_NN)
+    model, lpips_path = lpips_model(options.lpips_net, options.weights_dir, device)
+    embedder = LpipsEmbedder(model, resolution=options.lpips_resolution)
+    lpips_used = WeightsUsed(extractor=f"lpips v0.1 ({options.lpips_net} backbone)", **W.weights_identity(lpips_path))
+    if "lpips_div" in metrics:
+        report.diversity = compute_diversity(generated, embedder, lpips_used, options.seed, reference=train)
+    if "nn" in metrics:
+        inception_path = W.resolve_weights(W.INCEPTION_V3, options.weights_dir)
+        extractor = inception_extractor(inception_path, device)
+        inception_used = WeightsUsed(extractor="inception-v3-compat (pool3, 2048-d)", **W.weights_identity(inception_path))
+        report.memorisation = check_memorisation(
+            generated, train, reference.names,
+            lpips_measure=Measure("lpips", embedder.embed, squared=True),
+            inception_measure=Measure(
+                "inception", lambda x: inception_features(extractor, x, options.batch_size), squared=False
+            ),
+            weights=[lpips_used, inception_used], seed=options.seed, lpips_resolution=options.lpips_resolution,
+            worst_k=options.worst_k, grid_path=options.grid_path,
+            percentile=options.nn_percentile, factor=options.nn_factor,
+        )

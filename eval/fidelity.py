@@ -1,0 +1,186 @@
+"""FID, KID and precision/recall through torch-fidelity, with our weights and a reference cache.
+
+Generated images go in straight from the generator (torch-fidelity's module wrapper
+around :class:`eval.samples.GeneratorAsUint8`, latents drawn from ``seed``) or as a Dataset
+of uint8 images (a folder of samples); the prepared dataset is the reference. Its
+statistics are cached under ``cache_dir`` by a name made of the dataset's
+``content_sha256``, its resolution and the sha256 of the feature extractor's weights, so
+they are computed once per (dataset, weights) and never reused across different ones.
+
+KID is the headline metric for small datasets (a master's few hundred works): FID is
+biased upwards at small N, KID is not. ``kid_subset_size`` defaults to
+``min(1000, #generated, #reference)`` and the report says which value was used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from eval import weights as W
+from eval.features import checked_torch_weights
+from eval.report import FidelityResult, WeightsUsed
+from eval.samples import EvalInputError, GeneratorAsUint8, ReferenceSet
+
+log = logging.getLogger(__name__)
+
+FIDELITY_METRICS = ("fid", "kid", "pr")
+DEFAULT_KID_SUBSET_SIZE = 1000  # torch-fidelity's and the KID paper's default
+DEFAULT_KID_SUBSETS = 100
+PRC_NEIGHBORHOOD = 3  # k of the k-NN manifolds in improved precision/recall (Kynkäänniemi et al.)
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "atelier" / "fidelity"
+
+_RESULT_KEYS = {
+    "frechet_inception_distance": "fid",
+    "kernel_inception_distance_mean": "kid_mean",
+    "kernel_inception_distance_std": "kid_std",
+    "precision": "precision",
+    "recall": "recall",
+    "f_score": "f_score",
+}
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance between two Gaussians, computed by torch-fidelity's FID formula."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    out = fid_statistics_to_metric({"mu": mu1, "sigma": sigma1}, {"mu": mu2, "sigma": sigma2}, verbose=False)
+    return float(out[KEY_METRIC_FID])
+
+
+def choose_kid_subset_size(num_generated: int, num_reference: int, requested: int | None = None) -> tuple[int, str]:
+    """KID subset size and a sentence for the report; an error when the sets are too small."""
+    available = min(num_generated, num_reference)
+    if requested is not None:
+        if requested > available:
+            raise EvalInputError(
+                f"too few samples for KID subset size {requested}: {num_generated} generated and "
+                f"{num_reference} reference images; lower --kid-subset-size or use more samples"
+            )
+        size, note = requested, f"kid_subset_size={requested} as requested"
+    else:
+        size = min(DEFAULT_KID_SUBSET_SIZE, available)
+        note = f"kid_subset_size={size} = min({DEFAULT_KID_SUBSET_SIZE}, {num_generated} generated, {num_reference} reference)"
+    if size < 2:
+        raise EvalInputError(f"too few samples for KID: subset size {size} (need at least 2 images on each side)")
+    return size, note
+
+
+def reference_cache_name(reference: ReferenceSet, weights_sha256: str) -> str:
+    """Cache key of a dataset's reference features: content hash + resolution + extractor weights."""
+    return f"atelier-{reference.content_sha256[:20]}-r{reference.resolution}-w{weights_sha256[:12]}"
+
+
+def _generated_kwargs(generated: torch.nn.Module | Dataset, num_samples: int | None) -> tuple[dict, int]:
+    from torch_fidelity.generative_model_modulewrapper import GenerativeModelModuleWrapper
+
+    if isinstance(generated, Dataset):
+        return {"input1": generated}, len(generated)
+    if num_samples is None or num_samples < 1:
+        raise EvalInputError("num_samples must be a positive number of images to generate")
+    wrapper = GenerativeModelModuleWrapper(GeneratorAsUint8(generated), generated.z_dim, "normal", 0)
+    return {"input1": wrapper, "input1_model_num_samples": num_samples}, num_samples
+
+
+def _device_context(device: torch.device):
+    # torch-fidelity moves modules with .cuda(): make that the requested GPU.
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _run_torch_fidelity(**kwargs) -> dict[str, float]:
+    import torch_fidelity
+
+    try:
+        return torch_fidelity.calculate_metrics(**kwargs)
+    except ValueError as exc:  # torch-fidelity's vassert: one-line input problems
+        raise EvalInputError(f"torch-fidelity: {exc}") from exc
+
+
+def compute_fidelity(
+    generated: torch.nn.Module | Dataset,
+    reference: ReferenceSet,
+    metrics: Iterable[str] = ("fid", "kid"),
+    num_samples: int | None = None,
+    seed: int = 0,
+    weights_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    kid_subset_size: int | None = None,
+    kid_subsets: int = DEFAULT_KID_SUBSETS,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    verbose: bool = False,
+) -> FidelityResult:
+    """FID / KID / precision-recall of ``generated`` (a Generator or a uint8 Dataset) against ``reference``.
+
+    ``seed`` fixes the generator's latents and KID's subset draws. Raises EvalInputError
+    (one line) for too few images and MissingWeightsError for absent weights.
+    """
+    wanted = set(metrics)
+    unknown = wanted - set(FIDELITY_METRICS)
+    if unknown or not wanted:
+        raise EvalInputError(f"fidelity metrics must be among {', '.join(FIDELITY_METRICS)}; got {sorted(wanted)}")
+    device = torch.device(device)
+    generated_kwargs, num_generated = _generated_kwargs(generated, num_samples)
+    common = dict(
+        input2=reference.images,
+        cuda=device.type == "cuda",
+        batch_size=batch_size,
+        rng_seed=seed,
+        verbose=verbose,
+        cache=True,
+        cache_root=str(cache_dir or DEFAULT_CACHE_DIR),
+        **generated_kwargs,
+    )
+    result = FidelityResult(
+        metrics={}, num_generated=num_generated, num_reference=reference.count, seed=seed,
+        kid_subset_size=None, kid_subsets=None, kid_subset_size_note=None, weights=[], reference_cache=None,
+    )
+    if wanted & {"fid", "kid"}:
+        _inception_metrics(result, wanted, common, reference, weights_dir, kid_subset_size, kid_subsets, device)
+    if "pr" in wanted:
+        _precision_recall(result, common, reference, weights_dir, device)
+    return result
+
+
+def _inception_metrics(result, wanted, common, reference, weights_dir, kid_subset_size, kid_subsets, device) -> None:
+    kid_kwargs = {}
+    if "kid" in wanted:
+        size, note = choose_kid_subset_size(result.num_generated, reference.count, kid_subset_size)
+        kid_kwargs = {"kid_subset_size": size, "kid_subsets": kid_subsets}
+        result.kid_subset_size, result.kid_subsets, result.kid_subset_size_note = size, kid_subsets, note
+    if "fid" in wanted and min(result.num_generated, reference.count) < 2:
+        raise EvalInputError("too few samples for FID: need at least 2 generated and 2 reference images")
+    path = W.resolve_weights(W.INCEPTION_V3, weights_dir)
+    identity = W.weights_identity(checked_torch_weights(path))
+    cache_name = reference_cache_name(reference, identity["sha256"])
+    with _device_context(device):
+        out = _run_torch_fidelity(
+            fid="fid" in wanted, kid="kid" in wanted, feature_extractor="inception-v3-compat",
+            feature_extractor_weights_path=str(path), input2_cache_name=cache_name, **kid_kwargs, **common,
+        )
+    result.metrics.update({_RESULT_KEYS[k]: float(v) for k, v in out.items() if k in _RESULT_KEYS})
+    result.weights.append(WeightsUsed(extractor="inception-v3-compat (pool3, 2048-d)", **identity))
+    result.reference_cache = cache_name
+
+
+def _precision_recall(result, common, reference, weights_dir, device) -> None:
+    if min(result.num_generated, reference.count) <= PRC_NEIGHBORHOOD:
+        raise EvalInputError(
+            f"too few samples for precision/recall: need more than {PRC_NEIGHBORHOOD} generated and reference images"
+        )
+    path = W.resolve_weights(W.VGG16, weights_dir)
+    identity = W.weights_identity(checked_torch_weights(path))
+    with _device_context(device):
+        out = _run_torch_fidelity(
+            prc=True, feature_extractor="vgg16", feature_extractor_weights_path=str(path),
+            prc_neighborhood=PRC_NEIGHBORHOOD, input2_cache_name=reference_cache_name(reference, identity["sha256"]),
+            **common,
+        )
+    result.metrics.update({_RESULT_KEYS[k]: float(v) for k, v in out.items() if k in _RESULT_KEYS})
+    result.weights.append(WeightsUsed(extractor="vgg16 (fc2_relu, 4096-d)", **identity))

@@ -1,0 +1,79 @@
+"""Metrics during training: the hook the training loop calls every ``metrics.every_kimg``.
+
+Runs on the main process only (the caller checks ``accelerator.is_main_process``; the
+others wait at a barrier): torch-fidelity has no distributed mode, and at the sample
+counts used in training a single GPU takes seconds. Writes the full report to
+``RUN_DIR/metrics/kimg<kimg>.json`` and the nearest-neighbour panel to
+``RUN_DIR/metrics/nn-kimg<kimg>.png``; returns flat scalars for metrics.jsonl / W&B.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import torch
+
+from eval.evaluate import EvalOptions, evaluate
+from eval.report import EvalReport, write_report
+
+
+class TrainingMetrics(NamedTuple):
+    scalars: dict[str, float]  # e.g. {"kid": ..., "lpips_div": ..., "nn_flagged_fraction": ...}
+    nn_panel: Optional[Path]  # sample | nearest real work image, when "nn" ran
+    report: Path  # the full JSON report of this evaluation
+
+
+def scalars_of(report: EvalReport) -> dict[str, float]:
+    """The numbers worth a curve on the dashboard, with stable names."""
+    out: dict[str, float] = {}
+    if report.fidelity:
+        names = {"fid": "fid", "kid_mean": "kid", "kid_std": "kid_std", "precision": "precision", "recall": "recall"}
+        out.update({names[k]: v for k, v in report.fidelity.metrics.items() if k in names})
+    if report.diversity:
+        out["lpips_div"] = report.diversity.lpips_diversity
+        if report.diversity.reference_lpips_diversity is not None:
+            out["lpips_div_train"] = report.diversity.reference_lpips_diversity
+    if report.memorisation:
+        out["nn_flagged_fraction"] = report.memorisation.flagged_fraction
+        if report.memorisation.worst:
+            out["nn_min_lpips"] = min(n.lpips_distance for n in report.memorisation.worst)
+    return out
+
+
+def run_training_metrics(
+    G_ema: torch.nn.Module,
+    metrics_cfg,
+    dataset_path: str | Path,
+    run_dir: str | Path,
+    kimg: float,
+    device: torch.device | str,
+    seed: int = 0,
+) -> TrainingMetrics:
+    """Evaluate ``G_ema`` with ``metrics_cfg`` (gan.config.MetricsConfig) against the training dataset.
+
+    ``metrics_cfg.num_samples`` images feed KID/FID/PR and at most 256 of them the LPIPS and
+    memorisation checks (pairwise work grows quadratically). A fixed ``seed`` makes curves
+    comparable across ticks. The generator's train/eval mode is restored afterwards.
+    """
+    out_dir = Path(run_dir) / "metrics"
+    tag = f"kimg{kimg:08.1f}"
+    options = EvalOptions(
+        metrics=list(metrics_cfg.metrics),
+        num_samples=metrics_cfg.num_samples,
+        lpips_samples=min(metrics_cfg.num_samples, 256),
+        seed=seed,
+        weights_dir=metrics_cfg.weights_dir,
+        grid_path=str(out_dir / f"nn-{tag}.png"),
+        worst_k=8,
+        device=str(device),
+    )
+    was_training = G_ema.training
+    try:
+        report = evaluate(dataset_path, options, generator=G_ema)
+    finally:
+        G_ema.train(was_training)
+    report.extra["kimg"] = kimg
+    report_path = write_report(report, out_dir / f"{tag}.json")
+    panel = Path(report.memorisation.grid) if report.memorisation and report.memorisation.grid else None
+    return TrainingMetrics(scalars_of(report), panel, report_path)
