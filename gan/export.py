@@ -30,6 +30,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from gan.checkpoint import CHECKPOINTS_DIR, NETWORK_FILES, STATE_FILE
+from gan.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from gan.checkpoint import latest_checkpoint
 from gan.config import ModelConfig
 from gan.networks import Generator
 
@@ -38,10 +41,8 @@ log = logging.getLogger(__name__)
 FORMAT = "atelier-generator/1"
 METADATA_KEY = "atelier"  # safetensors header metadata is str -> str, so the JSON lives under one key
 EXPORT_NAME = "generator.safetensors"  # a run dir's latest export
-CHECKPOINTS_DIR = "checkpoints"
-CHECKPOINT_WEIGHTS = "G_ema.safetensors"
-CHECKPOINT_STATE = "state.json"
-CHECKPOINT_FORMAT = "atelier-checkpoint/1"
+CHECKPOINT_WEIGHTS = NETWORK_FILES["G_ema"]  # a training checkpoint's (gan.checkpoint) sampling weights
+CHECKPOINT_STATE = STATE_FILE
 _CORE_KEYS = ("format", "model", "resolution", "img_channels")
 # Wrappers that prefix state-dict keys (DDP, torch.compile); stripped so their checkpoints load too.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -120,7 +121,7 @@ def resolve_source(path: str | os.PathLike) -> GeneratorSource:
     if (path / EXPORT_NAME).is_file():
         return GeneratorSource("export", path / EXPORT_NAME, _export_meta(path / EXPORT_NAME))
     if (path / CHECKPOINTS_DIR).is_dir():
-        latest = latest_checkpoint(path / CHECKPOINTS_DIR)
+        latest = latest_checkpoint(path)
         if latest is None:
             raise GeneratorLoadError(
                 f"{path}: run dir has no {EXPORT_NAME} and no complete checkpoint under {CHECKPOINTS_DIR}/"
@@ -130,20 +131,6 @@ def resolve_source(path: str | os.PathLike) -> GeneratorSource:
         f"{path}: not a generator export, checkpoint dir ({CHECKPOINT_WEIGHTS} + {CHECKPOINT_STATE}) "
         f"or run dir ({EXPORT_NAME} or {CHECKPOINTS_DIR}/)"
     )
-
-
-def latest_checkpoint(checkpoints_dir: str | os.PathLike) -> Optional[Path]:
-    """The highest-step complete checkpoint dir (numeric name with state.json and G_ema), or None.
-
-    Temp dirs of a checkpoint being written have no numeric name or no state.json yet, so they
-    are never chosen.
-    """
-    complete = [
-        d
-        for d in Path(checkpoints_dir).iterdir()
-        if d.is_dir() and d.name.isdigit() and (d / CHECKPOINT_STATE).is_file() and (d / CHECKPOINT_WEIGHTS).is_file()
-    ]
-    return max(complete, key=lambda d: int(d.name), default=None)
 
 
 def _read_header(path: Path) -> tuple[dict[str, str], dict[str, list[int]]]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from gan.checkpoint import Progress, Snapshot, save_checkpoint
 from gan.config import ModelConfig
 from gan.export import (
     FORMAT,
@@ -43,12 +45,13 @@ def render(G: Generator) -> torch.Tensor:
         return G(z, psi=0.7, noise_mode="const")
 
 
-def write_checkpoint(ckpt_dir, G: Generator, step: int) -> None:
-    """The checkpoint layout of the brief: G_ema.safetensors (plain state dict) + state.json."""
-    ckpt_dir.mkdir(parents=True)
-    save_file({k: v.contiguous().clone() for k, v in G.state_dict().items()}, str(ckpt_dir / "G_ema.safetensors"))
-    state = {"step": step, "kimg": step / 1000, "config": {"model": dataclasses.asdict(CFG), "data": {"resolution": RES}}}
-    (ckpt_dir / "state.json").write_text(json.dumps(state))
+def write_checkpoint(run_dir, G: Generator, nimg: int):
+    """A real training checkpoint (gan.checkpoint's writer) holding only G_ema; returns its dir."""
+    single_process = SimpleNamespace(is_main_process=True, process_index=0, num_processes=1,
+                                     wait_for_everyone=lambda: None)
+    meta = {"model": dataclasses.asdict(CFG), "resolution": RES, "img_channels": 3, "run": str(run_dir)}
+    snap = Snapshot(networks={"G_ema": G}, optimizers={}, progress=Progress(cur_nimg=nimg), meta=meta)
+    return save_checkpoint(run_dir, snap, single_process, keep_last=10)
 
 
 def assert_one_line_error(path, *fragments: str) -> None:
@@ -87,10 +90,11 @@ def test_extra_meta_cannot_override_core_keys(tmp_path):
 def test_load_from_checkpoint_dir_and_run_dir(tmp_path):
     older, newer = make_generator(1), make_generator(2)
     run = tmp_path / "run"
-    write_checkpoint(run / "checkpoints" / "000100", older, 100)
-    write_checkpoint(run / "checkpoints" / "000200", newer, 200)
-    (run / "checkpoints" / "000300").mkdir()  # an unfinished checkpoint: no state.json yet
-    assert torch.equal(render(load_generator(run / "checkpoints" / "000100")), render(older))
+    first = write_checkpoint(run, older, 100)
+    write_checkpoint(run, newer, 200)
+    (run / "checkpoints" / ".tmp-0000000300").mkdir()  # a checkpoint still being written
+    assert torch.equal(render(load_generator(first)), render(older))
+    assert torch.equal(render(load_generator(first / "G_ema.safetensors")), render(older))
     assert torch.equal(render(load_generator(run)), render(newer))  # latest complete checkpoint
     assert describe_generator(run)["kimg"] == 0.2
     # A run dir's export wins over its checkpoints.
@@ -151,11 +155,14 @@ def test_missing_and_unexpected_tensors(tmp_path):
     assert_one_line_error(path, "unexpected tensor 'extra.weight'")
 
 
-def test_checkpoint_without_model_config(tmp_path):
-    ckpt = tmp_path / "000001"
-    write_checkpoint(ckpt, make_generator(0), 1)
-    (ckpt / "state.json").write_text(json.dumps({"step": 1}))
+def test_checkpoint_without_model_config_or_foreign_format(tmp_path):
+    ckpt = write_checkpoint(tmp_path, make_generator(0), 1)
+    (ckpt / "state.json").write_text(json.dumps({"format": "atelier-checkpoint/1", "step": 1}))
     assert_one_line_error(ckpt, "no model config")
+    (ckpt / "state.json").write_text(json.dumps({"format": "other/2", "model": {}, "resolution": RES}))
+    assert_one_line_error(ckpt, "not an atelier checkpoint", "other/2")
+    (ckpt / "state.json").write_text("{not json")
+    assert_one_line_error(ckpt, "not valid JSON")
 
 
 def test_unknown_model_key(tmp_path):
