@@ -112,7 +112,14 @@ def make_accelerator(cfg: TrainingConfig, tracker: Optional[str], run_dir: Path)
     if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         log.warning("this GPU has no bf16; training in fp32")
         precision = "no"
-    return Accelerator(mixed_precision=precision, log_with=tracker, project_dir=str(run_dir))
+    # Without cpu=True accelerate ignores a multi-process launch on a machine with no GPU and
+    # every process would train alone (and overwrite the others' files); with it, gloo is used.
+    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=precision, log_with=tracker, project_dir=str(run_dir), cpu=not has_device)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise RuntimeError(f"launched {launched} processes but accelerate formed a group of {accelerator.num_processes}")
+    return accelerator
 
 
 def setup_logging(verbose: bool, is_main: bool) -> None:

@@ -203,9 +203,14 @@ def _process_file(rank: int) -> str:
 
 def weights_sha256(module: torch.nn.Module) -> str:
     """SHA-256 over a module's state dict (names, dtypes, shapes, bytes): equal iff bit-identical."""
+    return tensors_sha256(module.state_dict())
+
+
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over named tensors in sorted name order (so a saved safetensors file hashes the same)."""
     digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        t = tensor.detach().to("cpu").contiguous()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
