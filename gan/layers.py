@@ -149,9 +149,11 @@ def conv2d_resample(
 ) -> torch.Tensor:
     """'Same' conv with an odd square kernel, optionally with 2x FIR up- or down-sampling.
 
-    up=2 equals ``conv2d(upsample2d(x), w, padding=k//2)`` exactly, but runs as a stride-2
-    transposed convolution followed by the FIR filter: 4x fewer multiply-adds than
-    convolving the zero-stuffed image.
+    up=2 equals FIR-upsampling x with k//2 extra pixels of padding on each side and then a
+    'valid' conv (i.e. ``upsample2d(x)`` then a 'same' conv, except that the conv sees the
+    filtered border instead of zeros), but runs as a stride-2 transposed convolution
+    followed by the FIR filter: 4x fewer multiply-adds than convolving the zero-stuffed
+    image.
     down=2 low-pass filters first, then convolves with stride 2 (as StyleGAN2-ADA does).
     """
     out_ch, in_per_group, kh, kw = w.shape
@@ -169,7 +171,7 @@ def conv2d_resample(
         wt = w.reshape(groups, out_ch // groups, in_per_group, k, k).transpose(1, 2)
         wt = wt.reshape(groups * in_per_group, out_ch // groups, k, k).flip([2, 3])
         x = F.conv_transpose2d(x, wt, stride=2, groups=groups)
-        # Padding that makes the composite equal upsample2d followed by a 'same' conv.
+        # Padding that makes the composite equal zero-insert + pad + FIR + 'valid' conv.
         p0 = (taps + 1) // 2 + k // 2 - (k - 1)
         p1 = taps + 1 - k - p0
         return upfirdn2d(x, f, padding=(p0, p1, p0, p1), gain=4.0)
