@@ -35,7 +35,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -49,9 +49,6 @@ from gan.trackers import log_image, log_scalars
 
 log = logging.getLogger(__name__)
 
-MetricsFn = Callable[..., dict]  # run_training_metrics(G_ema, cfg, run_dir, kimg, accelerator) -> dict
-
-
 class TrainingDiverged(RuntimeError):
     """Losses or gradients stayed non-finite for ``train.max_bad_steps`` consecutive steps."""
 
@@ -64,7 +61,6 @@ class RunOptions:
     stop_kimg: Optional[float] = None  # --max-kimg: stop earlier than train.total_kimg
     resume: Optional[Path] = None  # a resolved checkpoint dir
     tracker: Optional[str] = None  # "wandb" | "tensorboard" | None
-    metrics_fn: Optional[MetricsFn] = None  # in-training metrics (eval), called every metrics.every_kimg
 
 
 @dataclass
@@ -187,15 +183,12 @@ class Trainer:
     # ----------------------------------------------------------------- building
 
     def _build_augment(self) -> tuple[Optional[torch.nn.Module], Any]:
-        """ADA hook: the augmentation pipeline the loss applies to every image D sees, and its controller."""
-        if self.cfg.augment.mode == "none":
-            return None, None
-        try:
-            from gan.augment import build_augment
-        except ImportError:
-            log.warning("gan.augment is not available: training without augmentation")
-            return None, None
-        return build_augment(self.cfg.augment, self.device)
+        """The augmentation the loss applies to every image D sees (ADA / fixed / DiffAugment), and
+        the ADA controller that measures E[sign(D(real))] and steers the pipeline's p."""
+        from gan.ada import accelerate_sum, from_config
+
+        reduce_fn = accelerate_sum(self.acc) if self.world > 1 else None
+        return from_config(self.cfg.augment, batch_size=self.cfg.train.batch, reduce_fn=reduce_fn, device=self.device)
 
     def _build_phases(self) -> list[Phase]:
         t, lc = self.cfg.train, self.cfg.loss
@@ -230,11 +223,7 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
 
     def _snapshot(self) -> ckpt_io.Snapshot:
-        extra: dict[str, Any] = {"loss": self.loss.state_dict()}
-        if self.augment_pipe is not None:
-            extra["augment_pipe"] = self.augment_pipe.state_dict()
-        if self.ada is not None:
-            extra["ada"] = self.ada.state_dict()
+        extra: dict[str, Any] = {"loss": self.loss.state_dict(), "augment": self.ada.state_dict()}
         if self.acc.scaler is not None:
             extra["scaler"] = self.acc.scaler.state_dict()
         meta = {
@@ -271,10 +260,7 @@ class Trainer:
             rank=self.rank, device=self.device,
         )
         self.loss.load_state_dict(restored.extra["loss"])
-        if self.augment_pipe is not None and "augment_pipe" in restored.extra:
-            self.augment_pipe.load_state_dict(restored.extra["augment_pipe"])
-        if self.ada is not None and "ada" in restored.extra:
-            self.ada.load_state_dict(restored.extra["ada"])
+        self.ada.load_state_dict(restored.extra["augment"])  # p, and the pending sign statistics
         if self.acc.scaler is not None and "scaler" in restored.extra:
             self.acc.scaler.load_state_dict(restored.extra["scaler"])
         self.progress = restored.progress
@@ -313,6 +299,9 @@ class Trainer:
             self.acc.backward(loss * (phase.gain / self.accum))
             loss_sum += loss.detach().float() / self.accum
             self._record(stats)
+            if phase.name == "D_main":  # ADA's overfitting signal r_t = E[sign(D(real))]
+                n = round_reals.shape[0]
+                self.ada.add_stats(stats["scores/real_sign"].double() * n, n)
         self._record({f"Loss/{phase.name}": loss_sum})
         finite = self._average_gradients(phase.module, loss_sum)
         if finite:
@@ -350,8 +339,7 @@ class Trainer:
         beta = ema_beta(self.cfg.train.batch, self.progress.cur_nimg, self.cfg.train.ema_kimg, self.cfg.train.ema_rampup)
         self._sync_buffers()
         update_ema(self.G_ema, self.G, beta)
-        if self.ada is not None:
-            self.ada.step(self.progress.step, self.cfg.train.batch, self.acc)
+        self.ada.step()  # collective every augment.interval steps: sums the sign statistics over processes
         self.progress.cur_nimg += self.cfg.train.batch
         self.progress.step += 1
         self.progress.data_position += self.batch_per_gpu * self.world * self.accum
@@ -410,6 +398,29 @@ class Trainer:
         save_png(grid, self.run_dir / "samples" / f"{name}.png", text={"kimg": f"{self.progress.kimg:.3f}", "seeds": f"0-{seeds[-1]}"})
         log_image(self.acc, self.opts.tracker, "samples", grid, step=self.progress.cur_nimg)
 
+    def run_metrics(self, metrics_path: Path) -> None:
+        """In-training evaluation of G_ema (eval.in_training) on the main process; the others wait."""
+        if self.acc.is_main_process:
+            from eval.in_training import run_training_metrics
+
+            kimg = self.progress.kimg
+            with _preserved_rng():  # sampling for the metrics must not shift the training noise
+                result = run_training_metrics(
+                    self.G_ema, self.cfg.metrics, self.cfg.data.path, self.run_dir, kimg, self.device, seed=self.cfg.train.seed
+                )
+            scalars = {f"metrics/{k}": v for k, v in result.scalars.items()}
+            _append_jsonl(metrics_path, {"kimg": kimg, "cur_nimg": self.progress.cur_nimg, **scalars})
+            log_scalars(self.acc, self.opts.tracker, scalars, step=self.progress.cur_nimg)
+            log.info("metrics at kimg %.3f: %s (report %s)", kimg,
+                     ", ".join(f"{k} {v:.4g}" for k, v in result.scalars.items()), result.report)
+            if result.nn_panel is not None:
+                from PIL import Image
+
+                with Image.open(result.nn_panel) as panel:
+                    log_image(self.acc, self.opts.tracker, "memorisation", np.asarray(panel.convert("RGB")),
+                              step=self.progress.cur_nimg)
+        self.acc.wait_for_everyone()
+
     def write_reals(self) -> None:
         if not self.acc.is_main_process or self.cfg.log.sample_seeds <= 0:
             return
@@ -423,6 +434,15 @@ class Trainer:
 # --------------------------------------------------------------------------- the loop
 
 
+@contextlib.contextmanager
+def _preserved_rng():
+    state = ckpt_io.capture_rng()
+    try:
+        yield
+    finally:
+        ckpt_io.restore_rng(state)
+
+
 def _append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
@@ -430,7 +450,7 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 def _tick_line(rec: dict) -> str:
     losses = "  ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in rec.items() if k.startswith("Loss/"))
-    aug = f"  augment_p {rec['Augment/p']:.3f}" if "Augment/p" in rec else ""
+    aug = f"  augment_p {rec['augment/p']:.3f}" if "augment/p" in rec else ""
     return (
         f"tick {rec['tick']:<4d} kimg {rec['kimg']:<9.3f} sec/tick {rec['sec_per_tick']:<7.1f} "
         f"sec/kimg {rec['sec_per_kimg']:<8.2f} {losses}{aug}  mem {rec['memory_gb']:.2f} GB"
@@ -471,8 +491,7 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
                 "lr/G": trainer.opt_G.param_groups[0]["lr"], "lr/D": trainer.opt_D.param_groups[0]["lr"],
                 **trainer.reduced_stats(),
             }
-            if trainer.augment_pipe is not None and hasattr(trainer.augment_pipe, "p"):
-                rec["Augment/p"] = float(trainer.augment_pipe.p)
+            rec.update(trainer.ada.log_values())
             tick_start, tick_nimg = now, cur
             if main:
                 _append_jsonl(metrics_path, rec)
@@ -485,11 +504,8 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
         if done or _crossed(prev, cur, cfg.checkpoint.every_kimg):
             trainer.save_checkpoint()
             saved_at = cur
-        if options.metrics_fn is not None and cfg.metrics.metrics and (done or _crossed(prev, cur, cfg.metrics.every_kimg)):
-            scores = options.metrics_fn(trainer.G_ema, cfg, run_dir, cur / 1000, accelerator)
-            if main and scores:
-                _append_jsonl(metrics_path, {"kimg": cur / 1000, "cur_nimg": cur, **{f"Metrics/{k}": v for k, v in scores.items()}})
-                log_scalars(accelerator, options.tracker, {f"Metrics/{k}": v for k, v in scores.items()}, step=cur)
+        if cfg.metrics.metrics and (done or _crossed(prev, cur, cfg.metrics.every_kimg)):
+            trainer.run_metrics(metrics_path)
     bar.close()
     if saved_at != trainer.progress.cur_nimg:  # e.g. resumed at or past the stop point
         trainer.save_checkpoint()

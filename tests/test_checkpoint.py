@@ -136,14 +136,15 @@ def _final_tensors(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
     for key, name in ck.OPTIMIZER_FILES.items():
         state = torch.load(latest / name, weights_only=True)["state"]
         tensors[f"opt_{key}"] = {f"{i}.{k}": v for i, s in state.items() for k, v in s.items()}
-    tensors["extra"] = {"pl_mean": torch.load(latest / ck.EXTRA_FILE, weights_only=True)["loss"]["pl_mean"]}
+    extra = torch.load(latest / ck.EXTRA_FILE, weights_only=True)
+    tensors["extra"] = {"pl_mean": extra["loss"]["pl_mean"], "augment_p": torch.tensor(extra["augment"]["p"])}
     return tensors
 
 
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     data = make_dataset(tmp_path / "data", count=6)  # 6 images, batch 4: epochs end mid-batch
-    # Fixed augmentation draws from the global RNG on every D call; x-flips depend on the epoch.
-    cfg = tiny_config(data, augment={"mode": "fixed", "p": 0.5, "pipe": "bgc"})
+    # ADA draws from the global RNG on every D call and moves p every 2 steps; x-flips depend on the epoch.
+    cfg = tiny_config(data, augment={"mode": "ada", "p": 0.3, "pipe": "bgc", "interval": 2, "speed_kimg": 0.05})
     config = write_config(tmp_path / "tiny.yaml", cfg)
     base = ["--config", str(config), "--deterministic", "--no-wandb"]
     # 6 steps of 4 images; the interruption after 3 falls between the r1/pl steps (interval 2).
@@ -158,6 +159,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
         assert straight[group].keys() == split[group].keys()
         for name in straight[group]:
             assert torch.equal(straight[group][name], split[group][name]), f"{group}: {name} differs after resume"
+    assert straight["extra"]["augment_p"] != 0.3, "ADA never adjusted p"
     # And training did change the weights (the comparison is not between two untouched inits).
     first = load_file(str(tmp_path / "split" / "checkpoints" / "0000000012" / "G.safetensors"))
     assert any(not torch.equal(first[k], straight["G"][k]) for k in first)
