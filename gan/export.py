@@ -16,7 +16,6 @@ everything else from JSON.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -228,15 +227,6 @@ def model_config_from_meta(model: Mapping[str, Any], where: Path | str = "metada
     if missing:
         log.warning("%s: model config lacks %s; using defaults", where, ", ".join(missing))
     return ModelConfig(**dict(model))
-
-
-def weights_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a weights file: the identity of a generator in sample metadata."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:

@@ -12,7 +12,8 @@ Examples:
 
 Files: seed0042-psi0.70.png per seed, grid.png with --grid and
 interp-seed0003-seed0017-psi0.70.gif with --interpolate. Each PNG carries tEXt
-metadata: seed, psi, noise mode, resolution and the SHA-256 of the generator's weights file.
+metadata: seed, psi, noise mode, resolution and weights_sha256, the SHA-256 of the generator's
+tensors (names, shapes, bytes), which is the same whether it came from an export or a checkpoint.
 
 Reproducible: the same seeds, options and checkpoint give byte-identical files on the same
 machine and device type. Seed s always gives the same latent (NumPy RandomState(s), as in
@@ -35,7 +36,8 @@ if __package__ in (None, ""):  # run as `python scripts/generate.py` from a plai
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from gan.export import GeneratorLoadError, describe_generator, load_generator, weights_sha256  # noqa: E402
+from gan.checkpoint import weights_sha256  # noqa: E402
+from gan.export import GeneratorLoadError, describe_generator, load_generator  # noqa: E402
 from gan.sampling import (  # noqa: E402
     NOISE_MODES,
     SeedError,
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     _make_deterministic()
     info = describe_generator(args.checkpoint)
     G = load_generator(args.checkpoint, device=device)
-    identity = weights_sha256(info["weights"])
+    identity = weights_sha256(G)
     log.info(
         "generator: %s (%s, %d px, kimg %s, sha256 %s) on %s",
         info["weights"], info["kind"], info["resolution"], info.get("kimg", "?"), identity[:12], device,
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         "psi": f"{args.psi:g}",
         "noise_mode": args.noise_mode,
         "resolution": str(info["resolution"]),
-        "generator_sha256": identity,
+        "weights_sha256": identity,
         "Software": _software(),
     }
     if "kimg" in info:

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from gan.config import ModelConfig
-from gan.export import save_generator, weights_sha256
+from gan.checkpoint import weights_sha256
+from gan.export import load_generator, save_generator
 from gan.networks import Generator
 from gan.sampling import (
     SeedError,
@@ -130,7 +131,7 @@ def test_cli_writes_identical_files_with_metadata(export, tmp_path):
     with Image.open(out_a / "seed0003-psi0.70.png") as im:
         assert im.size == (RES, RES)
         assert im.text["seed"] == "3" and im.text["psi"] == "0.7" and im.text["noise_mode"] == "const"
-        assert im.text["generator_sha256"] == weights_sha256(export)
+        assert im.text["weights_sha256"] == weights_sha256(load_generator(export))
     with Image.open(out_a / "grid.png") as im:
         assert im.size == (3 * RES, 2 * RES)
     with Image.open(out_a / "interp-seed0001-seed0002-psi0.70.gif") as im:
