@@ -462,6 +462,8 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
     trainer = Trainer(cfg, accelerator, options)
     run_dir, main = Path(options.run_dir), accelerator.is_main_process
     metrics_path = run_dir / "metrics.jsonl"
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     result = RunResult(progress=trainer.progress, last_checkpoint=trainer.last_checkpoint)
     if trainer.progress.cur_nimg == 0:
         trainer.write_reals()

@@ -1,0 +1,235 @@
+"""Training loop: learning on a trivial dataset, EMA math, lazy-regularisation optimisers,
+minibatch order, NaN handling, trackers, the CLI and its one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import train
+from gan import checkpoint as ck
+from gan.config import load_config
+from gan.ema import ema_beta, update_ema
+from gan.minibatches import EpochItems, MinibatchOrder, epoch_permutation
+from gan.trackers import choose_tracker
+from gan.training_loop import RunOptions, Trainer, batch_split, lazy_adam, training_loop
+from training_support import make_dataset, tiny_config, write_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data") / "tiny-16", count=8)
+
+
+class OneProcess:
+    """The part of accelerate.Accelerator the Trainer uses, for a plain single CPU process."""
+
+    device = torch.device("cpu")
+    is_main_process, process_index, num_processes, scaler, trackers = True, 0, 1, None, []
+
+    def wait_for_everyone(self):
+        pass
+
+    def autocast(self):
+        return torch.autocast("cpu", enabled=False)
+
+    def backward(self, loss):
+        loss.backward()
+
+    def reduce(self, tensor, reduction="mean"):
+        return tensor
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_ema_beta_ramps_up_and_update_is_a_lerp():
+    # No ramp-up: half-life ema_kimg*1000 images, so a batch of 32 keeps 0.5 ** (32 / 10000).
+    assert ema_beta(32, 10**6, 10.0, None) == pytest.approx(0.5 ** (32 / 10_000))
+    # Early on the ramped half-life is cur_nimg * rampup = 1000 * 0.05 = 50 images.
+    assert ema_beta(32, 1000, 10.0, 0.05) == pytest.approx(0.5 ** (32 / 50))
+    assert ema_beta(32, 0, 10.0, 0.05) == 0.0  # the very first update copies G
+    G, G_ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    G_ema.register_buffer("stat", torch.zeros(2))
+    G.register_buffer("stat", torch.ones(2))
+    before = G_ema.weight.detach().clone()
+    update_ema(G_ema, G, 0.75)
+    assert torch.allclose(G_ema.weight, 0.75 * before + 0.25 * G.weight)
+    assert torch.equal(G_ema.stat, G.stat)  # buffers are copied, not averaged
+
+
+def test_lazy_adam_corrects_lr_and_betas():
+    opt = lazy_adam([torch.nn.Parameter(torch.zeros(1))], lr=0.0025, betas=[0.0, 0.99], eps=1e-8, reg_interval=16)
+    group = opt.param_groups[0]
+    ratio = 16 / 17
+    assert group["lr"] == pytest.approx(0.0025 * ratio)
+    assert group["betas"] == pytest.approx((0.0, 0.99**ratio))
+    plain = lazy_adam([torch.nn.Parameter(torch.zeros(1))], lr=0.002, betas=[0.0, 0.99], eps=1e-8, reg_interval=None)
+    assert plain.param_groups[0]["lr"] == 0.002 and plain.param_groups[0]["betas"] == (0.0, 0.99)
+
+
+def test_batch_split_accumulates_and_rejects_bad_splits():
+    assert batch_split(32, None, 4) == (8, 1)
+    assert batch_split(32, 4, 4) == (4, 2)  # 4 per round x 2 rounds x 4 processes
+    with pytest.raises(Exception, match="not divisible by the 3 processes"):
+        batch_split(32, None, 3)
+    with pytest.raises(Exception, match="must divide the per-process batch"):
+        batch_split(32, 3, 2)
+
+
+def test_minibatch_order_shards_epochs_and_resumes():
+    n, bpg, world = 6, 2, 2
+    ranks = [iter(MinibatchOrder(n, bpg, r, world, seed=3)) for r in range(world)]
+    stream = [item for _ in range(6) for r in ranks for item in next(r)]  # 6 steps x 4 items = 4 epochs
+    for epoch in range(4):
+        items = stream[epoch * n : (epoch + 1) * n]
+        assert {e for e, _ in items} == {epoch}
+        assert [i for _, i in items] == epoch_permutation(n, 3, epoch).tolist()
+    # Starting at a stream position continues exactly where an uninterrupted order would be.
+    resumed = iter(MinibatchOrder(n, bpg, 1, world, seed=3, start=3 * bpg * world))
+    assert next(resumed) == stream[3 * 4 + 2 : 3 * 4 + 4]
+
+    class Flippy:
+        epoch = 0
+
+        def set_epoch(self, e):
+            self.epoch = e
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return (self.epoch, i)
+
+    assert EpochItems(Flippy())[(5, 0)] == (5, 0)
+
+
+def test_choose_tracker(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert choose_tracker("wandb") == "wandb"
+    assert __import__("os").environ["WANDB_MODE"] == "offline"  # no key: offline, not a prompt
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert choose_tracker("wandb") is None
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert choose_tracker("wandb", no_wandb=True) is None
+    assert choose_tracker("wandb", cli_choice="tensorboard") == "tensorboard"
+    assert choose_tracker("none") is None
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_a_few_steps_reduce_d_loss_on_a_trivial_dataset(tmp_path):
+    data = make_dataset(tmp_path / "trivial", count=4, trivial=True)
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
+        data, train={"d_lr": 0.01, "g_lr": 0.0005}, loss={"pl_weight": 0.0}, log={"sample_seeds": 0},
+    )))
+    result = training_loop(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run", stop_kimg=0.032))
+    d_losses = [tick["Loss/D_main"] for tick in result.ticks]
+    assert len(d_losses) == 8
+    assert sum(d_losses[-2:]) / 2 < sum(d_losses[:2]) / 2 - 0.05, d_losses
+    assert math.isclose(d_losses[0], 2 * math.log(2), abs_tol=0.1)  # an untrained D guesses: 2 ln 2
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["cur_nimg"] for line in lines] == [4 * (i + 1) for i in range(8)]
+    logged = set().union(*lines)
+    assert {"sec_per_kimg", "memory_gb", "lr/G", "Loss/G_main", "Loss/D_reg", "loss/r1", "augment/rt"} <= logged
+
+
+def test_non_finite_losses_skip_steps_then_stop(tmp_path, dataset, monkeypatch):
+    from gan.loss import StyleGAN2Loss
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(dataset, train={"max_bad_steps": 3})))
+    good_run = tmp_path / "run"
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(good_run), "--max-kimg", "0.004"]) == 0
+    good = ck.latest_checkpoint(good_run)
+    before = (good / "G.safetensors").read_bytes()
+
+    real_d_main = StyleGAN2Loss.d_main
+
+    def nan_d_main(self, *args):
+        loss, stats = real_d_main(self, *args)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(StyleGAN2Loss, "d_main", nan_d_main)
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=good_run, resume=good))
+    D_before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    trainer.train_step()
+    assert trainer.progress.bad_steps == 1
+    assert all(torch.equal(v, trainer.D.state_dict()[k]) for k, v in D_before.items()), "a NaN step changed D"
+
+    code = train.main(["--resume", str(good_run), "--max-kimg", "1"])
+    assert code == train.EXIT_DIVERGED
+    assert ck.latest_checkpoint(good_run) == good and (good / "G.safetensors").read_bytes() == before
+
+
+def test_tensorboard_tracker_gets_scalars_and_sample_grids(tmp_path, dataset):
+    config = write_config(tmp_path / "c.yaml", tiny_config(dataset, log={"sample_every_kimg": 0.004}))
+    run = tmp_path / "tb-run"
+    assert train.main(["--config", str(config), "--run-dir", str(run), "--max-kimg", "0.008", "--tracker", "tensorboard"]) == 0
+    events = list(run.rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent)).Reload()
+    assert "Loss/D_main" in acc.Tags()["scalars"] and "samples" in acc.Tags()["images"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "fakes-0000000000.png", "fakes-0000000004.png", "fakes-0000000008.png", "reals.png"]
+    assert (run / "generator.safetensors").is_file() and (run / "config.yaml").is_file()
+
+
+# --------------------------------------------------------------------------- CLI and bad input
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--config", "--set", "--run-dir", "--data", "--max-kimg", "--resume", "--tracker", "--no-wandb",
+                   "--deterministic"):
+        assert option in text
+
+
+def _one_line_error(capsys, argv, *needles):
+    code = train.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == train.EXIT_BAD_INPUT, err
+    assert err.startswith("error: ") and "\n" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_bad_input_fails_in_one_line_before_training(tmp_path, dataset, capsys):
+    config = write_config(tmp_path / "c.yaml", tiny_config(dataset))
+    run = tmp_path / "run"
+    base = ["--config", str(config), "--run-dir", str(run)]
+    _one_line_error(capsys, base + ["--data", str(tmp_path / "nowhere")], "does not exist")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _one_line_error(capsys, base + ["--data", str(empty)], "dataset.json")
+    _one_line_error(capsys, base + ["--set", "data.resolution=32"], "resolution 32")
+    _one_line_error(capsys, base + ["--set", "train.bacth=8"], "bacth")
+    typo = write_config(tmp_path / "typo.yaml", {**tiny_config(dataset), "trian": {"batch": 8}})
+    _one_line_error(capsys, ["--config", str(typo), "--run-dir", str(run)], "trian")
+    _one_line_error(capsys, base + ["--resume", str(tmp_path)], "not a checkpoint")
+    assert not run.exists(), "a bad-input run must not create its run dir"
+
+    # A real checkpoint of a wider network, resumed with the tiny config.
+    wide = write_config(tmp_path / "wide.yaml", tiny_config(dataset, model={"channel_max": 16}))
+    assert train.main(["--config", str(wide), "--run-dir", str(tmp_path / "wide"), "--max-kimg", "0.004"]) == 0
+    capsys.readouterr()  # drop that run's progress bar
+    _one_line_error(capsys, base + ["--resume", str(tmp_path / "wide")], "model.channel_max=16 there, 32 in the config")
+    assert not run.exists()
