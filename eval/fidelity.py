@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -34,7 +35,11 @@ FIDELITY_METRICS = ("fid", "kid", "pr")
 DEFAULT_KID_SUBSET_SIZE = 1000  # torch-fidelity's and the KID paper's default
 DEFAULT_KID_SUBSETS = 100
 PRC_NEIGHBORHOOD = 3  # k of the k-NN manifolds in improved precision/recall (Kynkäänniemi et al.)
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "atelier" / "fidelity"
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/atelier/fidelity`` (``~/.cache/atelier/fidelity`` when unset)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "atelier" / "fidelity"
 
 _RESULT_KEYS = {
     "frechet_inception_distance": "fid",
@@ -134,7 +139,7 @@ def compute_fidelity(
         rng_seed=seed,
         verbose=verbose,
         cache=True,
-        cache_root=str(cache_dir or DEFAULT_CACHE_DIR),
+        cache_root=str(cache_dir or default_cache_dir()),
         **generated_kwargs,
     )
     result = FidelityResult(

@@ -13,6 +13,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pytest
 import torch
 import torchvision
 from PIL import Image, ImageDraw
@@ -48,12 +49,38 @@ def write_torchvision_weights(folder: Path, spec: W.WeightSpec, build, seed: int
     return path
 
 
-def write_all_weights(folder: Path) -> Path:
+def write_all_weights(folder: Path, vgg16: bool = False) -> Path:
+    """Inception + AlexNet (and VGG16, 528 MB, only when asked) random-init files in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     write_inception_weights(folder)
     write_torchvision_weights(folder, W.ALEXNET, torchvision.models.alexnet)
-    write_torchvision_weights(folder, W.VGG16, torchvision.models.vgg16)
+    if vgg16:
+        write_torchvision_weights(folder, W.VGG16, torchvision.models.vgg16)
     return folder
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory) -> Path:
+    """A --weights-dir with random-init Inception and AlexNet files, built once per test session."""
+    return write_all_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(autouse=False)
+def isolated_caches(tmp_path, monkeypatch) -> Path:
+    """Keep torch hub and reference-statistics caches inside the test's tmp dir."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    return tmp_path
+
+
+def tiny_generator(resolution: int = 32, seed: int = 0):
+    """A smoke-sized atelier Generator with random weights."""
+    from gan.config import load_config
+    from gan.networks import Generator
+
+    torch.manual_seed(seed)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
+    return Generator(cfg.model, resolution=resolution).eval(), cfg.model
 
 
 def painting(rng: np.random.RandomState, size: int = 32) -> np.ndarray:
