@@ -8,9 +8,9 @@ or steps an optimiser.
 Who holds which gradients:
 - G phase (``g_main``, ``g_pathlen``): D's parameters are switched off
   (``requires_grad(D, False)``) while the graph is built, so backpropagating the G loss
-  fills only G's ``.grad``. D is called unwrapped from DDP here: its weights are not
-  being trained, so there is nothing to synchronise, and a DDP forward whose parameters
-  receive no gradient would leave DDP's reducer waiting.
+  fills only G's ``.grad``. A DDP-wrapped D runs under ``no_sync()`` here: its weights
+  are not being trained, so there is nothing to synchronise, and a synced DDP forward
+  whose parameters receive no gradient would leave DDP's reducer waiting.
 - D phase (``d_main``, ``d_r1``): the fakes are generated under ``torch.no_grad()``, so
   backpropagating the D loss fills only D's ``.grad``.
 """
@@ -49,6 +49,13 @@ def _bare(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.parallel.DistributedDataParallel):
         return module.module
     return module
+
+
+def _no_sync(module: nn.Module) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync()`` for a wrapped module, a no-op context otherwise."""
+    if isinstance(module, nn.parallel.DistributedDataParallel):
+        return module.no_sync()
+    return contextlib.nullcontext()
 
 
 def _fp32_call(module: nn.Module) -> Callable[..., torch.Tensor]:
@@ -96,9 +103,9 @@ class StyleGAN2Loss:
         Also updates G's tracked w average (once per G step).
         """
         img, _ = self._generate(z, update_w_avg=True)
-        D = _bare(self.D)
-        with requires_grad(D, False):
-            logits = D(self._augment(img))
+        # Called through any wrapper (accelerate's autocast stays in force), but unsynced.
+        with requires_grad(_bare(self.D), False), _no_sync(self.D):
+            logits = self.D(self._augment(img))
         loss = F.softplus(-logits).mean()
         return loss, {"loss/G": loss.detach(), "scores/fake": logits.detach().mean()}
 

@@ -219,9 +219,13 @@ class SynthesisBlock(nn.Module):
         else:
             x = self.conv0(x, ws[:, 0], noise_mode)
             x = self.conv1(x, ws[:, 1], noise_mode)
-        y = self.torgb(x, ws[:, self.num_conv])
-        img = y if img is None else upsample2d(img, self.resample_filter) + y.to(img.dtype)
-        return x, img
+        y = self.torgb(x, ws[:, self.num_conv]).float()
+        if img is not None:
+            # The RGB image sums small per-resolution corrections: keep it in fp32 even
+            # under autocast (3 channels, so this costs next to nothing).
+            with torch.autocast(device_type=y.device.type, enabled=False):
+                y = upsample2d(img, self.resample_filter) + y
+        return x, y
 
 
 class SynthesisNetwork(nn.Module):

@@ -149,3 +149,4 @@ def test_a_few_d_steps_reduce_d_loss_on_a_trivial_dataset(nets):
     after = held_out_loss()
     assert after < 0.7 * before and after < 2 * math.log(2)  # better than chance
     assert stats["scores/real_sign"].item() == 1.0
+
