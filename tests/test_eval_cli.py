@@ -1,0 +1,72 @@
+"""`python -m eval` end to end on an exported tiny generator, and the in-training hook."""
+
+import json
+
+import pytest
+
+from eval import weights as W
+from eval.__main__ import run
+from eval.in_training import run_training_metrics
+from eval_support import isolated_caches, paintings, tiny_generator, weights_dir, write_dataset  # noqa: F401
+
+
+@pytest.fixture()
+def exported(tmp_path):
+    from gan.export import save_generator
+
+    G, model_cfg = tiny_generator()
+    return G, save_generator(G, 32, model_cfg, tmp_path / "generator.safetensors")
+
+
+def test_cli_scores_a_checkpoint_and_writes_report_and_grid(exported, weights_dir, isolated_caches, tmp_path):
+    _, export = exported
+    dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
+    out = tmp_path / "out" / "report.json"
+    code = run(["--checkpoint", str(export), "--dataset", str(dataset), "--metrics", "kid,lpips_div,nn",
+                "--num-samples", "4", "--lpips-samples", "4", "--kid-subsets", "5", "--lpips-resolution", "64",
+                "--weights-dir", str(weights_dir), "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    fidelity = report["fidelity"]
+    assert fidelity["kid_subset_size"] == 4 and "kid_mean" in fidelity["metrics"]
+    assert fidelity["weights"][0] == {"extractor": "inception-v3-compat (pool3, 2048-d)",
+                                      "file": W.INCEPTION_V3.filename,
+                                      "sha256": W.file_sha256(weights_dir / W.INCEPTION_V3.filename)}
+    assert report["diversity"]["num_samples"] == 4 and report["diversity"]["lpips_diversity"] > 0
+    memo = report["memorisation"]
+    assert memo["num_samples"] == 4 and len(memo["worst"]) == 4 and 0 <= memo["flagged_fraction"] <= 1
+    assert memo["grid"] == str(tmp_path / "out" / "report_nn.png") and (tmp_path / "out" / "report_nn.png").is_file()
+    assert report["generator_sha256"] == W.file_sha256(export)
+    assert report["dataset_content_sha256"] == json.loads((dataset / "dataset.json").read_text())["content_sha256"]
+
+
+def test_cli_bad_inputs_exit_with_one_line_errors(exported, weights_dir, isolated_caches, tmp_path, caplog):
+    _, export = exported
+    wrong = write_dataset(paintings(4, seed=1, size=16), tmp_path / "ds16")
+    out = tmp_path / "r.json"
+    base = ["--checkpoint", str(export), "--out", str(out), "--device", "cpu", "--num-samples", "4"]
+    assert run(base + ["--dataset", str(wrong), "--weights-dir", str(weights_dir)]) == 2
+    assert "16x16 but the generator makes 32x32" in caplog.text
+    right = write_dataset(paintings(4, seed=1), tmp_path / "ds32")
+    assert run(base + ["--dataset", str(right), "--metrics", "kid", "--weights-dir", str(tmp_path / "empty")]) == 2
+    assert W.INCEPTION_V3.filename in caplog.text and "put it in" in caplog.text
+    assert run(base + ["--dataset", str(right), "--metrics", "kid", "--kid-subset-size", "50",
+                       "--weights-dir", str(weights_dir)]) == 2
+    assert "too few samples for KID subset size 50" in caplog.text
+    assert run(base + ["--dataset", str(right), "--metrics", "fid,bogus"]) == 2
+    assert not out.exists()
+
+
+def test_in_training_hook_returns_scalars_and_writes_under_the_run(weights_dir, isolated_caches, tmp_path):
+    from gan.config import MetricsConfig
+
+    G, _ = tiny_generator()
+    G.train()
+    dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
+    cfg = MetricsConfig(metrics=["kid", "lpips_div"], num_samples=4, weights_dir=str(weights_dir))
+    result = run_training_metrics(G, cfg, dataset, tmp_path / "run", kimg=12.0, device="cpu")
+    assert set(result.scalars) == {"kid", "kid_std", "lpips_div", "lpips_div_train"}
+    assert result.nn_panel is None and result.report.is_file()
+    assert result.report.parent == tmp_path / "run" / "metrics"
+    assert json.loads(result.report.read_text())["extra"]["kimg"] == 12.0
+    assert G.training  # the hook leaves the module's mode as it found it
