@@ -219,13 +219,13 @@ class SynthesisBlock(nn.Module):
         else:
             x = self.conv0(x, ws[:, 0], noise_mode)
             x = self.conv1(x, ws[:, 1], noise_mode)
-        y = self.torgb(x, ws[:, self.num_conv]).float()
-        if img is not None:
-            # The RGB image sums small per-resolution corrections: keep it in fp32 even
-            # under autocast (3 channels, so this costs next to nothing).
-            with torch.autocast(device_type=y.device.type, enabled=False):
-                y = upsample2d(img, self.resample_filter) + y
-        return x, y
+        rgb = self.torgb(x, ws[:, self.num_conv]).float()
+        if img is None:
+            return x, rgb
+        # The RGB image sums small per-resolution corrections: keep it in fp32 even under
+        # autocast (3 channels, so this costs next to nothing).
+        with torch.autocast(device_type=rgb.device.type, enabled=False):
+            return x, upsample2d(img, self.resample_filter) + rgb
 
 
 class SynthesisNetwork(nn.Module):
@@ -435,7 +435,12 @@ class Discriminator(nn.Module):
         return self.epilogue(x, mbstd_split)
 
     def freeze_blocks(self, k: int) -> None:
-        """FreezeD: stop training the first ``k`` (highest-resolution) blocks."""
+        """FreezeD: stop training the first ``k`` (highest-resolution) blocks.
+
+        Sets ``requires_grad`` (False for ``blocks[:k]``, True for the rest; other layers
+        untouched). Call it before wrapping D in DDP, and re-apply it after any
+        ``D.requires_grad_(True)``, which would unfreeze them.
+        """
         if not 0 <= k <= len(self.blocks):
             raise ValueError(f"freeze_d must be in 0..{len(self.blocks)}, got {k}")
         for i, block in enumerate(self.blocks):
