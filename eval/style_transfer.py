@@ -204,6 +204,21 @@ def match_luminance(style_y: torch.Tensor, content_y: torch.Tensor) -> torch.Ten
     return (style_y - style_y.mean()) / style_std * content_y.std() + content_y.mean()
 
 
+def recombine_chroma(y: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """RGB from an optimised luminance ``y`` [N, 1, H, W] and the content's own Cb/Cr.
+
+    Y is first clamped, per pixel, to the range where that chroma stays inside the RGB cube
+    (every RGB channel is Y plus a chroma-only offset), so clamping the RGB later never
+    changes the hue: the sample's chroma survives exactly, up to 8-bit rounding.
+    """
+    chroma = rgb_to_ycbcr(content)[:, 1:]
+    offsets = ycbcr_to_rgb(torch.cat([torch.zeros_like(y), chroma], dim=1))  # RGB at Y = 0
+    low = (-offsets).amax(dim=1, keepdim=True)
+    high = (1 - offsets).amin(dim=1, keepdim=True)
+    y = torch.maximum(torch.minimum(y, high), low)
+    return ycbcr_to_rgb(torch.cat([y, chroma], dim=1))
+
+
 def _vgg_input(images: torch.Tensor) -> torch.Tensor:
     """VGG takes RGB; a luminance-only image is fed as grey RGB."""
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
@@ -393,7 +408,8 @@ def stylise(
             with torch.no_grad():
                 content_features = vgg(_vgg_input(scaled_content))[CONTENT_LAYER]
         # Start from the content at the coarsest scale, from the upsampled previous result after.
-        x = _resize(x.detach(), size).clone().requires_grad_(True)
+        # A fresh contiguous leaf: L-BFGS flattens the gradient with view(), which needs contiguity.
+        x = _resize(x.detach(), size).clone(memory_format=torch.contiguous_format).requires_grad_(True)
         loss_fn = _objective(vgg, content_features, targets, settings)
         if settings.optimizer == "lbfgs":
             iterations += _run_lbfgs(x, loss_fn, steps, progress)
@@ -402,8 +418,7 @@ def stylise(
 
     refined = x.detach()
     if settings.preserve_color:
-        chroma = rgb_to_ycbcr(content)[:, 1:]
-        refined = ycbcr_to_rgb(torch.cat([refined, chroma], dim=1))
+        refined = recombine_chroma(refined, content)
     output = quantise(refined)
     after, distance = _measure(vgg, space(output), full_targets, full_content_features)
     return TransferResult(output, before.tolist(), after.tolist(), distance.tolist(), iterations, sizes)
