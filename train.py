@@ -94,6 +94,16 @@ def check_dataset(cfg: TrainingConfig) -> None:
     ImageFolderDataset(cfg.data.path, resolution=cfg.data.resolution, xflip=False, seed=cfg.train.seed, cache=False)
 
 
+def check_metrics(cfg: TrainingConfig) -> None:
+    """Unknown in-training metric names fail now, not hours into the run."""
+    if cfg.metrics.metrics:
+        from eval.evaluate import ALL_METRICS
+
+        unknown = [m for m in cfg.metrics.metrics if m not in ALL_METRICS]
+        if unknown:
+            raise ConfigError(f"metrics.metrics: unknown metric(s) {unknown}; choose from {', '.join(ALL_METRICS)}")
+
+
 def default_run_dir(cfg: TrainingConfig, resume: Optional[Path]) -> Path:
     if resume is not None:
         return resume.parent.parent  # RUN_DIR/checkpoints/<nimg> -> RUN_DIR
@@ -133,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg, resume = resolve_config(args)
         check_dataset(cfg)
+        check_metrics(cfg)
     except (ConfigError, CheckpointError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

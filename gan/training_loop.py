@@ -401,25 +401,36 @@ class Trainer:
     def run_metrics(self, metrics_path: Path) -> None:
         """In-training evaluation of G_ema (eval.in_training) on the main process; the others wait."""
         if self.acc.is_main_process:
-            from eval.in_training import run_training_metrics
-
-            kimg = self.progress.kimg
-            with _preserved_rng():  # sampling for the metrics must not shift the training noise
-                result = run_training_metrics(
-                    self.G_ema, self.cfg.metrics, self.cfg.data.path, self.run_dir, kimg, self.device, seed=self.cfg.train.seed
-                )
-            scalars = {f"metrics/{k}": v for k, v in result.scalars.items()}
-            _append_jsonl(metrics_path, {"kimg": kimg, "cur_nimg": self.progress.cur_nimg, **scalars})
-            log_scalars(self.acc, self.opts.tracker, scalars, step=self.progress.cur_nimg)
-            log.info("metrics at kimg %.3f: %s (report %s)", kimg,
-                     ", ".join(f"{k} {v:.4g}" for k, v in result.scalars.items()), result.report)
-            if result.nn_panel is not None:
-                from PIL import Image
-
-                with Image.open(result.nn_panel) as panel:
-                    log_image(self.acc, self.opts.tracker, "memorisation", np.asarray(panel.convert("RGB")),
-                              step=self.progress.cur_nimg)
+            result = self._evaluate()
+            if result is not None:
+                self._report_metrics(result, metrics_path)
         self.acc.wait_for_everyone()
+
+    def _evaluate(self) -> Any:
+        from eval.in_training import run_training_metrics
+
+        try:
+            with _preserved_rng():  # sampling for the metrics must not shift the training noise
+                return run_training_metrics(
+                    self.G_ema, self.cfg.metrics, self.cfg.data.path, self.run_dir, self.progress.kimg, self.device,
+                    seed=self.cfg.train.seed,
+                )
+        except Exception as exc:  # a metric failure (e.g. missing Inception weights) must not end a long run
+            log.error("in-training metrics failed at kimg %.3f, training continues: %s", self.progress.kimg, exc)
+            return None
+
+    def _report_metrics(self, result: Any, metrics_path: Path) -> None:
+        step = self.progress.cur_nimg
+        scalars = {f"metrics/{k}": v for k, v in result.scalars.items()}
+        _append_jsonl(metrics_path, {"kimg": self.progress.kimg, "cur_nimg": step, **scalars})
+        log_scalars(self.acc, self.opts.tracker, scalars, step=step)
+        log.info("metrics at kimg %.3f: %s (report %s)", self.progress.kimg,
+                 ", ".join(f"{k} {v:.4g}" for k, v in result.scalars.items()), result.report)
+        if result.nn_panel is not None:
+            from PIL import Image
+
+            with Image.open(result.nn_panel) as panel:
+                log_image(self.acc, self.opts.tracker, "memorisation", np.asarray(panel.convert("RGB")), step=step)
 
     def write_reals(self) -> None:
         if not self.acc.is_main_process or self.cfg.log.sample_seeds <= 0:

@@ -233,3 +233,31 @@ def test_bad_input_fails_in_one_line_before_training(tmp_path, dataset, capsys):
     capsys.readouterr()  # drop that run's progress bar
     _one_line_error(capsys, base + ["--resume", str(tmp_path / "wide")], "model.channel_max=16 there, 32 in the config")
     assert not run.exists()
+
+
+def test_in_training_metrics_hook_logs_scores_without_touching_training_noise(tmp_path, dataset, monkeypatch):
+    import eval.in_training as in_training
+
+    calls = []
+
+    def fake_metrics(G_ema, metrics_cfg, dataset_path, run_dir, kimg, device, seed=0):
+        calls.append((kimg, str(dataset_path)))
+        torch.rand(100)  # a real evaluation samples latents; the loop must shield its own RNG
+        return in_training.TrainingMetrics({"kid": 0.5 / (len(calls))}, None, run_dir / "metrics" / "r.json")
+
+    monkeypatch.setattr(in_training, "run_training_metrics", fake_metrics)
+    base = tiny_config(dataset, log={"sample_seeds": 0})
+    plain = write_config(tmp_path / "plain.yaml", base)
+    with_metrics = write_config(tmp_path / "m.yaml", {**base, "metrics": {"metrics": ["kid"], "every_kimg": 0.004}})
+    assert train.main(["--config", str(plain), "--run-dir", str(tmp_path / "a"), "--max-kimg", "0.008"]) == 0
+    assert train.main(["--config", str(with_metrics), "--run-dir", str(tmp_path / "b"), "--max-kimg", "0.008"]) == 0
+    assert calls == [(0.004, str(dataset)), (0.008, str(dataset))]
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["metrics/kid"] for line in lines if "metrics/kid" in line] == [0.5, 0.25]
+    a = (ck.latest_checkpoint(tmp_path / "a") / "G.safetensors").read_bytes()
+    b = (ck.latest_checkpoint(tmp_path / "b") / "G.safetensors").read_bytes()
+    assert a == b, "running metrics changed the training trajectory"
+
+    bad = write_config(tmp_path / "bad.yaml", {**base, "metrics": {"metrics": ["fdi"]}})
+    assert train.main(["--config", str(bad), "--run-dir", str(tmp_path / "c")]) == train.EXIT_BAD_INPUT
+    assert not (tmp_path / "c").exists()
