@@ -82,8 +82,12 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, Optional[P
     if args.deterministic:
         overrides.append("train.deterministic=true")
     cfg = load_config(config_path, overrides)
+    model = to_dict(cfg)["model"]
     if resume is not None:
-        check_architecture(read_state(resume), to_dict(cfg)["model"], cfg.data.resolution, resume)
+        check_architecture(read_state(resume), model, cfg.data.resolution, resume)
+    elif cfg.transfer.init_from and not Path(cfg.transfer.init_from).is_file():  # exports are checked on load
+        source = resolve_checkpoint(cfg.transfer.init_from, option="transfer.init_from")
+        check_architecture(read_state(source), model, cfg.data.resolution, source)
     return cfg, resume
 
 
@@ -151,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         # cuBLAS needs this before CUDA initialises to pick deterministic workspaces.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
+    from gan.export import GeneratorLoadError
     from gan.trackers import choose_tracker, end_tracking, start_tracking
     from gan.training_loop import RunOptions, TrainingDiverged, training_loop
 
@@ -170,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with logging_redirect_tqdm():
             result = training_loop(cfg, accelerator, options)
-    except ConfigError as exc:  # settings only checkable once the process count is known
+    except (ConfigError, CheckpointError, GeneratorLoadError) as exc:  # found while building (process count, init_from)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as exc:

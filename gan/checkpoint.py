@@ -107,11 +107,14 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
     return found[-1] if found else None
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint dir given itself, its state.json, or a run dir (its latest checkpoint)."""
+def resolve_checkpoint(path: str | os.PathLike, option: str = "--resume") -> Path:
+    """A checkpoint dir given itself, its state.json, or a run dir (its latest checkpoint).
+
+    ``option`` names where the path came from in error messages.
+    """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"--resume {path}: no such file or directory")
+        raise CheckpointError(f"{option} {path}: no such file or directory")
     if path.is_file() and path.name == STATE_FILE:
         path = path.parent
     if path.is_dir() and (path / STATE_FILE).is_file():
@@ -119,10 +122,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.is_dir() and (path / CHECKPOINTS_DIR).is_dir():
         latest = latest_checkpoint(path)
         if latest is None:
-            raise CheckpointError(f"--resume {path}: run dir has no complete checkpoint under {CHECKPOINTS_DIR}/")
+            raise CheckpointError(f"{option} {path}: run dir has no complete checkpoint under {CHECKPOINTS_DIR}/")
         return latest
     raise CheckpointError(
-        f"--resume {path}: not a checkpoint (no {STATE_FILE}) and not a run dir (no {CHECKPOINTS_DIR}/)"
+        f"{option} {path}: not a checkpoint (no {STATE_FILE}) and not a run dir (no {CHECKPOINTS_DIR}/)"
     )
 
 
@@ -334,6 +337,20 @@ def _load_pt(path: Path, device: torch.device | str) -> Any:
         raise CheckpointError(f"{path}: cannot be loaded safely ({str(exc).splitlines()[0]})") from exc
 
 
+def load_networks(ckpt: str | os.PathLike, networks: Mapping[str, torch.nn.Module], device: torch.device | str = "cpu") -> None:
+    """Load only the weights of ``networks`` (keys of NETWORK_FILES) from a checkpoint dir, in place."""
+    ckpt = Path(ckpt)
+    for key, module in networks.items():
+        path = ckpt / NETWORK_FILES[key]
+        if not path.is_file():
+            raise CheckpointError(f"{ckpt}: incomplete checkpoint, {path.name} is missing")
+        tensors = load_file(str(path), device=str(device))
+        try:
+            module.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: weights do not fit the network ({str(exc).splitlines()[0]})") from exc
+
+
 def load_checkpoint(
     ckpt: str | os.PathLike,
     networks: Mapping[str, torch.nn.Module],
@@ -344,15 +361,7 @@ def load_checkpoint(
     """Load weights and optimiser states in place; return counters, extra state and this rank's RNG."""
     ckpt = Path(ckpt)
     state = read_state(ckpt)
-    for key, module in networks.items():
-        path = ckpt / NETWORK_FILES[key]
-        if not path.is_file():
-            raise CheckpointError(f"{ckpt}: incomplete checkpoint, {path.name} is missing")
-        tensors = load_file(str(path), device=str(device))
-        try:
-            module.load_state_dict(tensors, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path}: weights do not fit the network ({str(exc).splitlines()[0]})") from exc
+    load_networks(ckpt, networks, device)
     for key, opt in optimizers.items():
         opt.load_state_dict(_load_pt(ckpt / OPTIMIZER_FILES[key], device))
     extra = _load_pt(ckpt / EXTRA_FILE, "cpu")

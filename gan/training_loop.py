@@ -66,7 +66,7 @@ class RunOptions:
 @dataclass
 class Phase:
     name: str  # "G_main" | "G_reg" | "D_main" | "D_reg"
-    module: torch.nn.Module
+    params: list[torch.nn.Parameter]  # what this phase trains (FreezeD-frozen D blocks excluded)
     opt: torch.optim.Optimizer
     interval: int  # runs when step % interval == 0
     gain: float  # loss multiplier (reg interval for lazy regularisation)
@@ -168,6 +168,8 @@ class Trainer:
         self.G.requires_grad_(False)
         self.D.requires_grad_(False)
         seed_everything(cfg.train.seed * self.world + self.rank)
+        if cfg.transfer.init_from and options.resume is None:
+            self._init_from(Path(cfg.transfer.init_from))
 
         self.augment_pipe, self.ada = self._build_augment()
         self.loss = StyleGAN2Loss(self.G, self.D, cfg.loss, augment_pipe=self.augment_pipe)
@@ -190,18 +192,37 @@ class Trainer:
         reduce_fn = accelerate_sum(self.acc) if self.world > 1 else None
         return from_config(self.cfg.augment, batch_size=self.cfg.train.batch, reduce_fn=reduce_fn, device=self.device)
 
+    def _init_from(self, source: Path) -> None:
+        """Transfer learning: start from another run's weights (a checkpoint/run dir, or a G export)."""
+        if source.is_file():  # a generator export: G and G_ema only, D starts fresh
+            from gan.export import load_generator
+
+            weights = load_generator(source).state_dict()
+            self.G.load_state_dict(weights)
+            self.G_ema.load_state_dict(weights)
+        else:
+            ckpt = ckpt_io.resolve_checkpoint(source, option="transfer.init_from")
+            ckpt_io.load_networks(ckpt, {"G": self.G, "D": self.D, "G_ema": self.G_ema}, self.device)
+        log.info("initialised from %s", source)
+
+    def _trainable_D(self) -> list[torch.nn.Parameter]:
+        """D's parameters minus the first ``transfer.freeze_d`` blocks (FreezeD, Mo et al. 2020)."""
+        frozen = {id(p) for block in self.D.blocks[: self.cfg.transfer.freeze_d] for p in block.parameters()}
+        return [p for p in self.D.parameters() if id(p) not in frozen]
+
     def _build_phases(self) -> list[Phase]:
         t, lc = self.cfg.train, self.cfg.loss
         g_reg = lc.pl_interval if lc.pl_weight > 0 else None
         d_reg = lc.r1_interval if lc.r1_gamma > 0 else None
-        opt_G = lazy_adam(self.G.parameters(), t.g_lr, t.betas, t.eps, g_reg)
-        opt_D = lazy_adam(self.D.parameters(), t.d_lr, t.betas, t.eps, d_reg)
-        phases = [Phase("G_main", self.G, opt_G, 1, 1.0, True)]
+        g_params, d_params = list(self.G.parameters()), self._trainable_D()
+        opt_G = lazy_adam(g_params, t.g_lr, t.betas, t.eps, g_reg)
+        opt_D = lazy_adam(d_params, t.d_lr, t.betas, t.eps, d_reg)
+        phases = [Phase("G_main", g_params, opt_G, 1, 1.0, True)]
         if g_reg:
-            phases.append(Phase("G_reg", self.G, opt_G, g_reg, float(g_reg), False))
-        phases.append(Phase("D_main", self.D, opt_D, 1, 1.0, True))
+            phases.append(Phase("G_reg", g_params, opt_G, g_reg, float(g_reg), False))
+        phases.append(Phase("D_main", d_params, opt_D, 1, 1.0, True))
         if d_reg:
-            phases.append(Phase("D_reg", self.D, opt_D, d_reg, float(d_reg), False))
+            phases.append(Phase("D_reg", d_params, opt_D, d_reg, float(d_reg), False))
         self.opt_G, self.opt_D = opt_G, opt_D
         return phases
 
@@ -288,7 +309,8 @@ class Trainer:
 
     def _run_phase(self, phase: Phase, reals: list[torch.Tensor]) -> bool:
         """Forward/backward over the accumulation rounds, average gradients, step; False if skipped."""
-        phase.module.requires_grad_(True)  # the other network stays frozen: it gets no gradients to reduce
+        for p in phase.params:  # the other network stays frozen: it gets no gradients to reduce
+            p.requires_grad_(True)
         phase.opt.zero_grad(set_to_none=True)
         loss_sum = torch.zeros([], device=self.device)
         for round_reals in reals:
@@ -303,19 +325,20 @@ class Trainer:
                 n = round_reals.shape[0]
                 self.ada.add_stats(stats["scores/real_sign"].double() * n, n)
         self._record({f"Loss/{phase.name}": loss_sum})
-        finite = self._average_gradients(phase.module, loss_sum)
+        finite = self._average_gradients(phase.params, loss_sum)
         if finite:
             if self.acc.scaler is not None:
                 self.acc.scaler.step(phase.opt)  # skips the step itself when fp16 gradients overflowed
                 self.acc.scaler.update()
             else:
                 phase.opt.step()
-        phase.module.requires_grad_(False)
+        for p in phase.params:
+            p.requires_grad_(False)
         return finite
 
-    def _average_gradients(self, module: torch.nn.Module, loss: torch.Tensor) -> bool:
-        """All-reduce (mean) the module's gradients and the loss in one call; True if all finite."""
-        params = [p for p in module.parameters() if p.grad is not None]
+    def _average_gradients(self, trained: list[torch.nn.Parameter], loss: torch.Tensor) -> bool:
+        """All-reduce (mean) the phase's gradients and the loss in one call; True if all finite."""
+        params = [p for p in trained if p.grad is not None]
         flat = torch.cat([p.grad.flatten() for p in params] + [loss.reshape(1)])
         if self.world > 1:
             flat = self.acc.reduce(flat, reduction="mean")

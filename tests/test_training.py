@@ -261,3 +261,24 @@ def test_in_training_metrics_hook_logs_scores_without_touching_training_noise(tm
     bad = write_config(tmp_path / "bad.yaml", {**base, "metrics": {"metrics": ["fdi"]}})
     assert train.main(["--config", str(bad), "--run-dir", str(tmp_path / "c")]) == train.EXIT_BAD_INPUT
     assert not (tmp_path / "c").exists()
+
+
+def test_transfer_init_from_with_freeze_d(tmp_path, dataset):
+    from safetensors.torch import load_file
+
+    source = write_config(tmp_path / "src.yaml", tiny_config(dataset, log={"sample_seeds": 0}))
+    assert train.main(["--config", str(source), "--run-dir", str(tmp_path / "src"), "--max-kimg", "0.004"]) == 0
+    start = ck.latest_checkpoint(tmp_path / "src")
+    cfg = tiny_config(dataset, log={"sample_seeds": 0}, transfer={"init_from": str(tmp_path / "src"), "freeze_d": 1})
+    config = write_config(tmp_path / "ft.yaml", cfg)
+    assert train.main(["--config", str(config), "--run-dir", str(tmp_path / "ft"), "--max-kimg", "0.008"]) == 0
+    before, after = load_file(str(start / "D.safetensors")), load_file(str(ck.latest_checkpoint(tmp_path / "ft") / "D.safetensors"))
+    frozen = [k for k in before if k.startswith("blocks.0.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen), "FreezeD block moved"
+    assert any(not torch.equal(before[k], after[k]) for k in before if k not in frozen), "D did not train"
+    # The frozen block holds the source run's *trained* values, not a fresh init with the same seed.
+    from gan.networks import Discriminator
+
+    torch.manual_seed(0)
+    fresh = Discriminator(load_config(config).model, 16).state_dict()
+    assert any(not torch.equal(fresh[k], after[k]) for k in frozen)
