@@ -446,10 +446,10 @@ class AugmentPipe(nn.Module):
         return self.apply(images, params)
 
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        """Apply given parameters (deterministic). Work in float32: grid_sample and the
-        filters lose too much precision in half types."""
+        """Apply given parameters (deterministic). Half types are computed in float32:
+        grid_sample and the filters lose too much precision in 16 bits."""
         _check_images(images, self.enabled)
-        x = images.float()
+        x = images if images.dtype in (torch.float32, torch.float64) else images.float()
         x = _apply_blit(x, params)
         if "g" in _groups_of(self.enabled):
             x = torch.where(params.geom_active[:, None, None, None], self._resample(x, params.geom_inv), x)
@@ -458,7 +458,7 @@ class AugmentPipe(nn.Module):
         if "imgfilter" in self.enabled:
             x = torch.where(params.filter_active[:, None, None, None], self._apply_bands(x, params.band_gains), x)
         if "noise" in self.enabled:
-            x = x + torch.randn_like(x) * params.noise_sigma[:, None, None, None]
+            x = x + torch.randn_like(x) * params.noise_sigma.to(x.dtype)[:, None, None, None]
         if "cutout" in self.enabled:
             x = x * _cutout_keep_mask(x, params.cutout_center, params.cutout, self.strengths.cutout_size)
         return x.to(images.dtype)
@@ -479,7 +479,7 @@ class AugmentPipe(nn.Module):
         gy = (torch.arange(-ext, 2 * h + ext, device=x.device, dtype=torch.float32) + 0.5) / 2 - h / 2
         yy, xx = torch.meshgrid(gy, gx, indexing="ij")
         points = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(1, -1, 3)
-        src = (points @ geom_inv.transpose(1, 2))[..., :2]  # [N, P, 2] input coords (centred)
+        src = (points @ geom_inv.to(torch.float32).transpose(1, 2))[..., :2]  # [N, P, 2] input coords (centred)
         src = src + torch.tensor([w / 2, h / 2], device=x.device)  # input pixel coordinates
 
         # Pad so every sample point (plus the up-filter's and bilinear's support) lies on
@@ -495,9 +495,10 @@ class AugmentPipe(nn.Module):
         padded_w, padded_h = w + left + right, h + top + bottom
         grid_x = 2 * (src[..., 0] + left) / padded_w - 1
         grid_y = 2 * (src[..., 1] + top) / padded_h - 1
-        grid = torch.stack([grid_x, grid_y], dim=-1).reshape(n, 2 * h + 2 * ext, 2 * w + 2 * ext, 2)
+        grid = torch.stack([grid_x, grid_y], dim=-1).reshape(n, 2 * h + 2 * ext, 2 * w + 2 * ext, 2).to(x.dtype)
         sampled = F.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return _conv_separable(sampled, self.lowpass, self.lowpass, stride=2)
+        lowpass = self.lowpass.to(x.dtype)
+        return _conv_separable(sampled, lowpass, lowpass, stride=2)
 
     def _upsample2x(self, x: torch.Tensor) -> torch.Tensor:
         """Zero-stuffing then low-pass (gain 2 per axis); pads keep pixel centres aligned."""
@@ -506,13 +507,13 @@ class AugmentPipe(nn.Module):
         stuffed = x.new_zeros(n, c, 2 * h, 2 * w)
         stuffed[:, :, ::2, ::2] = x
         stuffed = F.pad(stuffed, (taps // 2, taps // 2 - 1, taps // 2, taps // 2 - 1))
-        kernel = self.lowpass * 2
+        kernel = self.lowpass.to(x.dtype) * 2
         return _conv_separable(stuffed, kernel, kernel)
 
     def _apply_bands(self, x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
         """Filter each sample with its own kernel sum_i gain_i * band_i, separably in x and y."""
         n, c, h, w = x.shape
-        kernels = gains @ self.band_filters  # [N, taps], zero-phase (odd, symmetric)
+        kernels = (gains @ self.band_filters).to(x.dtype)  # [N, taps], zero-phase (odd, symmetric)
         half = kernels.shape[1] // 2
         per_channel = kernels.repeat_interleave(c, dim=0)  # [N*C, taps]
         flat = _reflect_pad(x, half, half, half, half).reshape(1, n * c, h + 2 * half, w + 2 * half)
@@ -554,6 +555,7 @@ def _apply_blit(x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
 
 def _apply_color(x: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
     """out = A @ rgb + b per pixel, with [A b; 0 1] = color."""
+    color = color.to(x.dtype)
     out = torch.einsum("nij,njhw->nihw", color[:, :3, :3], x)
     return out + color[:, :3, 3, None, None]
 
