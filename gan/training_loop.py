@@ -514,7 +514,8 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
         prev = trainer.progress.cur_nimg
         trainer.train_step()
         cur = trainer.progress.cur_nimg
-        bar.update((cur - prev) / 1000)
+        # the last step may overshoot the stop point by part of a batch; keep the bar within its total
+        bar.update((min(cur, trainer.stop_nimg) - min(prev, trainer.stop_nimg)) / 1000)
         done = cur >= trainer.stop_nimg
         if done or _crossed(prev, cur, cfg.log.tick_kimg):
             now = time.time()

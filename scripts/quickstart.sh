@@ -13,5 +13,13 @@ fi
 .venv/bin/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 
 export WANDB_MODE=${WANDB_MODE:-offline}
-echo "== 1/1 prepare the bundled sample set (data/sample -> data/datasets/sample-32)"
+# The smoke networks are tiny: one thread per process beats oversubscribing small CPUs.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+echo "== 1/3 prepare the bundled sample set (data/sample -> data/datasets/sample-32)"
 .venv/bin/python -m scraping.prepare --src data/sample --out data/datasets/sample-32 --resolution 32 --min-size 32 --overwrite
+echo "== 2/3 train the smoke preset on CPU (runs/quickstart)"
+rm -rf runs/quickstart
+.venv/bin/python train.py --config configs/smoke.yaml --run-dir runs/quickstart --no-wandb
+echo "== 3/3 paint 16 new works and a grid (outputs/quickstart/grid.png)"
+.venv/bin/python scripts/generate.py --checkpoint runs/quickstart --seeds 0-15 --psi 0.7 --grid --out outputs/quickstart --no-progress
+echo "done: see outputs/quickstart/grid.png and runs/quickstart/samples/"
