@@ -64,6 +64,7 @@ class AdaptiveAugment:
         speed_kimg: thousands of images for ``p`` to move by 1.0.
         adaptive: False keeps ``p`` fixed (fixed-p mode) but still measures ``r_t``.
         reduce_fn: sums a tensor over processes; None for a single process.
+        device: where the running statistics live (the logits' device; NCCL needs CUDA).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class AdaptiveAugment:
         speed_kimg: float = 500.0,
         adaptive: bool = True,
         reduce_fn: Optional[ReduceFn] = None,
+        device: torch.device | str | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -94,7 +96,7 @@ class AdaptiveAugment:
         self.steps = 0  # minibatches seen (calls to step)
         self.adjustments = 0
         self.r_t: Optional[float] = None  # last measured E[sign(D(real))]
-        self._stats = torch.zeros(2, dtype=torch.float64)  # (sum of signs, count), this process
+        self._stats = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of signs, count), this process
 
     @property
     def p(self) -> float:
@@ -241,5 +243,6 @@ def from_config(
         speed_kimg=cfg.speed_kimg,
         adaptive=cfg.mode == "ada",
         reduce_fn=reduce_fn,
+        device=device,
     )
     return module, controller

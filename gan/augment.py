@@ -262,7 +262,8 @@ class AugmentPipe(nn.Module):
         self.set_p(p)
         lowpass = torch.as_tensor(_halfband_lowpass(), dtype=torch.float32)
         self.register_buffer("lowpass", lowpass, persistent=False)
-        self.register_buffer("band_filters", torch.as_tensor(_octave_filter_bank(), dtype=torch.float32), persistent=False)
+        bank = torch.as_tensor(_octave_filter_bank(), dtype=torch.float32)
+        self.register_buffer("band_filters", bank, persistent=False)
 
     def set_p(self, p: float) -> None:
         """Set the augmentation probability (in place, so the buffer keeps its device)."""
@@ -438,7 +439,6 @@ class AugmentPipe(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Augment a batch [N, C, H, W]; each sample gets its own random transforms."""
-        _check_images(images, self.enabled)
         n, _, h, w = images.shape
         params = self.sample_params(n, h, w, images.device)
         if self.record_params:

@@ -532,8 +532,9 @@ def test_diffaugment_policy_shapes_gradients_and_errors():
 def test_diffaugment_translation_is_a_zero_filled_shift():
     images = _noise_images(64) * 0.5 + 1.5  # strictly positive: zeros come only from the fill
     out = DiffAugment("translation")(images)
+    assert (out == 0).any(dim=(1, 2, 3)).float().mean() > 0.5  # most samples moved
     for i in range(64):
-        rows, cols = (out[i, 0] == 0).any(dim=1), (out[i, 0] == 0).any(dim=0)
+        rows, cols = (out[i, 0] == 0).all(dim=1), (out[i, 0] == 0).all(dim=0)  # zero-filled lines
         dy, dx = int(rows.sum()), int(cols.sum())
         assert dx <= 2 and dy <= 2  # at most 1/8 of 16 px
         kept = out[i][:, ~rows][:, :, ~cols]
