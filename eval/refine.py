@@ -76,18 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     io = parser.add_argument_group("inputs and outputs")
-    io.add_argument("--input", required=True, type=Path, help="a folder of generated samples (or one image file)")
+    io.add_argument("--input", required=True, type=Path, metavar="SAMPLES", help="a folder of generated samples (or one image file)")
     io.add_argument(
         "--style", required=True, action="append", metavar="DATASET_OR_IMAGE[:WEIGHT]",
         help="the master's works: a prepared dataset / folder of images (each sample then uses its --k "
         "nearest works), or one or more image files with optional blend weights, e.g. "
         "--style a.jpg:0.7 --style b.jpg:0.3 (weights are normalised to sum to 1)",
     )
-    io.add_argument("--out", required=True, type=Path, help="output folder for refined PNGs and JSON reports")
+    io.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder for refined PNGs and JSON reports")
 
     look = parser.add_argument_group("how strong and how large")
     look.add_argument(
-        "--strength", type=float, default=defaults.strength,
+        "--strength", type=float, default=defaults.strength, metavar="S",
         help="0 = output the sample unchanged (no optimisation), 1 = full style transfer; in between, the "
         "style weight is scaled by s*10^(3(s-1)): 0.75 ~ 1/8, 0.5 ~ 1/60, 0.25 ~ 1/700 of full",
     )
@@ -96,16 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="luminance-only transfer: optimise the Y channel (YCbCr, BT.601) and keep the sample's own "
         "Cb/Cr chroma, with the style's luminance matched to the sample's mean and std",
     )
-    look.add_argument("--steps", type=int, default=defaults.steps, help="optimiser iterations (L-BFGS iterations or Adam steps); finer scales of a multi-scale run get half")
+    look.add_argument("--steps", type=int, default=defaults.steps, metavar="N", help="optimiser iterations (L-BFGS iterations or Adam steps); finer scales of a multi-scale run get half")
     look.add_argument(
-        "--size", type=int, default=512,
+        "--size", type=int, default=512, metavar="PX",
         help="working size: samples are resized so their longer side is PX (style images are only ever "
         "shrunk to it); above --max-single-scale the image is refined coarse to fine",
     )
-    look.add_argument("--max-single-scale", type=int, default=defaults.max_single_scale, help="largest size optimised in one go; bigger sizes start at half, quarter, ... and double up")
+    look.add_argument("--max-single-scale", type=int, default=defaults.max_single_scale, metavar="PX", help="largest size optimised in one go; bigger sizes start at half, quarter, ... and double up")
 
     opt = parser.add_argument_group("optimisation (Gatys et al. 2016)")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="L-BFGS with strong-Wolfe line search (as in the paper) or Adam")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="L-BFGS (as in the paper; strong-Wolfe line search) or Adam")
     opt.add_argument("--lr", type=float, default=defaults.lr, help="Adam step size in [0,1] pixel units (ignored by L-BFGS)")
     opt.add_argument("--content-weight", type=float, default=defaults.content_weight, help="weight of the relative conv4_2 content loss")
     opt.add_argument("--style-weight", type=float, default=defaults.style_weight, help="weight of the relative Gram loss over conv1_1..conv5_1 at strength 1")
@@ -116,15 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     pick = parser.add_argument_group("automatic style selection (when --style is a folder)")
     pick.add_argument("--k", type=int, default=3, help="number of nearest works blended (equal weights) per sample")
-    pick.add_argument("--select-size", type=int, default=256, help="size (longer side) at which samples and works are compared")
+    pick.add_argument("--select-size", type=int, default=256, metavar="PX", help="size (longer side) at which samples and works are compared")
 
     weights = parser.add_argument_group("pretrained VGG19 weights")
-    weights.add_argument("--weights", type=Path, help="load this VGG19 state dict file directly (.pth or .safetensors, never unpickled)")
-    weights.add_argument("--weights-dir", type=Path, help="folder holding vgg19-dcbb9e9d.pth; otherwise the torch hub cache, then a download (unless ATELIER_OFFLINE=1)")
+    weights.add_argument("--weights", type=Path, metavar="PATH", help="load this VGG19 state dict file directly (.pth or .safetensors, never unpickled)")
+    weights.add_argument("--weights-dir", type=Path, metavar="DIR", help="folder holding vgg19-dcbb9e9d.pth; otherwise the torch hub cache, then a download (unless ATELIER_OFFLINE=1)")
 
     track = parser.add_argument_group("tracking")
-    track.add_argument("--run-dir", type=Path, help="log the reports and images to Weights & Biases, with its files under this run folder")
-    track.add_argument("--wandb-run", help="W&B run name (also turns W&B logging on, files under --out)")
+    track.add_argument("--run-dir", type=Path, metavar="DIR", help="log the reports and images to Weights & Biases, with its files under this run folder")
+    track.add_argument("--wandb-run", metavar="NAME", help="W&B run name (also turns W&B logging on, files under --out)")
     track.add_argument("--wandb-project", default="atelier", help="W&B project")
     return parser
 

@@ -27,6 +27,7 @@ from eval.style_transfer import (
     TransferSettings,
     content_loss,
     rgb_to_ycbcr,
+    scale_schedule,
     stylise,
     ycbcr_to_rgb,
 )
@@ -161,6 +162,17 @@ def test_preserve_color_keeps_the_sample_chroma(vgg, pair, full_transfer):
     assert full_error.mean() > 5 * kept_error.mean()
     assert kept.style_loss_after[0] < kept.style_loss_before[0] / 3  # the luminance did take the style
     assert torch.allclose(ycbcr_to_rgb(rgb_to_ycbcr(content)), content, atol=1e-5)
+
+
+def test_large_sizes_run_coarse_to_fine(vgg, pair):
+    assert scale_schedule(1100, 800, 512) == [(275, 200), (550, 400), (1100, 800)]
+    assert scale_schedule(512, 512, 512) == [(512, 512)]
+    content, style = pair
+    settings = TransferSettings(strength=1.0, steps=4, optimizer="adam", lr=0.05, max_single_scale=16)
+    result = stylise(vgg, content, StyleBank([style], torch.ones(1, 1)), settings)
+    assert result.scales == [(16, 16), (32, 32)] and result.iterations == 4 + 2
+    assert result.images.shape == content.shape
+    assert result.style_loss_after[0] < result.style_loss_before[0]
 
 
 def test_batch_uses_each_samples_own_style_blend(vgg, pair):
