@@ -446,9 +446,14 @@ class AugmentPipe(nn.Module):
         return self.apply(images, params)
 
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        """Apply given parameters (deterministic). Half types are computed in float32:
-        grid_sample and the filters lose too much precision in 16 bits."""
+        """Apply given parameters (deterministic). Half types are computed in float32, and
+        autocast is switched off inside: grid_sample and the filters lose too much
+        precision in 16 bits, and the pipe's cost is small next to D's."""
         _check_images(images, self.enabled)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            return self._apply_fp32(images, params)
+
+    def _apply_fp32(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         x = images if images.dtype in (torch.float32, torch.float64) else images.float()
         x = _apply_blit(x, params)
         if "g" in _groups_of(self.enabled):

@@ -293,6 +293,16 @@ def test_half_precision_in_half_precision_out():
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
 
 
+def test_autocast_does_not_lower_the_pipe_precision():
+    images = _noise_images(4)
+    pipe = AugmentPipe("bgcf", p=1.0)
+    params = pipe.sample_params(4, RES, RES, generator=torch.Generator().manual_seed(3))
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = pipe.apply(images, params)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, pipe.apply(images, params), atol=1e-6, rtol=0)
+
+
 def test_bad_images_raise_one_line_errors():
     pipe = AugmentPipe("bgc", p=0.5)
     with pytest.raises(ValueError, match="square"):
