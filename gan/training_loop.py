@@ -193,20 +193,17 @@ class Trainer:
         return from_config(self.cfg.augment, batch_size=self.cfg.train.batch, reduce_fn=reduce_fn, device=self.device)
 
     def _init_from(self, source: Path) -> None:
-        """Transfer learning: start from another run's weights (a checkpoint/run dir, or a G export)."""
-        if source.is_file():  # a generator export: G and G_ema only, D starts fresh
-            from gan.export import load_generator
+        """Transfer learning (gan.transfer): G, D, G_ema (with w_avg) from a checkpoint/run dir, or G from an export."""
+        from gan.transfer import init_networks
 
-            weights = load_generator(source).state_dict()
-            self.G.load_state_dict(weights)
-            self.G_ema.load_state_dict(weights)
-        else:
-            ckpt = ckpt_io.resolve_checkpoint(source, option="transfer.init_from")
-            ckpt_io.load_networks(ckpt, {"G": self.G, "D": self.D, "G_ema": self.G_ema}, self.device)
-        log.info("initialised from %s", source)
+        kind = init_networks(source, self.G, self.D, self.G_ema, to_dict(self.cfg)["model"], self.cfg.data.resolution, self.device)
+        log.info("initialised from %s (%s)", source, kind)
 
     def _trainable_D(self) -> list[torch.nn.Parameter]:
         """D's parameters minus the first ``transfer.freeze_d`` blocks (FreezeD, Mo et al. 2020)."""
+        from gan.transfer import check_freeze_d
+
+        check_freeze_d(self.cfg.transfer.freeze_d, self.cfg.data.resolution)
         frozen = {id(p) for block in self.D.blocks[: self.cfg.transfer.freeze_d] for p in block.parameters()}
         return [p for p in self.D.parameters() if id(p) not in frozen]
 
