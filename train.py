@@ -12,7 +12,9 @@ Several GPUs or nodes (accelerate starts one process per GPU; DDP-style gradient
 processes over gloo.) A run writes everything to ``--run-dir`` (default
 ``runs/<YYYYmmdd-HHMMSS>-<preset>``): ``config.yaml``, ``metrics.jsonl``, ``samples/``,
 ``checkpoints/<nimg>/`` and ``generator.safetensors``. ``--resume RUN_DIR`` continues a run
-from its latest checkpoint exactly where it stopped.
+from its latest checkpoint exactly where it stopped. ``--init-from RUN_DIR`` starts a new run
+from another run's networks (transfer learning, e.g. a movement model fine-tuned on one
+master; ``--freeze-d K`` keeps D's first K blocks fixed); see docs/transfer.md.
 
 Bad input (missing or empty dataset, a resolution that does not match the config, a config
 typo, a resume path that is not a checkpoint, a checkpoint of another architecture) stops
@@ -46,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
         "  python train.py --config configs/smoke.yaml\n"
         "  accelerate launch --multi_gpu --num_processes 4 train.py --config configs/stylegan2-256.yaml --data data/datasets/monet-256\n"
-        "  python train.py --resume runs/20250101-120000-smoke --max-kimg 10\n",
+        "  python train.py --resume runs/20250101-120000-smoke --max-kimg 10\n"
+        "  python train.py --config configs/stylegan2-256.yaml --data data/datasets/monet-256 "
+        "--init-from runs/impressionism-256 --freeze-d 2\n",
     )
     parser.add_argument("--config", type=Path, help="YAML preset (configs/*.yaml). Default: the resumed run's "
                         "config.yaml with --resume, else the built-in defaults.")
@@ -59,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(earlier than train.total_kimg); a checkpoint is written at the stop")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
                         help="continue from a run dir's latest checkpoint or from one checkpoint dir")
+    parser.add_argument("--init-from", metavar="CHECKPOINT",
+                        help="transfer learning: start from another run's networks (run dir or checkpoint dir: "
+                        "G, D, G_ema and w_avg; generator.safetensors export: G only), same architecture and "
+                        "resolution required; optimiser, counters and ADA p start afresh (sets transfer.init_from)")
+    parser.add_argument("--freeze-d", type=int, metavar="K",
+                        help="FreezeD: keep the first K (highest-resolution) discriminator blocks fixed while "
+                        "fine-tuning (sets transfer.freeze_d; 0 = train all)")
     parser.add_argument("--tracker", choices=["wandb", "tensorboard", "none"],
                         help="experiment tracker (overrides log.tracker); W&B is offline without an API key")
     parser.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases "
@@ -81,13 +92,19 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, Optional[P
         overrides.append(f"data.path={args.data}")
     if args.deterministic:
         overrides.append("train.deterministic=true")
+    if args.init_from:
+        overrides.append(f"transfer.init_from={args.init_from}")
+    if args.freeze_d is not None:
+        overrides.append(f"transfer.freeze_d={args.freeze_d}")
     cfg = load_config(config_path, overrides)
     model = to_dict(cfg)["model"]
+    from gan.transfer import check_freeze_d, check_source
+
+    check_freeze_d(cfg.transfer.freeze_d, cfg.data.resolution)
     if resume is not None:
         check_architecture(read_state(resume), model, cfg.data.resolution, resume)
-    elif cfg.transfer.init_from and not Path(cfg.transfer.init_from).is_file():  # exports are checked on load
-        source = resolve_checkpoint(cfg.transfer.init_from, option="transfer.init_from")
-        check_architecture(read_state(source), model, cfg.data.resolution, source)
+    elif cfg.transfer.init_from:
+        check_source(cfg.transfer.init_from, model, cfg.data.resolution)
     return cfg, resume
 
 
