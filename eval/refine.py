@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict

@@ -117,7 +117,7 @@ class StyleBank:
     def __post_init__(self) -> None:
         if self.mix.ndim != 2 or self.mix.shape[1] != len(self.images):
             raise ValueError(f"mix must be [samples, {len(self.images)}], got {tuple(self.mix.shape)}")
-        if not torch.allclose(self.mix.sum(dim=1), torch.ones(self.mix.shape[0]), atol=1e-4):
+        if not torch.allclose(self.mix.sum(dim=1), torch.ones_like(self.mix.sum(dim=1)), atol=1e-4):
             raise ValueError("every sample's style blend weights must sum to 1")
 
 
