@@ -16,8 +16,8 @@ shares the VGG forward passes)::
 Why relative losses: dividing each term by the size of its target makes every term
 dimensionless (0 = identical statistics, 1 = an error as large as the target itself), so
 the five style layers count equally whatever their activation scale, the default weights
-do not depend on which VGG19 checkpoint is loaded, and the numbers in the report read the
-same at any image size.
+are not tied to the activation scale of one particular checkpoint, and the numbers in the
+report mean the same at any image size.
 
 Strength (what users dial): ``f(s) = s * 10 ** (decades * (s - 1))`` scales the style and
 TV terms, so the style/content weight ratio moves on a log scale (the factor ``s`` in front
@@ -35,8 +35,9 @@ YCbCr (BT.601, full range); each style image's luminance is matched to the sampl
 and standard deviation; only the luminance channel Y is optimised (fed to VGG as grey
 RGB); the output recombines the optimised Y with the sample's own Cb and Cr.
 
-Sizes above ``max_single_scale`` (512 px, the size VGG19 style statistics work best at)
-are optimised coarse to fine: the image is first refined at the largest half, quarter, ...
+Sizes above ``max_single_scale`` (512 px, about the size Gatys et al. worked at; VGG's
+receptive fields are fixed in pixels, so a single pass at 2048 px would only see fine
+texture and miss the larger brush strokes) are optimised coarse to fine: the image is first refined at the largest half, quarter, ...
 size not above it, then upsampled and refined again at each doubling up to the full size,
 with half the steps at each finer scale because it starts from a good image.
 """
