@@ -1,0 +1,166 @@
+"""Compare two training runs' discriminator overfitting and KID in one Markdown table.
+
+    python scripts/compare_runs.py runs/ada-evidence/ada-on runs/ada-evidence/ada-off \\
+        --labels "ADA on" "ADA off" --every-kimg 1.5
+
+For each run it reads ``<run>/metrics.jsonl`` (one record per training tick) and, when
+present, evaluation reports ``<run>/eval/*.json`` written by ``python -m eval --checkpoint
+<run>/checkpoints/<nimg> --out <run>/eval/<name>.json``. Rows are kimg points every
+``--every-kimg``; each row summarises the ticks since the previous row:
+
+- ``r_t``: E[sign(D(real))] over the window's D steps (the tick means of ``scores/real_sign``,
+  weighted by images), ADA's overfitting heuristic: 0 = D cannot tell reals from fakes,
+  1 = D calls every training image real;
+- ``p``: the augmentation probability at the row's last tick (blank without a pipe);
+- ``gap``: mean D logit on reals minus mean D logit on fakes (``scores/real - scores/fake``),
+  the raw real/fake separation;
+- ``KID``: ``fidelity.metrics.kid_mean`` (x 10^3) of the report for the checkpoint at that kimg.
+
+Output is Markdown on stdout, so it can be pasted into docs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger("compare_runs")
+
+
+@dataclass
+class Window:
+    """One table row's summary of one run."""
+
+    r_t: Optional[float]
+    p: Optional[float]
+    gap: Optional[float]
+    kid: Optional[float]
+
+
+def read_ticks(run: Path) -> list[dict]:
+    """The tick records of ``run``/metrics.jsonl (rows without a tick, e.g. metrics-only, skipped)."""
+    path = run / "metrics.jsonl" if run.is_dir() else run
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics.jsonl (is {run} a run dir?)")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not JSON ({exc})") from exc
+        if "tick" in row:
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no tick records")
+    return rows
+
+
+def read_kid(run: Path) -> dict[int, float]:
+    """KID (mean) by cur_nimg from ``run``/eval/*.json reports and in-training metrics rows."""
+    kid: dict[int, float] = {}
+    metrics = run / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if "metrics/kid" in row:
+                kid[int(row["cur_nimg"])] = float(row["metrics/kid"])
+    for report in sorted((run / "eval").glob("*.json")):
+        data = json.loads(report.read_text(encoding="utf-8"))
+        value = ((data.get("fidelity") or {}).get("metrics") or {}).get("kid_mean")
+        name = Path(data.get("generator") or "").name
+        if value is not None and name.isdigit():  # a checkpoint dir is named by its cur_nimg
+            kid[int(name)] = float(value)
+    return kid
+
+
+def summarise(ticks: list[dict], kid: dict[int, float], start_nimg: int, end_nimg: int) -> Window:
+    """Aggregate the ticks with cur_nimg in (start, end]; KID of the checkpoint closest to ``end``."""
+    inside = [t for t in ticks if start_nimg < t["cur_nimg"] <= end_nimg]
+    r_t = gap = p = None
+    if inside:
+        # Weight each tick by the images it covers (the last tick of a run may be short).
+        bounds = [start_nimg] + [t["cur_nimg"] for t in inside]
+        weights = [b - a for a, b in zip(bounds, bounds[1:])]
+        r_t = _weighted([(t.get("scores/real_sign"), w) for t, w in zip(inside, weights)])
+        gap = _weighted([(t["scores/real"] - t["scores/fake"] if "scores/real" in t and "scores/fake" in t else None, w)
+                         for t, w in zip(inside, weights)])
+        p = inside[-1].get("augment/p")
+    near = [n for n in kid if start_nimg < n <= end_nimg]
+    return Window(r_t, p, gap, kid[max(near)] if near else None)
+
+
+def _weighted(pairs: list[tuple[Optional[float], int]]) -> Optional[float]:
+    known = [(v, w) for v, w in pairs if v is not None]
+    total = sum(w for _, w in known)
+    return sum(v * w for v, w in known) / total if total else None
+
+
+def _fmt(value: Optional[float], digits: int = 3, scale: float = 1.0) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value * scale:.{digits}f}"
+
+
+def comparison_table(runs: list[Path], labels: list[str], every_kimg: float) -> str:
+    """The Markdown table (one row per kimg point, r_t / p / gap / KID columns per run)."""
+    ticks = [read_ticks(run) for run in runs]
+    kids = [read_kid(run) for run in runs]
+    end = max(t[-1]["cur_nimg"] for t in ticks)
+    step = max(1, round(every_kimg * 1000))
+    points = [n for n in range(step, end, step) if end - n >= step // 2] + [end]  # no sliver row at the end
+    header = ["kimg"]
+    for label in labels:
+        header += [f"r_t {label}", f"p {label}", f"gap {label}"]
+    if any(kids):
+        header += [f"KID×10³ {label}" for label in labels]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    prev = 0
+    for point in points:
+        windows = [summarise(t, k, prev, point) for t, k in zip(ticks, kids)]
+        if all(w == Window(None, None, None, None) for w in windows):
+            continue  # no tick ended in this window (ticks sparser than --every-kimg); fold it into the next
+        cells = [f"{point / 1000:.1f}"]
+        for w in windows:
+            cells += [_fmt(w.r_t), _fmt(w.p), _fmt(w.gap, 2)]
+        if any(kids):
+            cells += [_fmt(w.kid, 2, 1000.0) for w in windows]
+        lines.append("| " + " | ".join(cells) + " |")
+        prev = point
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="compare_runs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", type=Path, nargs=2, metavar="RUN_DIR", help="two run dirs (each with metrics.jsonl)")
+    parser.add_argument("--labels", nargs=2, default=None, metavar="LABEL",
+                        help="column labels for the two runs (default: the run dir names)")
+    parser.add_argument("--every-kimg", type=float, default=1.0,
+                        help="one row per this many kimg; each row summarises the ticks since the last (default: 1.0)")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.every_kimg <= 0:
+        print(f"error: --every-kimg must be positive, got {args.every_kimg}", file=sys.stderr)
+        return 2
+    labels = args.labels or [run.name for run in args.runs]
+    try:
+        print(comparison_table(list(args.runs), labels, args.every_kimg))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
