@@ -14,7 +14,10 @@ present, evaluation reports ``<run>/eval/*.json`` written by ``python -m eval --
 - ``p``: the augmentation probability at the row's last tick (blank without a pipe);
 - ``gap``: mean D logit on reals minus mean D logit on fakes (``scores/real - scores/fake``),
   the raw real/fake separation;
-- ``KID``: ``fidelity.metrics.kid_mean`` (x 10^3) of the report for the checkpoint at that kimg.
+- ``KID``: ``fidelity.metrics.kid_mean`` (x 10^3) of the report for the checkpoint in the window.
+
+Rows end on the first tick at or after each multiple of ``--every-kimg`` (the row's kimg),
+so with ``--every-kimg`` equal to ``checkpoint.every_kimg`` each row holds one checkpoint.
 
 Output is Markdown on stdout, so it can be pasted into docs/.
 """
@@ -97,6 +100,15 @@ def summarise(ticks: list[dict], kid: dict[int, float], start_nimg: int, end_nim
     return Window(r_t, p, gap, kid[max(near)] if near else None)
 
 
+def row_points(tick_nimgs: list[int], every_kimg: float) -> list[int]:
+    """For each multiple of ``every_kimg``, the first tick at or after it (so rows end on real
+    ticks and line up with checkpoints written there), plus the last tick."""
+    step = max(1, round(every_kimg * 1000))
+    end = tick_nimgs[-1]
+    points = {min(n for n in tick_nimgs if n >= m) for m in range(step, end + 1, step)}
+    return sorted(points | {end})
+
+
 def _weighted(pairs: list[tuple[Optional[float], int]]) -> Optional[float]:
     known = [(v, w) for v, w in pairs if v is not None]
     total = sum(w for _, w in known)
@@ -111,9 +123,7 @@ def comparison_table(runs: list[Path], labels: list[str], every_kimg: float) -> 
     """The Markdown table (one row per kimg point, r_t / p / gap / KID columns per run)."""
     ticks = [read_ticks(run) for run in runs]
     kids = [read_kid(run) for run in runs]
-    end = max(t[-1]["cur_nimg"] for t in ticks)
-    step = max(1, round(every_kimg * 1000))
-    points = [n for n in range(step, end, step) if end - n >= step // 2] + [end]  # no sliver row at the end
+    points = row_points(sorted({t["cur_nimg"] for run in ticks for t in run}), every_kimg)
     header = ["kimg"]
     for label in labels:
         header += [f"r_t {label}", f"p {label}", f"gap {label}"]
@@ -125,7 +135,7 @@ def comparison_table(runs: list[Path], labels: list[str], every_kimg: float) -> 
         windows = [summarise(t, k, prev, point) for t, k in zip(ticks, kids)]
         if all(w == Window(None, None, None, None) for w in windows):
             continue  # no tick ended in this window (ticks sparser than --every-kimg); fold it into the next
-        cells = [f"{point / 1000:.1f}"]
+        cells = [f"{point / 1000:.3g}"]
         for w in windows:
             cells += [_fmt(w.r_t), _fmt(w.p), _fmt(w.gap, 2)]
         if any(kids):
