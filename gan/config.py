@@ -113,6 +113,7 @@ class MetricsConfig:
 class PerfConfig:
     compile: bool = False  # torch.compile G and D (falls back cleanly when unavailable)
     channels_last: bool = False
+    modconv: str = "auto"  # auto | grouped | batched: modulated-conv implementation in training (gan/perf.py)
 
 
 @dataclass
@@ -134,6 +135,7 @@ _CHOICES = {
     "train.mixed_precision": ("no", "bf16", "fp16"),
     "augment.mode": ("ada", "fixed", "diffaugment", "none"),
     "log.tracker": ("wandb", "tensorboard", "none"),
+    "perf.modconv": ("auto", "grouped", "batched"),
 }
 
 
