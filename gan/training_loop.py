@@ -45,6 +45,7 @@ from gan import checkpoint as ckpt_io
 from gan.config import ConfigError, TrainingConfig, to_dict
 from gan.ema import ema_beta, update_ema
 from gan.minibatches import EpochItems, MinibatchOrder
+from gan.perf import apply_perf, set_eager
 from gan.trackers import log_image, log_scalars
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,9 @@ class Trainer:
             self._init_from(Path(cfg.transfer.init_from))
 
         self.augment_pipe, self.ada = self._build_augment()
-        self.loss = StyleGAN2Loss(self.G, self.D, cfg.loss, augment_pipe=self.augment_pipe)
+        # perf.*: speed-only settings; the loss calls G_run/D_run (maybe compiled), checkpoints use G/D.
+        self.G_run, self.D_run, self.perf = apply_perf(cfg.perf, self.G, self.D, self.device)
+        self.loss = StyleGAN2Loss(self.G_run, self.D_run, cfg.loss, augment_pipe=self.augment_pipe)
         self.phases = self._build_phases()
         self.progress = ckpt_io.Progress()
         self.last_checkpoint: Optional[Path] = None
@@ -309,6 +312,8 @@ class Trainer:
         for p in phase.params:  # the other network stays frozen: it gets no gradients to reduce
             p.requires_grad_(True)
         phase.opt.zero_grad(set_to_none=True)
+        # Compiled graphs have no double backward: the regularisers (R1, path length) run eagerly.
+        set_eager((self.G_run, self.D_run), phase.name.endswith("_reg"))
         loss_sum = torch.zeros([], device=self.device)
         for round_reals in reals:
             autocast = self.acc.autocast() if phase.mixed_precision else contextlib.nullcontext()
@@ -343,7 +348,8 @@ class Trainer:
                 p.grad.copy_(g.view_as(p))
         if self.acc.scaler is not None:  # fp16: overflowing gradients are the scaler's business
             return bool(torch.isfinite(flat[-1]))
-        return bool(torch.isfinite(flat).all())
+        # One reduction instead of an elementwise isfinite pass: any NaN/Inf makes the sum non-finite.
+        return bool(torch.isfinite(flat.sum()))
 
     def _record(self, stats: dict) -> None:
         for key, value in stats.items():
