@@ -120,10 +120,13 @@ def compute_fidelity(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     verbose: bool = False,
+    fid_feature_layer: str = "2048",
 ) -> FidelityResult:
     """FID / KID / precision-recall of ``generated`` (a Generator or a uint8 Dataset) against ``reference``.
 
-    ``seed`` fixes the generator's latents and KID's subset draws. Raises EvalInputError
+    ``seed`` fixes the generator's latents and KID's subset draws. ``fid_feature_layer``
+    is Inception's pool3 ("2048", the standard FID) unless a smaller layer ("64", "192",
+    "768") is asked for, e.g. for quick checks. Raises EvalInputError
     (one line) for too few images and MissingWeightsError for absent weights.
     """
     wanted = set(metrics)
@@ -140,6 +143,8 @@ def compute_fidelity(
         verbose=verbose,
         cache=True,
         cache_root=str(cache_dir or default_cache_dir()),
+        # Our inputs are in memory already; loader worker processes only cost start-up time.
+        save_cpu_ram=True,
         **generated_kwargs,
     )
     result = FidelityResult(
@@ -147,13 +152,15 @@ def compute_fidelity(
         kid_subset_size=None, kid_subsets=None, kid_subset_size_note=None, weights=[], reference_cache=None,
     )
     if wanted & {"fid", "kid"}:
-        _inception_metrics(result, wanted, common, reference, weights_dir, kid_subset_size, kid_subsets, device)
+        _inception_metrics(result, wanted, common, reference, weights_dir, kid_subset_size, kid_subsets, device,
+                           fid_feature_layer)
     if "pr" in wanted:
         _precision_recall(result, common, reference, weights_dir, device)
     return result
 
 
-def _inception_metrics(result, wanted, common, reference, weights_dir, kid_subset_size, kid_subsets, device) -> None:
+def _inception_metrics(result, wanted, common, reference, weights_dir, kid_subset_size, kid_subsets, device,
+                       fid_feature_layer) -> None:
     kid_kwargs = {}
     if "kid" in wanted:
         size, note = choose_kid_subset_size(result.num_generated, reference.count, kid_subset_size)
@@ -167,10 +174,12 @@ def _inception_metrics(result, wanted, common, reference, weights_dir, kid_subse
     with _device_context(device):
         out = _run_torch_fidelity(
             fid="fid" in wanted, kid="kid" in wanted, feature_extractor="inception-v3-compat",
-            feature_extractor_weights_path=str(path), input2_cache_name=cache_name, **kid_kwargs, **common,
+            feature_extractor_weights_path=str(path), input2_cache_name=cache_name,
+            feature_layer_fid=fid_feature_layer, **kid_kwargs, **common,
         )
     result.metrics.update({_RESULT_KEYS[k]: float(v) for k, v in out.items() if k in _RESULT_KEYS})
-    result.weights.append(WeightsUsed(extractor="inception-v3-compat (pool3, 2048-d)", **identity))
+    layer = "pool3, 2048-d" if fid_feature_layer == "2048" else f"FID on the {fid_feature_layer}-d layer"
+    result.weights.append(WeightsUsed(extractor=f"inception-v3-compat ({layer})", **identity))
     result.reference_cache = cache_name
 
 
