@@ -17,36 +17,9 @@ from gan.augment import AugmentPipe
 from gan.config import load_config
 from gan.diffaugment import DiffAugment
 from gan.training_loop import RunOptions, Trainer, training_loop
-from training_support import make_dataset, tiny_config, write_config
+from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 STEPS = 6  # batch 4, one tick per step (tick_kimg 0.004); R1 every 2 steps
-
-
-class OneProcess:
-    """The part of accelerate.Accelerator the Trainer uses, for a plain single CPU process."""
-
-    device = torch.device("cpu")
-    is_main_process, process_index, num_processes, scaler, trackers = True, 0, 1, None, []
-
-    def wait_for_everyone(self):
-        pass
-
-    def autocast(self):
-        return torch.autocast("cpu", enabled=False)
-
-    def backward(self, loss):
-        loss.backward()
-
-    def reduce(self, tensor, reduction="mean"):
-        return tensor
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

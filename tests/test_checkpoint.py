@@ -15,23 +15,7 @@ import train
 from gan import checkpoint as ck
 from gan.config import load_config
 from gan.networks import Discriminator, Generator
-from training_support import make_dataset, tiny_config, write_config
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks: threads only add overhead, and the CI machine is shared.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class OneProcess:
-    is_main_process, process_index, num_processes = True, 0, 1
-
-    def wait_for_everyone(self) -> None:
-        pass
+from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 
 def _snapshot(cfg, cur_nimg: int) -> ck.Snapshot:

@@ -7,7 +7,6 @@ nothing about the metrics is mocked. Inception runs at 299 px on CPU, so sets ar
 import numpy as np
 import pytest
 import scipy.linalg
-import torch
 import torch_fidelity
 
 from eval import weights as W

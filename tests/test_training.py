@@ -16,39 +16,12 @@ from gan.ema import ema_beta, update_ema
 from gan.minibatches import EpochItems, MinibatchOrder, epoch_permutation
 from gan.trackers import choose_tracker
 from gan.training_loop import RunOptions, Trainer, batch_split, lazy_adam, training_loop
-from training_support import make_dataset, tiny_config, write_config
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("data") / "tiny-16", count=8)
-
-
-class OneProcess:
-    """The part of accelerate.Accelerator the Trainer uses, for a plain single CPU process."""
-
-    device = torch.device("cpu")
-    is_main_process, process_index, num_processes, scaler, trackers = True, 0, 1, None, []
-
-    def wait_for_everyone(self):
-        pass
-
-    def autocast(self):
-        return torch.autocast("cpu", enabled=False)
-
-    def backward(self, loss):
-        loss.backward()
-
-    def reduce(self, tensor, reduction="mean"):
-        return tensor
 
 
 # --------------------------------------------------------------------------- pieces

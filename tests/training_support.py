@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -64,3 +66,34 @@ def tiny_config(dataset: Path, resolution: int = 16, **sections: dict) -> dict:
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+class OneProcess:
+    """The part of accelerate.Accelerator the Trainer uses, for a plain single CPU process."""
+
+    device = torch.device("cpu")
+    is_main_process, process_index, num_processes, scaler, trackers = True, 0, 1, None, []
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    def autocast(self):
+        return torch.autocast("cpu", enabled=False)
+
+    def backward(self, loss) -> None:
+        loss.backward()
+
+    def reduce(self, tensor, reduction="mean"):
+        return tensor
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: threads only add overhead, and the CI machine is shared.
+
+    Autouse in every test module that imports it.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
