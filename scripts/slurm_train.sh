@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Multi-node training on SLURM with accelerate's own launcher (no home-made rendezvous).
 #
-#   sbatch --nodes=2 scripts/slurm_train.sh configs/stylegan2-256.yaml --data data/datasets/monet-256
+#   mkdir -p runs && sbatch --nodes=2 scripts/slurm_train.sh configs/stylegan2-256.yaml --data data/datasets/monet-256
+#
+# (SLURM does not create the --output folder: runs/ must exist before sbatch.)
 #
 # One task per node; each task runs `accelerate launch`, which starts one process per GPU
-# on its node. The first node of the allocation is the rendezvous host.
+# on its node. The first node of the allocation is the rendezvous host; static rendezvous
+# gives node k machine rank SLURM_NODEID, so process 0 (checkpoints, logs) is on that host.
 #SBATCH --job-name=atelier
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
@@ -22,15 +25,19 @@ MAIN_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MAIN_PORT=${MAIN_PORT:-29500}
 RUN_DIR=${RUN_DIR:-runs/slurm-${SLURM_JOB_ID}}
 
+cd "${SLURM_SUBMIT_DIR:-.}"  # the repo root (sbatch was run there): .venv, train.py, runs/
+
 # srun starts one launcher per node; SLURM_NODEID tells each launcher its machine rank.
-srun --kill-on-bad-exit=1 bash -c "
-  .venv/bin/accelerate launch \
+# The extra train.py options travel as positional arguments ("$@" inside the inner shell),
+# so values with spaces survive; only SLURM_NODEID is expanded per node.
+srun --kill-on-bad-exit=1 bash -c '
+  exec .venv/bin/accelerate launch \
     --multi_gpu \
-    --num_machines $NUM_NODES \
-    --num_processes $((NUM_NODES * GPUS_PER_NODE)) \
-    --machine_rank \$SLURM_NODEID \
-    --main_process_ip $MAIN_HOST \
-    --main_process_port $MAIN_PORT \
-    --rdzv_backend c10d \
-    train.py --config $CONFIG --run-dir $RUN_DIR $*
-"
+    --num_machines "$1" \
+    --num_processes "$2" \
+    --machine_rank "$SLURM_NODEID" \
+    --main_process_ip "$3" \
+    --main_process_port "$4" \
+    --rdzv_backend static \
+    train.py --config "$5" --run-dir "$6" "${@:7}"
+' bash "$NUM_NODES" "$((NUM_NODES * GPUS_PER_NODE))" "$MAIN_HOST" "$MAIN_PORT" "$CONFIG" "$RUN_DIR" "$@"
