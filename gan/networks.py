@@ -99,7 +99,10 @@ class MappingNetwork(nn.Module):
             x = layer(x)
         if update_w_avg:
             with torch.no_grad():
-                self.w_avg.copy_(x.detach().float().mean(dim=0).lerp(self.w_avg, W_AVG_BETA))
+                moved = x.detach().float().mean(dim=0).lerp(self.w_avg, W_AVG_BETA)
+                # Blend only a finite batch mean: one NaN batch (a step the loop then skips) would
+                # otherwise poison w_avg for good. torch.where keeps it on the device, no host sync.
+                self.w_avg.copy_(torch.where(torch.isfinite(moved).all(), moved, self.w_avg))
         ws = x.unsqueeze(1).expand(-1, self.num_ws, -1)
         if psi != 1.0:
             ws = self.truncate(ws, psi, truncation_cutoff)
