@@ -16,8 +16,6 @@ Flagging on either measure errs towards showing a human a suspicious pair.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -27,6 +25,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from eval.features import squared_distances
+from gan.fileio import atomic_write
 from eval.report import MemorisationResult, NearestNeighbour, WeightsUsed
 from eval.samples import EvalInputError
 
@@ -186,14 +185,5 @@ def pairs_grid(samples: torch.Tensor, train_images: torch.Tensor, nearest: Neare
 
 def write_pairs_grid(samples, train_images, nearest: NearestResult, order: Sequence[int], path: str | Path) -> Path:
     """Write :func:`pairs_grid` as a PNG via a temporary file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        pairs_grid(samples, train_images, nearest, order).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    grid = pairs_grid(samples, train_images, nearest, order)
+    return atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))

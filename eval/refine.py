@@ -30,13 +30,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from eval.refine_images import (
-    RefineInputError,
-    atomic_write_bytes,
-    list_image_files,
-    load_image,
-    save_png,
-)
+from eval.refine_images import RefineInputError, list_image_files, load_image, save_png
 from eval.style_select import StyleChoice, StyleRequest, choices_for, nearest_works, parse_style_args
 from eval.style_transfer import (
     FEATURE_LAYERS,
@@ -48,6 +42,7 @@ from eval.style_transfer import (
     total_iterations,
 )
 from eval.vgg import VGG19Features, load_vgg19
+from gan.fileio import atomic_write_bytes
 from eval.weights import MissingWeightsError, WeightsChecksumError, weights_identity
 
 log = logging.getLogger("eval.refine")

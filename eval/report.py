@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from gan.fileio import atomic_write_text
 
 
 @dataclass
@@ -107,21 +107,6 @@ def to_json(report: Any) -> str:
     return json.dumps(dataclasses.asdict(report), indent=2, sort_keys=False)
 
 
-def write_json_atomic(text: str, path: str | Path) -> Path:
-    """Write text to ``path`` via a temporary file and rename: never a half-written report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_report(report: EvalReport, path: str | Path) -> Path:
     """Write the report as JSON (atomically)."""
-    return write_json_atomic(to_json(report), path)
+    return atomic_write_text(path, to_json(report) + "\n")

@@ -15,6 +15,8 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gan.fileio import atomic_write_text
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
@@ -215,7 +217,4 @@ def to_dict(cfg: TrainingConfig) -> dict[str, Any]:
 
 def save_config(cfg: TrainingConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (temp name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    tmp.replace(path)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from gan.checkpoint import CHECKPOINTS_DIR, NETWORK_FILES, STATE_FILE
 from gan.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from gan.checkpoint import latest_checkpoint
 from gan.config import ModelConfig
+from gan.fileio import atomic_write
 from gan.networks import Generator
 
 log = logging.getLogger(__name__)
@@ -91,16 +91,7 @@ def save_generator(
     # clone(): safetensors refuses tensors that share storage, and we must not hold views into G.
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in G.state_dict().items()}
     header = {METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 # --------------------------------------------------------------------------- finding

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from gan.fileio import atomic_write
 
 NOISE_MODES = ("const", "random", "none")
 MAX_SEED = 2**32 - 1  # numpy RandomState accepts seeds in [0, 2**32)
@@ -235,27 +236,13 @@ def _to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(image))
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """Write via a temp file in the same dir and rename, so a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_png(image: np.ndarray, path: str | os.PathLike, text: Optional[Mapping[str, str]] = None) -> Path:
     """Save a uint8 HWC image as PNG with ``text`` as tEXt chunks (byte-identical for equal inputs)."""
     info = PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, str(value))
-    return _write_atomic(Path(path), lambda tmp: _to_pil(image).save(tmp, format="PNG", pnginfo=info))
+    # No fsync: samples are cheap to regenerate, and a grid of thousands would pay it per file.
+    return atomic_write(path, lambda tmp: _to_pil(image).save(tmp, format="PNG", pnginfo=info), fsync=False)
 
 
 def save_gif(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 24.0) -> Path:
@@ -267,7 +254,7 @@ def save_gif(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float =
         raise ValueError("save_gif needs at least one frame")
     duration = max(10, round(1000.0 / fps))
 
-    def write(tmp: str) -> None:
+    def write(tmp: Path) -> None:
         pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=duration, loop=0)
 
-    return _write_atomic(Path(path), write)
+    return atomic_write(path, write, fsync=False)
