@@ -8,11 +8,12 @@ or steps an optimiser.
 Who holds which gradients:
 - G phase (``g_main``, ``g_pathlen``): D's parameters are switched off
   (``requires_grad(D, False)``) while the graph is built, so backpropagating the G loss
-  fills only G's ``.grad``. A DDP-wrapped D runs under ``no_sync()`` here: its weights
-  are not being trained, so there is nothing to synchronise, and a synced DDP forward
-  whose parameters receive no gradient would leave DDP's reducer waiting.
+  fills only G's ``.grad``.
 - D phase (``d_main``, ``d_r1``): the fakes are generated under ``torch.no_grad()``, so
   backpropagating the D loss fills only D's ``.grad``.
+
+G and D are plain modules (the training loop averages gradients over processes itself, see
+gan.training_loop), so nothing here deals with DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -42,30 +43,6 @@ def requires_grad(module: nn.Module, flag: bool) -> Iterator[None]:
     finally:
         for p, was in saved:
             p.requires_grad_(was)
-
-
-def _bare(module: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (itself otherwise)."""
-    if isinstance(module, nn.parallel.DistributedDataParallel):
-        return module.module
-    return module
-
-
-def _no_sync(module: nn.Module) -> contextlib.AbstractContextManager:
-    """DDP's ``no_sync()`` for a wrapped module, a no-op context otherwise."""
-    if isinstance(module, nn.parallel.DistributedDataParallel):
-        return module.no_sync()
-    return contextlib.nullcontext()
-
-
-def _fp32_call(module: nn.Module) -> Callable[..., torch.Tensor]:
-    """Call ``module`` without accelerate's mixed-precision wrapper.
-
-    ``accelerator.prepare`` wraps ``forward`` in an autocast context and keeps the original
-    as ``_original_forward``; calling that inside ``autocast(enabled=False)`` really runs
-    in fp32.
-    """
-    return getattr(module, "_original_forward", module)
 
 
 class StyleGAN2Loss:
@@ -103,8 +80,7 @@ class StyleGAN2Loss:
         Also updates G's tracked w average (once per G step).
         """
         img, _ = self._generate(z, update_w_avg=True)
-        # Called through any wrapper (accelerate's autocast stays in force), but unsynced.
-        with requires_grad(_bare(self.D), False), _no_sync(self.D):
+        with requires_grad(self.D, False):
             logits = self.D(self._augment(img))
         loss = F.softplus(-logits).mean()
         return loss, {"loss/G": loss.detach(), "scores/fake": logits.detach().mean()}
@@ -128,10 +104,14 @@ class StyleGAN2Loss:
             # Average over ranks so every process (and every checkpoint) has one pl_mean.
             torch.distributed.all_reduce(batch_mean)
             batch_mean = batch_mean / torch.distributed.get_world_size()
-        self.pl_mean = self.pl_mean.to(batch_mean.device).lerp(batch_mean, self.cfg.pl_decay)
+        # Blend only a finite batch mean: the loop skips a non-finite step, but a NaN already
+        # blended into the running mean would poison every later step. torch.where: no host sync.
+        pl_mean = self.pl_mean.to(batch_mean.device)
+        self.pl_mean = torch.where(torch.isfinite(batch_mean), pl_mean.lerp(batch_mean, self.cfg.pl_decay), pl_mean)
         penalty = (lengths - self.pl_mean).square().mean()
         # img * 0 ties every G parameter into the graph (e.g. the last ToRGB bias has no
-        # second derivative here), which DDP needs to find a gradient for each of them.
+        # second derivative here), so each gets a (zero) gradient and the loop's flattened
+        # gradient all-reduce has the same layout in every G phase.
         loss = img[:, 0, 0, 0].float().mean() * 0 + penalty * self.cfg.pl_weight
         stats = {"loss/pl": penalty.detach(), "pl/mean": self.pl_mean.detach(), "pl/length": batch_mean}
         return loss, stats
@@ -141,8 +121,8 @@ class StyleGAN2Loss:
     def d_main(self, real_img: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         """D loss E[softplus(D(G(z)))] + E[softplus(-D(x))], reals and fakes in ONE forward.
 
-        One forward per backward keeps DDP's gradient synchronisation simple, and
-        ``mbstd_split=2`` keeps reals and fakes in separate minibatch-stddev groups.
+        One D pass for both halves is cheaper than two, and ``mbstd_split=2`` keeps reals
+        and fakes in separate minibatch-stddev groups.
         ``scores/real_sign`` = E[sign(D(x))] is ADA's overfitting heuristic r_t.
         """
         if z.shape[0] != real_img.shape[0]:
@@ -177,10 +157,10 @@ class StyleGAN2Loss:
         # the rounding of every backward step compounds. R1 runs only every r1_interval
         # minibatches, so full precision costs little.
         with torch.autocast(device_type=real.device.type, enabled=False):
-            logits = _fp32_call(self.D)(self._augment(real)).float()
+            logits = self.D(self._augment(real)).float()
             (grads,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
             penalty = grads.square().sum(dim=[1, 2, 3]).mean()
-        # logits * 0: every D parameter is in the graph, as DDP requires.
+        # logits * 0: every D parameter gets a (zero) gradient, as in g_pathlen.
         loss = logits.mean() * 0 + penalty * (self.cfg.r1_gamma / 2)
         return loss, {"loss/r1": penalty.detach(), "scores/real_r1": logits.detach().mean()}
 

@@ -150,3 +150,25 @@ def test_a_few_d_steps_reduce_d_loss_on_a_trivial_dataset(nets):
     assert after < 0.7 * before and after < 2 * math.log(2)  # better than chance
     assert stats["scores/real_sign"].item() == 1.0
 
+
+
+def test_a_non_finite_batch_leaves_pl_mean_and_w_avg_untouched(nets):
+    # A NaN batch makes the loss NaN (the loop then skips the step) but must not be blended
+    # into the running statistics, or every later step would be NaN too.
+    G, D = nets
+    loss = StyleGAN2Loss(G, D, LossConfig(pl_weight=2.0, pl_decay=0.01, pl_batch_shrink=1))
+    loss.g_pathlen(torch.randn(4, TINY.z_dim))
+    loss.g_main(torch.randn(4, TINY.z_dim))
+    pl_before, w_before = loss.pl_mean.clone(), G.mapping.w_avg.clone()
+    assert pl_before > 0 and w_before.abs().sum() > 0
+    poisoned = torch.randn(4, TINY.z_dim)
+    poisoned[1, 0] = float("nan")
+    value, stats = loss.g_pathlen(poisoned)
+    assert not torch.isfinite(value) and not torch.isfinite(stats["pl/length"])
+    assert torch.equal(loss.pl_mean, pl_before)
+    g_value, _ = loss.g_main(poisoned)
+    assert not torch.isfinite(g_value)
+    assert torch.equal(G.mapping.w_avg, w_before)
+    # A finite batch afterwards blends as usual.
+    _, stats = loss.g_pathlen(torch.randn(4, TINY.z_dim))
+    torch.testing.assert_close(loss.pl_mean, pl_before.lerp(stats["pl/length"], 0.01))
