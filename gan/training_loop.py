@@ -14,15 +14,15 @@ by ``mb_ratio = N / (N + 1)`` so that the combination behaves like regularising 
 
 Distributed training: accelerate starts the process group (NCCL on GPUs, gloo on CPUs),
 picks the device, provides autocast and the fp16 GradScaler, and launches 1..N processes
-on one or many nodes. G and D are deliberately *not* wrapped in DistributedDataParallel:
-DDP's reducer expects one forward per backward with a fixed set of parameters receiving
-gradients, while a GAN step runs G through D with D frozen, differentiates twice for R1
-(``autograd.grad`` + backward, which DDP does not support), and skips the regularisation
-phases on most steps. Instead, after each phase's backward, the gradients of the module
-being trained are flattened and averaged over processes in one all-reduce, exactly what
-DDP would have done, and every process then takes the same optimiser step. Weights stay
-identical across processes because they start identical (same seed, same init) and
-receive identical updates.
+on one or many nodes. By design G and D are not wrapped in DistributedDataParallel
+(StyleGAN2-ADA does wrap them and makes it work; here it would buy nothing): after each
+phase's backward, the gradients of the module being trained are flattened and averaged
+over processes in one all-reduce, and every process then takes the same optimiser step.
+One explicit collective per phase avoids DDP's reducer bookkeeping with four phases that
+train different parameter sets at different (lazy) intervals, with the other network
+frozen and R1/path length differentiating twice, and needs no find_unused_parameters or
+no_sync. Weights stay identical across processes because they start identical (same seed,
+same init) and receive identical updates.
 """
 
 from __future__ import annotations
