@@ -203,10 +203,8 @@ class Trainer:
         log.info("initialised from %s (%s)", source, kind)
 
     def _trainable_D(self) -> list[torch.nn.Parameter]:
-        """D's parameters minus the first ``transfer.freeze_d`` blocks (FreezeD, Mo et al. 2020)."""
-        from gan.transfer import check_freeze_d
-
-        check_freeze_d(self.cfg.transfer.freeze_d, self.cfg.data.resolution)
+        """D's parameters minus the first ``transfer.freeze_d`` blocks (FreezeD, Mo et al. 2020;
+        train.py checks the range before anything is built)."""
         frozen = {id(p) for block in self.D.blocks[: self.cfg.transfer.freeze_d] for p in block.parameters()}
         return [p for p in self.D.parameters() if id(p) not in frozen]
 
@@ -315,6 +313,7 @@ class Trainer:
         # Compiled graphs have no double backward: the regularisers (R1, path length) run eagerly.
         set_eager((self.G_run, self.D_run), phase.name.endswith("_reg"))
         loss_sum = torch.zeros([], device=self.device)
+        signs = []  # ADA's r_t statistics, counted only if the step is taken
         for round_reals in reals:
             autocast = self.acc.autocast() if phase.mixed_precision else contextlib.nullcontext()
             with autocast:
@@ -324,11 +323,12 @@ class Trainer:
             loss_sum += loss.detach().float() / self.accum
             self._record(stats)
             if phase.name == "D_main":  # ADA's overfitting signal r_t = E[sign(D(real))]
-                n = round_reals.shape[0]
-                self.ada.add_stats(stats["scores/real_sign"].double() * n, n)
+                signs.append((stats["scores/real_sign"].double() * round_reals.shape[0], round_reals.shape[0]))
         self._record({f"Loss/{phase.name}": loss_sum})
         finite = self._average_gradients(phase.params, loss_sum)
         if finite:
+            for sign_sum, count in signs:  # a skipped (non-finite) round must not move p
+                self.ada.add_stats(sign_sum, count)
             if self.acc.scaler is not None:
                 self.acc.scaler.step(phase.opt)  # skips the step itself when fp16 gradients overflowed
                 self.acc.scaler.update()
