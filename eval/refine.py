@@ -42,8 +42,9 @@ from eval.style_transfer import (
     total_iterations,
 )
 from eval.vgg import VGG19Features, load_vgg19
-from gan.fileio import atomic_write_bytes
 from eval.weights import MissingWeightsError, WeightsChecksumError, weights_identity
+from gan.fileio import atomic_write_bytes
+from scraping.imageio import one_line
 
 log = logging.getLogger("eval.refine")
 
@@ -344,10 +345,6 @@ def log_to_wandb(reports: Sequence[dict], args: argparse.Namespace, config: dict
     run.finish()
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point; returns the process exit code (0 ok, 1 bad input or missing weights)."""
     args = build_parser().parse_args(argv)
@@ -356,7 +353,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reports = refine(args)
     except (RefineInputError, MissingWeightsError, WeightsChecksumError, FileNotFoundError, ValueError) as exc:
         log.debug("refine failed", exc_info=True)
-        print(f"python -m eval.refine: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"python -m eval.refine: error: {one_line(exc, limit=None)}", file=sys.stderr)
         return 1
     print(f"refined {len(reports)} image(s) into {args.out} (reports: *.json, {SUMMARY_NAME})")
     return 0

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from scraping.imageio import one_line
+
 log = logging.getLogger(__name__)
 
 PROJECT_URL = "https://github.com/atelier-gan/atelier"
@@ -240,7 +242,7 @@ class PoliteClient:
         except requests.TooManyRedirects as exc:
             raise HttpError(f"{url}: too many redirects", url) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Retryable(f"connection problem: {_one_line(exc)}") from exc
+            raise _Retryable(f"connection problem: {one_line(exc)}") from exc
         with resp:
             status = resp.status_code
             if status >= 400:
@@ -297,7 +299,7 @@ def _read_checked(resp: requests.Response, max_bytes: int) -> bytes:
             chunks.append(chunk)
     except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
         # urllib3 enforces Content-Length and raises here when the connection closes early.
-        raise _Retryable(f"truncated body from {resp.url}: {_one_line(exc)}", truncated=True) from exc
+        raise _Retryable(f"truncated body from {resp.url}: {one_line(exc)}", truncated=True) from exc
     except requests.Timeout as exc:
         raise _Retryable(f"read timeout from {resp.url}") from exc
     body = b"".join(chunks)
@@ -321,7 +323,3 @@ def _parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _one_line(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]

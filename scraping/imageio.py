@@ -84,7 +84,7 @@ def open_image_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Ima
     except BadImage:
         raise
     except OSError as exc:
-        raise BadImage(f"unreadable file: {_one_line(exc)}") from exc
+        raise BadImage(f"unreadable file: {one_line(exc)}") from exc
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -92,7 +92,7 @@ def _upright(img: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(img)
     except Exception as exc:  # noqa: BLE001 - EXIF parsing of untrusted files can raise anything
-        log.warning("ignoring unreadable EXIF orientation: %s", _one_line(exc))
+        log.warning("ignoring unreadable EXIF orientation: %s", one_line(exc))
         return img
 
 
@@ -116,7 +116,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     try:
         return img.convert("RGB")  # 1, L, YCbCr, LAB, HSV, ...
     except Exception as exc:  # noqa: BLE001 - an exotic mode is bad input, not a crash
-        raise BadImage(f"cannot convert mode {mode} to RGB: {_one_line(exc)}") from exc
+        raise BadImage(f"cannot convert mode {mode} to RGB: {one_line(exc)}") from exc
 
 
 def _high_depth_gray_to_rgb(img: Image.Image) -> Image.Image:
@@ -152,11 +152,11 @@ def _decoded(fp: BinaryIO, max_pixels: int) -> Iterator[Image.Image]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fp, formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise BadImage(f"decompression bomb: {_one_line(exc)}") from exc
+        raise BadImage(f"decompression bomb: {one_line(exc)}") from exc
     except UnidentifiedImageError as exc:
         raise BadImage(f"not an image ({_sniff(fp)})") from exc
     except Exception as exc:  # noqa: BLE001 - decoders raise arbitrary types (struct.error, IndexError) on hostile bytes
-        raise BadImage(f"unreadable image header: {_one_line(exc)}") from exc
+        raise BadImage(f"unreadable image header: {one_line(exc)}") from exc
     with img:
         width, height = img.size
         if width <= 0 or height <= 0:
@@ -168,7 +168,7 @@ def _decoded(fp: BinaryIO, max_pixels: int) -> Iterator[Image.Image]:
         try:
             img.load()
         except (Exception, MemoryError) as exc:  # noqa: BLE001 - as above: any decoder failure is bad input
-            raise BadImage(f"truncated or corrupt {img.format} image: {_one_line(exc)}") from exc
+            raise BadImage(f"truncated or corrupt {img.format} image: {one_line(exc)}") from exc
         yield img
 
 
@@ -201,6 +201,11 @@ def _sniff(fp: BinaryIO) -> str:
     return "unrecognised format"
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException, limit: int | None = 200) -> str:
+    """An exception's text on one line (whitespace collapsed), cut to ``limit`` characters.
+
+    Falls back to the exception's type name when it has no text. Shared by every CLI that
+    reports bad input as a one-line error.
+    """
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:200]
+    return text if limit is None else text[:limit]
