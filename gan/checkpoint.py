@@ -15,6 +15,11 @@ numerically largest complete dir is the latest)::
 Every ``.pt`` file is read with ``torch.load(weights_only=True)``, so loading never runs
 pickled code. A checkpoint is first written to ``checkpoints/.tmp-<nimg>/`` and renamed into
 place only once ``state.json`` (written last) is there; scanners ignore anything else.
+
+Several processes (or nodes): every process writes its own RNG and digest file into the same
+temporary dir, and the main process renames it after all have written, so the run dir must
+be on a filesystem that every process sees (node-local disks lose the other nodes' files; the
+main process logs an error when files of some processes are missing).
 """
 
 from __future__ import annotations
@@ -67,7 +72,10 @@ class Progress:
     cur_nimg: int = 0  # real images shown to D, all processes together
     step: int = 0  # minibatches done (phase schedules use step % interval)
     data_position: int = 0  # items consumed from the minibatch stream (gan.minibatches)
-    bad_steps: int = 0  # consecutive steps skipped for non-finite losses
+    bad_steps: int = 0  # the longest current run of non-finite results among the phases (below)
+    # Per phase ("G_reg", ...): how many of its consecutive runs had non-finite losses or gradients.
+    # Per phase, so a lazy phase failing on every run it makes is not reset by the steps in between.
+    bad_runs: dict[str, int] = field(default_factory=dict)
 
     @property
     def kimg(self) -> float:
@@ -261,8 +269,9 @@ def save_checkpoint(run_dir: str | os.PathLike, snap: Snapshot, group: ProcessGr
     """Write ``snap`` plus every process's RNG state to ``RUN_DIR/checkpoints/<nimg>/``.
 
     Collective: every process must call it. The main process writes the networks, optimisers
-    and state.json; each process writes its own RNG file. Older checkpoints beyond
-    ``keep_last`` are removed afterwards. Returns the checkpoint dir.
+    and state.json; each process writes its own RNG file. ``run_dir`` must be on a filesystem
+    shared by all processes. Older checkpoints beyond ``keep_last`` are removed afterwards.
+    Returns the checkpoint dir.
     """
     root = Path(run_dir) / CHECKPOINTS_DIR
     name = checkpoint_name(snap.progress.cur_nimg)
@@ -271,14 +280,17 @@ def save_checkpoint(run_dir: str | os.PathLike, snap: Snapshot, group: ProcessGr
         if tmp.exists():  # left over from a run killed mid-save
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-    group.wait_for_everyone()
+    group.wait_for_everyone()  # the main process has cleared and created tmp
     rank = group.process_index
+    # A no-op on the shared filesystem the run needs; without it a process whose view of the
+    # dir lags (or a node-local disk) would fail here instead of being reported below.
+    tmp.mkdir(parents=True, exist_ok=True)
     torch.save(capture_rng(), tmp / _rng_file(rank))
     digests = {key: weights_sha256(module) for key, module in snap.networks.items()}
     (tmp / _process_file(rank)).write_text(json.dumps({"rank": rank, "weights_sha256": digests}, sort_keys=True))
-    group.wait_for_everyone()
+    group.wait_for_everyone()  # every process has written before the main process renames tmp
     if group.is_main_process:
-        _warn_if_processes_disagree(tmp)
+        _warn_if_processes_disagree(tmp, group.num_processes)
         _write_payload(tmp, snap)
         state_path = tmp / STATE_FILE
         state_path.write_text(json.dumps(_state_json(snap, group.num_processes), indent=2, sort_keys=True))
@@ -288,8 +300,11 @@ def save_checkpoint(run_dir: str | os.PathLike, snap: Snapshot, group: ProcessGr
     return final
 
 
-def _warn_if_processes_disagree(tmp: Path) -> None:
+def _warn_if_processes_disagree(tmp: Path, num_processes: int) -> None:
     digests = process_digests(tmp)
+    if len(digests) != num_processes:
+        log.error("checkpoint %s holds the files of %d of %d processes: the run dir must be on a filesystem "
+                  "all processes share", tmp.name, len(digests), num_processes)
     reference = digests.get(0)
     for rank, digest in digests.items():
         if digest != reference:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,63 @@ def test_generator_export_reads_a_training_checkpoint(tmp_path, cfg):
     for name, tensor in G.state_dict().items():
         assert torch.equal(tensor, snap.networks["G_ema"].state_dict()[name])
     assert path.exists()
+
+
+class ThreadRank:
+    """One of several processes, played by a thread: wait_for_everyone is a shared barrier."""
+
+    def __init__(self, rank: int, world: int, barrier: threading.Barrier) -> None:
+        self.process_index, self.num_processes, self.is_main_process = rank, world, rank == 0
+        self.barrier = barrier
+
+    def wait_for_everyone(self) -> None:
+        self.barrier.wait(timeout=30)
+
+
+def _save_on_ranks(cfg, run_dirs: list[Path]) -> list:
+    """save_checkpoint on len(run_dirs) thread-ranks (rank r writes under run_dirs[r]); results or exceptions."""
+    barrier, results = threading.Barrier(len(run_dirs)), [None] * len(run_dirs)
+    snap = _snapshot(cfg, cur_nimg=8)
+
+    def save(rank: int) -> None:
+        try:
+            results[rank] = ck.save_checkpoint(run_dirs[rank], snap, ThreadRank(rank, len(run_dirs), barrier), keep_last=2)
+        except Exception as exc:  # reported to the test thread
+            results[rank] = exc
+            barrier.abort()
+
+    threads = [threading.Thread(target=save, args=(rank,)) for rank in range(len(run_dirs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_every_process_writes_its_rng_before_the_main_process_renames(tmp_path, cfg):
+    results = _save_on_ranks(cfg, [tmp_path, tmp_path, tmp_path])
+    assert all(r == tmp_path / "checkpoints" / "0000000008" for r in results), results
+    assert sorted(ck.process_digests(results[0])) == [0, 1, 2]
+    assert all((results[0] / f"rng-rank{r}.pt").is_file() for r in range(3))
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_a_run_dir_not_shared_by_all_processes_is_reported_not_fatal(tmp_path, cfg, caplog):
+    # A second node with its own disk: its process must still be able to write (mkdir), and the
+    # main process says why the checkpoint lacks that process's RNG state.
+    with caplog.at_level("ERROR", logger="gan.checkpoint"):
+        results = _save_on_ranks(cfg, [tmp_path / "shared", tmp_path / "node-local"])
+    assert not any(isinstance(r, Exception) for r in results), results
+    assert sorted(ck.process_digests(results[0])) == [0]
+    assert "holds the files of 1 of 2 processes" in caplog.text and "filesystem" in caplog.text
+
+
+def test_progress_with_per_phase_failure_counts_round_trips(tmp_path, cfg):
+    snap = _snapshot(cfg, cur_nimg=8)
+    snap.progress.bad_runs, snap.progress.bad_steps = {"G_reg": 2, "D_main": 0}, 2
+    path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
+    fresh = _snapshot(cfg, cur_nimg=0)
+    assert ck.load_checkpoint(path, fresh.networks, fresh.optimizers).progress == snap.progress
 
 
 # --------------------------------------------------------------------------- resume bit-exactness
