@@ -25,13 +25,14 @@ Files are loaded without unpickling code: safetensors, or ``torch.load(weights_o
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from scraping import hashing
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +117,12 @@ _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file (memoised by path, size and mtime: weights are large)."""
+    """sha256 hex digest of a file (``scraping.hashing``), memoised by path, size and mtime: weights are large."""
     path = Path(path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _SHA_CACHE[key] = digest.hexdigest()
+        _SHA_CACHE[key] = hashing.file_sha256(path)
     return _SHA_CACHE[key]
 
 

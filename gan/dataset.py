@@ -16,9 +16,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from scraping.prepare import DATASET_FORMAT  # the writer of the format owns its name
+
 log = logging.getLogger(__name__)
 
-DATASET_FORMAT = "atelier-dataset/1"
 INFO_NAME = "dataset.json"
 
 

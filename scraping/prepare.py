@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from scraping.hashing import file_sha256
 from scraping.imageio import MAX_PIXELS, BadImage, open_image_rgb
 
 log = logging.getLogger("scraping.prepare")  # not __main__ under `python -m`
@@ -343,7 +344,7 @@ def _sources_from_manifest(src: Path, manifest: Path) -> tuple[list[SourceItem],
 def process_source(index: int, item: SourceItem, opts: PrepareOptions, tmp_dir: Path) -> SourceResult:
     """Decode, check, crop, resize and write one source image; never raises for bad input."""
     try:
-        data_sha = _file_sha256(item.path)
+        data_sha = file_sha256(item.path)
     except OSError as exc:
         return SourceResult(index, item.source, reason=f"unreadable file: {exc.strerror or exc}")
     if item.expected_sha256 and item.expected_sha256.lower() != data_sha:
@@ -376,15 +377,7 @@ def _process_star(args: tuple[int, SourceItem, PrepareOptions, Path]) -> SourceR
 
 def _write_png(img: Image.Image, path: Path) -> str:
     img.save(path, format="PNG", compress_level=6)
-    return _file_sha256(path)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _run_all(items: list[SourceItem], opts: PrepareOptions, tmp_dir: Path, progress: bool) -> list[SourceResult]:
