@@ -51,7 +51,7 @@ from gan.trackers import log_image, log_scalars
 log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
-    """Losses or gradients stayed non-finite for ``train.max_bad_steps`` consecutive steps."""
+    """One phase's losses or gradients were non-finite on ``train.max_bad_steps`` consecutive runs."""
 
 
 @dataclass
@@ -358,10 +358,10 @@ class Trainer:
     def train_step(self) -> None:
         """One minibatch: every due phase, the EMA update, the ADA adjustment, the counters."""
         reals = [next(self.data).to(self.device, non_blocking=True) for _ in range(self.accum)]
-        skipped = []
+        finite = {}  # phase name -> whether its update was taken, for the phases due this step
         for phase in self.phases:
-            if self.progress.step % phase.interval == 0 and not self._run_phase(phase, reals):
-                skipped.append(phase.name)
+            if self.progress.step % phase.interval == 0:
+                finite[phase.name] = self._run_phase(phase, reals)
         beta = ema_beta(self.cfg.train.batch, self.progress.cur_nimg, self.cfg.train.ema_kimg, self.cfg.train.ema_rampup)
         self._sync_buffers()
         update_ema(self.G_ema, self.G, beta)
@@ -369,34 +369,42 @@ class Trainer:
         self.progress.cur_nimg += self.cfg.train.batch
         self.progress.step += 1
         self.progress.data_position += self.batch_per_gpu * self.world * self.accum
-        self._count_bad(skipped)
+        self._count_bad(finite)
 
     def _sync_buffers(self) -> None:
-        """Average G's running statistics (w_avg), which each process updates from its own latents.
+        """Average G's running mean w (``mapping.w_avg``), which each process moves with its own latents.
 
-        (The loss averages pl_mean over processes itself.) Constant buffers stay unchanged,
-        since the mean of identical values is that value.
+        It is the only G buffer training changes (FIR filters and constant noise maps are fixed),
+        so one small all-reduce per step suffices; the loss averages pl_mean over processes itself.
         """
         if self.world == 1:
             return
-        for buf in self.G.buffers():
-            if buf.is_floating_point():
-                buf.copy_(self.acc.reduce(buf, reduction="mean"))
+        w_avg = self.G.mapping.w_avg
+        w_avg.copy_(self.acc.reduce(w_avg, reduction="mean"))
 
-    def _count_bad(self, skipped: list[str]) -> None:
-        if not skipped:
-            self.progress.bad_steps = 0
+    def _count_bad(self, finite: dict[str, bool]) -> None:
+        """Count consecutive non-finite runs per phase; stop once one phase reaches train.max_bad_steps.
+
+        Per phase, not per step: a lazy phase (G_reg every pl_interval steps) failing every time
+        it runs must stop the run although the steps in between succeed.
+        """
+        bad = self.progress.bad_runs
+        for name, ok in finite.items():
+            bad[name] = 0 if ok else bad.get(name, 0) + 1
+        self.progress.bad_steps = max(bad.values(), default=0)
+        failed = [name for name, ok in finite.items() if not ok]
+        if not failed:
             return
-        self.progress.bad_steps += 1
         log.warning(
-            "non-finite loss/gradient in %s at kimg %.3f: step skipped (%d in a row)",
-            ", ".join(skipped), self.progress.kimg, self.progress.bad_steps,
+            "non-finite loss/gradient at kimg %.3f, update skipped: %s",
+            self.progress.kimg, ", ".join(f"{name} ({bad[name]} run(s) in a row)" for name in failed),
         )
-        if self.progress.bad_steps >= self.cfg.train.max_bad_steps:
+        worst = max(failed, key=lambda name: bad[name])
+        if bad[worst] >= self.cfg.train.max_bad_steps:
             last = self.last_checkpoint or "none (no checkpoint was written yet)"
             raise TrainingDiverged(
-                f"training diverged: {self.progress.bad_steps} consecutive steps with non-finite losses or gradients "
-                f"(last in {', '.join(skipped)}) at kimg {self.progress.kimg:.3f}; last good checkpoint: {last}. "
+                f"training diverged: {bad[worst]} consecutive {worst} runs with non-finite losses or gradients "
+                f"at kimg {self.progress.kimg:.3f}; last good checkpoint: {last}. "
                 "Try a lower learning rate, a larger loss.r1_gamma or train.mixed_precision=no"
             )
 
