@@ -328,7 +328,8 @@ def modulated_conv2d(
 # Noise and minibatch statistics
 # ---------------------------------------------------------------------------------------
 
-NOISE_MODES = ("random", "const", "none")
+# The one list of noise modes (gan.sampling and the generate CLI use it); "const" first, the sampling default.
+NOISE_MODES = ("const", "random", "none")
 
 
 class NoiseInjection(nn.Module):

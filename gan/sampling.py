@@ -21,8 +21,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from gan.fileio import atomic_write
+from gan.layers import NOISE_MODES
 
-NOISE_MODES = ("const", "random", "none")
 MAX_SEED = 2**32 - 1  # numpy RandomState accepts seeds in [0, 2**32)
 MAX_SEEDS = 100_000  # a typo like 0-9999999 should fail fast, not fill the disk
 
