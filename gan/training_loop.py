@@ -498,7 +498,8 @@ def _tick_line(rec: dict) -> str:
     aug = f"  augment_p {rec['augment/p']:.3f}" if "augment/p" in rec else ""
     return (
         f"tick {rec['tick']:<4d} kimg {rec['kimg']:<9.3f} sec/tick {rec['sec_per_tick']:<7.1f} "
-        f"sec/kimg {rec['sec_per_kimg']:<8.2f} {losses}{aug}  mem {rec['memory_gb']:.2f} GB"
+        f"sec/kimg {rec['sec_per_kimg']:<8.2f} maintenance {rec['timing/maintenance_sec']:<6.1f} "
+        f"{losses}{aug}  mem {rec['memory_gb']:.2f} GB"
     )
 
 
@@ -520,6 +521,10 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
     bar = tqdm(total=trainer.stop_nimg / 1000, initial=trainer.progress.kimg, unit="kimg", disable=not main,
                bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
     tick_start, tick_nimg, tick_index = time.time(), trainer.progress.cur_nimg, 0
+    # Seconds spent since the last tick on logging, sample grids, checkpoints and metrics: reported
+    # as timing/maintenance_sec and left out of sec/tick and sec/kimg (as StyleGAN2-ADA does), so
+    # the training speed does not jump whenever a checkpoint or an evaluation falls into a tick.
+    maintenance = 0.0
     saved_at = trainer.progress.cur_nimg if options.resume else -1
     while trainer.progress.cur_nimg < trainer.stop_nimg:
         prev = trainer.progress.cur_nimg
@@ -528,19 +533,21 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
         # the last step may overshoot the stop point by part of a batch; keep the bar within its total
         bar.update((min(cur, trainer.stop_nimg) - min(prev, trainer.stop_nimg)) / 1000)
         done = cur >= trainer.stop_nimg
+        now = time.time()
         if done or _crossed(prev, cur, cfg.log.tick_kimg):
-            now = time.time()
             tick_index += 1
+            train_sec = now - tick_start - maintenance
             rec = {
                 "tick": tick_index, "kimg": cur / 1000, "cur_nimg": cur, "step": trainer.progress.step,
-                "sec_per_tick": now - tick_start,
-                "sec_per_kimg": (now - tick_start) / max((cur - tick_nimg) / 1000, 1e-9),
+                "sec_per_tick": train_sec,
+                "sec_per_kimg": train_sec / max((cur - tick_nimg) / 1000, 1e-9),
+                "timing/maintenance_sec": maintenance,
                 "memory_gb": _memory_gb(trainer.device), "timestamp": now,
                 "lr/G": trainer.opt_G.param_groups[0]["lr"], "lr/D": trainer.opt_D.param_groups[0]["lr"],
                 **trainer.reduced_stats(),
             }
             rec.update(trainer.ada.log_values())
-            tick_start, tick_nimg = now, cur
+            tick_start, tick_nimg, maintenance = now, cur, 0.0
             if main:
                 _append_jsonl(metrics_path, rec)
                 bar.set_postfix_str(f"G {rec.get('Loss/G_main', float('nan')):.3f} D {rec.get('Loss/D_main', float('nan')):.3f}")
@@ -554,6 +561,7 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
             saved_at = cur
         if cfg.metrics.metrics and (done or _crossed(prev, cur, cfg.metrics.every_kimg)):
             trainer.run_metrics(metrics_path)
+        maintenance += time.time() - now
     bar.close()
     if saved_at != trainer.progress.cur_nimg:  # e.g. resumed at or past the stop point
         trainer.save_checkpoint()
