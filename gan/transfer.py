@@ -49,7 +49,7 @@ def check_freeze_d(freeze_d: int, resolution: int) -> None:
         )
 
 
-def resolve_source(source: str | Path) -> tuple[str, Path]:
+def classify_init_source(source: str | Path) -> tuple[str, Path]:
     """("export", file) for a weights file; ("checkpoint", dir) for a checkpoint or run dir.
 
     A run dir holds both a checkpoint and a ``generator.safetensors`` export; the checkpoint
@@ -62,7 +62,7 @@ def resolve_source(source: str | Path) -> tuple[str, Path]:
 
 
 def check_source(source: str | Path, model: Mapping[str, Any], resolution: int, img_channels: int = 3) -> tuple[str, Path]:
-    """Refuse a source whose networks do not fit the configured ones; returns ``resolve_source``'s pair.
+    """Refuse a source whose networks do not fit the configured ones; returns ``classify_init_source``'s pair.
 
     ``model`` is the configured ``model`` section as a dict. Raises CheckpointError (one
     line): missing or unreadable source, resolution, image channels, or the first
@@ -70,7 +70,7 @@ def check_source(source: str | Path, model: Mapping[str, Any], resolution: int, 
     """
     from gan.export import GeneratorLoadError, describe_generator
 
-    kind, path = resolve_source(source)
+    kind, path = classify_init_source(source)
     try:
         meta = describe_generator(path)  # metadata only, weights untouched
     except GeneratorLoadError as exc:
