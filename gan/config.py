@@ -133,11 +133,15 @@ class TrainingConfig:
     perf: PerfConfig = field(default_factory=PerfConfig)
 
 
+# Allowed values of string options. validate() is the one place they are checked (with a
+# ConfigError before anything starts); modules that branch on them import these names.
+AUGMENT_MODES = ("ada", "fixed", "diffaugment", "none")
+MODCONV_CHOICES = ("auto", "grouped", "batched")
 _CHOICES = {
     "train.mixed_precision": ("no", "bf16", "fp16"),
-    "augment.mode": ("ada", "fixed", "diffaugment", "none"),
+    "augment.mode": AUGMENT_MODES,
     "log.tracker": ("wandb", "tensorboard", "none"),
-    "perf.modconv": ("auto", "grouped", "batched"),
+    "perf.modconv": MODCONV_CHOICES,
 }
 
 
