@@ -6,13 +6,15 @@ memorised them. Every ``interval`` minibatches ``p`` moves by
 ``sign(r_t - target) * batch * interval / (speed_kimg * 1000)``, so it can go from 0 to 1
 in ``speed_kimg`` thousand images, and is clamped to [0, 1].
 
-Use in a training loop (one controller per process, same on every process)::
+Use in a training loop (one controller per process, same on every process; this is what
+gan.training_loop does)::
 
     pipe, ada = from_config(cfg.augment, batch_size=cfg.train.batch,
                             reduce_fn=accelerate_sum(accelerator))
-    ...  # D step:  real_logits = D(pipe(reals) if pipe else reals)
-    ada.observe(real_logits)         # every D main step (not the R1-only pass)
-    ada.step()                       # once per D optimiser step; adjusts every `interval`
+    ...  # D main step: real_logits = D(pipe(reals) if pipe else reals)
+    if d_step_taken:                 # gradients finite: a skipped step must not move p
+        ada.add_stats(real_logits.sign().sum(), real_logits.numel())   # or ada.observe(real_logits)
+    ada.step()                       # once per minibatch; adjusts every `interval`
     log(ada.log_values())            # {"augment/p": ..., "augment/rt": ...}
     checkpoint["augment"] = ada.state_dict()   # plain JSON-able dict
 
@@ -44,13 +46,6 @@ ReduceFn = Callable[[torch.Tensor], torch.Tensor]
 def accelerate_sum(accelerator: Any) -> ReduceFn:
     """A reduce function summing a tensor over all processes with Hugging Face accelerate."""
     return lambda tensor: accelerator.reduce(tensor, reduction="sum")
-
-
-def torch_distributed_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """A reduce function for plain torch.distributed (no-op when not initialised)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
-    return tensor
 
 
 class AdaptiveAugment:
@@ -142,6 +137,9 @@ class AdaptiveAugment:
         if count <= 0:
             log.warning("ADA: no D(real) logits observed in the last %d steps; p unchanged", self.interval)
             return False
+        if not math.isfinite(total):  # e.g. NaN logits a caller added anyway: they say nothing about overfitting
+            log.warning("ADA: non-finite D(real) statistics in the last %d steps; p unchanged", self.interval)
+            return False
         self.r_t = total / count
         if self.adaptive:
             new_p = self.p + _sign(self.r_t - self.target) * self.increment
@@ -203,46 +201,43 @@ def from_config(
     - ``diffaugment``: DiffAugment(cfg.diffaugment_policy), always applied.
     - ``none``: no augmentation.
     The controller always measures r_t (useful to compare runs with and without ADA);
-    it only changes p in ``ada`` mode. Raises ConfigError naming the bad key.
+    it only changes p in ``ada`` mode. Raises ConfigError naming the bad key (gan.config.validate
+    has already checked augment.mode and augment.p for configs from load_config).
     """
-    if cfg.mode not in ("ada", "fixed", "diffaugment", "none"):
-        raise ConfigError(f"augment.mode must be one of ada, fixed, diffaugment, none; got {cfg.mode!r}")
-    checks = {
-        "augment.interval": cfg.interval > 0,
-        "augment.speed_kimg": cfg.speed_kimg > 0,
-        "augment.target": -1.0 <= cfg.target <= 1.0,
-        "augment.p": 0.0 <= cfg.p <= 1.0,
-    }
-    for key, ok in checks.items():
-        if not ok:
-            raise ConfigError(f"{key} is out of range: {getattr(cfg, key.split('.')[1])}")
-    module: Optional[nn.Module] = None
-    pipe: Optional[AugmentPipe] = None
-    try:
+    try:  # the strings are parsed first so a typo names its key
         if cfg.mode in ("ada", "fixed"):
             parse_groups(cfg.pipe)
             if not cfg.pipe:
                 raise ValueError("no augmentation groups given")
-            pipe = AugmentPipe(cfg.pipe, p=cfg.p)
-            module = pipe
-            if cfg.mode == "fixed" and cfg.p == 0:
-                log.warning("augment.mode=fixed with augment.p=0 applies no augmentation")
         elif cfg.mode == "diffaugment":
             parse_policy(cfg.diffaugment_policy)
-            module = DiffAugment(cfg.diffaugment_policy)
     except ValueError as exc:
         key = "augment.pipe" if cfg.mode in ("ada", "fixed") else "augment.diffaugment_policy"
         raise ConfigError(f"{key}: {exc}") from exc
+    module: Optional[nn.Module] = None
+    pipe: Optional[AugmentPipe] = None
+    if cfg.mode in ("ada", "fixed"):
+        pipe = AugmentPipe(cfg.pipe, p=cfg.p)  # its set_p refuses a p outside [0, 1]
+        module = pipe
+        if cfg.mode == "fixed" and cfg.p == 0:
+            log.warning("augment.mode=fixed with augment.p=0 applies no augmentation")
+    elif cfg.mode == "diffaugment":
+        module = DiffAugment(cfg.diffaugment_policy)
+    elif cfg.mode != "none":
+        raise ConfigError(f"augment.mode {cfg.mode!r} is unknown")
     if module is not None and device is not None:
         module = module.to(device)
-    controller = AdaptiveAugment(
-        pipe,
-        batch_size=batch_size,
-        target=cfg.target,
-        interval=cfg.interval,
-        speed_kimg=cfg.speed_kimg,
-        adaptive=cfg.mode == "ada",
-        reduce_fn=reduce_fn,
-        device=device,
-    )
+    try:
+        controller = AdaptiveAugment(
+            pipe,
+            batch_size=batch_size,
+            target=cfg.target,
+            interval=cfg.interval,
+            speed_kimg=cfg.speed_kimg,
+            adaptive=cfg.mode == "ada",
+            reduce_fn=reduce_fn,
+            device=device,
+        )
+    except ValueError as exc:  # the controller names the argument; it is the augment.* key of the same name
+        raise ConfigError(f"augment.{exc}") from exc
     return module, controller

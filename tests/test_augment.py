@@ -427,6 +427,15 @@ def test_observe_uses_signs_of_real_logits():
     assert ada.r_t == pytest.approx(0.5)
 
 
+def test_non_finite_statistics_leave_p_unchanged():
+    ada = _controller(interval=1, p=0.2)
+    ada.add_stats(torch.tensor(float("nan")), 64)
+    assert ada.step() is False
+    assert ada.p == pytest.approx(0.2) and ada.r_t is None
+    _feed(ada, 1, 1.0)  # the next finite measurement works as usual
+    assert ada.r_t == 1.0 and ada.p == pytest.approx(0.2 + ada.increment)
+
+
 def test_statistics_are_reduced_over_processes():
     other_process = torch.tensor([-64.0, 64.0], dtype=torch.float64)  # its D does not overfit
     calls = []
@@ -474,6 +483,10 @@ def test_from_config_builds_each_mode():
         from_config(AugmentConfig(mode="diffaugment", diffaugment_policy="color,zoom"), batch_size=32)
     with pytest.raises(ConfigError, match="augment.interval"):
         from_config(AugmentConfig(interval=0), batch_size=32)
+    with pytest.raises(ConfigError, match="augment.speed_kimg"):
+        from_config(AugmentConfig(speed_kimg=0), batch_size=32)
+    with pytest.raises(ConfigError, match="augment.mode 'zoom' is unknown"):
+        from_config(AugmentConfig(mode="zoom"), batch_size=32)
 
 
 def _train_tiny_discriminator(mode: str, memorise: bool, p: float = 0.0, steps: int = 100):
