@@ -43,6 +43,21 @@ EXPORT_NAME = "generator.safetensors"  # a run dir's latest export
 CHECKPOINT_WEIGHTS = NETWORK_FILES["G_ema"]  # a training checkpoint's (gan.checkpoint) sampling weights
 CHECKPOINT_STATE = STATE_FILE
 _CORE_KEYS = ("format", "model", "resolution", "img_channels")
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024  # gan.config's data.resolution range
+MAX_IMG_CHANNELS = 4
+# Plausible ranges of stored ModelConfig values, checked before anything is built: generous
+# for real StyleGAN2 configs (z/w 512, 8 mapping layers, channel_max 512), but a typo such as
+# z_dim=10**9 or channel_base=2**30 stops here rather than allocating gigabytes.
+MODEL_LIMITS: dict[str, tuple[float, float]] = {
+    "z_dim": (1, 4096),
+    "w_dim": (1, 4096),
+    "mapping_layers": (1, 16),
+    "mapping_lr_mul": (1e-6, 1e3),
+    "channel_base": (1, 2**20),
+    "channel_max": (1, 4096),
+    "mbstd_group": (1, 256),
+    "conv_clamp": (1e-3, 1e6),
+}
 # Wrappers that prefix state-dict keys (DDP, torch.compile); stripped so their checkpoints load too.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -192,8 +207,21 @@ def _check_meta(meta: Any, where: Path) -> None:
     if not isinstance(meta.get("model"), dict):
         raise GeneratorLoadError(f"{where}: metadata has no 'model' config")
     for key in ("resolution", "img_channels"):
-        if not isinstance(meta.get(key), int) or meta[key] <= 0:
+        if not _is_int(meta.get(key)) or meta[key] <= 0:
             raise GeneratorLoadError(f"{where}: metadata {key!r} must be a positive integer, got {meta.get(key)!r}")
+    res = meta["resolution"]
+    if not MIN_RESOLUTION <= res <= MAX_RESOLUTION or res & (res - 1):
+        raise GeneratorLoadError(
+            f"{where}: metadata 'resolution' must be a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}, got {res}"
+        )
+    if meta["img_channels"] > MAX_IMG_CHANNELS:
+        raise GeneratorLoadError(
+            f"{where}: metadata 'img_channels' must be at most {MAX_IMG_CHANNELS}, got {meta['img_channels']}"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- loading
@@ -209,7 +237,11 @@ def describe_generator(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_config_from_meta(model: Mapping[str, Any], where: Path | str = "metadata") -> ModelConfig:
-    """Build a ModelConfig from a stored dict; unknown keys are an error, missing ones take defaults."""
+    """Build a ModelConfig from a stored dict; unknown keys are an error, missing ones take defaults.
+
+    Every value is type- and range-checked (:data:`MODEL_LIMITS`) so a typo'd or hostile file
+    is a one-line GeneratorLoadError instead of a network of billions of parameters.
+    """
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(model) - known)
     if unknown:
@@ -217,7 +249,23 @@ def model_config_from_meta(model: Mapping[str, Any], where: Path | str = "metada
     missing = sorted(known - set(model))
     if missing:
         log.warning("%s: model config lacks %s; using defaults", where, ", ".join(missing))
+    for key, value in model.items():
+        _check_model_value(key, value, where)
     return ModelConfig(**dict(model))
+
+
+def _check_model_value(key: str, value: Any, where: Path | str) -> None:
+    if key == "conv_clamp" and value is None:
+        return  # no clamping
+    if key not in MODEL_LIMITS:  # tests require a limit for every ModelConfig field
+        return
+    low, high = MODEL_LIMITS[key]
+    if isinstance(low, int):
+        ok_type, kind = _is_int(value), "an integer"
+    else:  # floats: ints are fine too, NaN/inf are not (the range test fails for NaN)
+        ok_type, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    if not ok_type or not low <= value <= high:
+        raise GeneratorLoadError(f"{where}: model.{key} must be {kind} in {low}..{high}, got {value!r}")
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
@@ -228,16 +276,25 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     """
     source = resolve_source(path)
     cfg = model_config_from_meta(source.meta["model"], source.weights)
-    try:
-        G = Generator(cfg, resolution=source.meta["resolution"], img_channels=source.meta["img_channels"])
-    except Exception as exc:  # an impossible config (e.g. resolution 3) fails inside the constructor
-        raise GeneratorLoadError(f"{source.weights}: cannot build the described generator ({exc})") from exc
     _, shapes = _read_header(source.weights)
     rename = _prefix_stripper(shapes)
-    _check_weights({rename(k): v for k, v in shapes.items()}, G, source.weights)
+    shapes = {rename(k): v for k, v in shapes.items()}
+    # Compare shapes against a parameter-free (meta-device) build first: a file whose tensors do
+    # not fit its metadata is refused before any memory is allocated for the described network.
+    _check_weights(shapes, _build(cfg, source, device="meta"), source.weights)
+    G = _build(cfg, source, device="cpu")
     tensors = {rename(k): v for k, v in load_file(str(source.weights), device="cpu").items()}
     G.load_state_dict(tensors, strict=True)
     return G.to(device).eval().requires_grad_(False)
+
+
+def _build(cfg: ModelConfig, source: GeneratorSource, device: str) -> Generator:
+    try:
+        with torch.device(device):
+            return Generator(cfg, resolution=source.meta["resolution"], img_channels=source.meta["img_channels"])
+    except Exception as exc:  # an impossible combination of in-range values fails inside the constructor
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise GeneratorLoadError(f"{source.weights}: cannot build the described generator ({reason})") from exc
 
 
 def _prefix_stripper(shapes: Mapping[str, Any]):

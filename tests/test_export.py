@@ -168,3 +168,56 @@ def test_checkpoint_without_model_config_or_foreign_format(tmp_path):
 def test_unknown_model_key(tmp_path):
     path = save_generator(make_generator(0), RES, {**dataclasses.asdict(CFG), "wings": 2}, tmp_path / "g.safetensors")
     assert_one_line_error(path, "unknown key 'wings'")
+
+
+def test_every_model_field_has_a_load_limit():
+    from gan.export import MODEL_LIMITS
+
+    assert set(MODEL_LIMITS) == {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("z_dim", 10**9, "model.z_dim must be an integer in 1..4096, got 1000000000"),
+    ("channel_base", 2**30, "model.channel_base must be an integer in 1..1048576"),
+    ("channel_max", 8192, "model.channel_max must be an integer"),
+    ("mapping_layers", 100, "model.mapping_layers"),
+    ("w_dim", "512", "model.w_dim must be an integer"),
+    ("z_dim", True, "model.z_dim must be an integer"),
+    ("mapping_lr_mul", float("nan"), "model.mapping_lr_mul must be a number"),
+])
+def test_out_of_range_model_metadata_is_refused_before_building(tmp_path, monkeypatch, key, value, fragment):
+    path = save_generator(make_generator(0), RES, {**dataclasses.asdict(CFG), key: value}, tmp_path / "g.safetensors")
+    monkeypatch.setattr("gan.export.Generator", _never_built)
+    assert_one_line_error(path, fragment)
+
+
+@pytest.mark.parametrize("resolution, fragment", [(2**20, "power of two in 4..1024"), (24, "power of two"),
+                                                  (True, "positive integer")])
+def test_bad_resolution_metadata_is_refused(tmp_path, resolution, fragment):
+    G = make_generator(0)
+    meta = {"atelier": json.dumps({"format": FORMAT, "model": dataclasses.asdict(CFG), "resolution": resolution,
+                                   "img_channels": 3})}
+    path = tmp_path / "g.safetensors"
+    save_file({k: v.contiguous().clone() for k, v in G.state_dict().items()}, str(path), metadata=meta)
+    assert_one_line_error(path, fragment)
+
+
+def test_mismatched_weights_are_refused_before_the_real_network_is_allocated(tmp_path, monkeypatch):
+    import gan.export as export
+
+    big = dataclasses.replace(CFG, channel_max=1024, channel_base=2**20)  # in range; ~50M parameters if built
+    path = save_generator(make_generator(0), RES, big, tmp_path / "g.safetensors")  # small weights, big claim
+    devices = []
+    real = export.Generator
+
+    def recording(*args, **kwargs):
+        devices.append(torch.empty(0).device.type)  # where the constructor's tensors go
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export, "Generator", recording)
+    assert_one_line_error(path, "do not match", "has shape")
+    assert devices == ["meta"]  # only the parameter-free build ran
+
+
+def _never_built(*args, **kwargs):
+    raise AssertionError("the Generator was constructed from out-of-range metadata")
