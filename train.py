@@ -28,6 +28,7 @@ import logging
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
@@ -38,6 +39,10 @@ log = logging.getLogger("train")
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+# How long a process may wait in a collective. While the main process computes in-training
+# metrics (FID/KID over thousands of generated images can take most of an hour on a big run)
+# the others wait at a barrier; accelerate's default (10 min with NCCL) would end the run.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=3)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,15 +131,20 @@ def check_metrics(cfg: TrainingConfig) -> None:
 
 
 def default_run_dir(cfg: TrainingConfig, resume: Optional[Path]) -> Path:
+    """The resumed run's dir, else runs/<YYYYmmdd-HHMMSS>-<preset> (from this process's clock)."""
     if resume is not None:
         return resume.parent.parent  # RUN_DIR/checkpoints/<nimg> -> RUN_DIR
     return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
 
 
-def make_accelerator(cfg: TrainingConfig, tracker: Optional[str], run_dir: Path):
-    """accelerate's Accelerator with a safe mixed-precision choice for this machine."""
+def make_accelerator(cfg: TrainingConfig, tracker: Optional[str], proposed_run_dir: Path):
+    """accelerate's Accelerator with a safe mixed-precision choice for this machine.
+
+    Its ``project_dir`` is the run dir, the main process's ``proposed_run_dir`` on every process.
+    """
     import torch
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list
 
     precision = cfg.train.mixed_precision
     if precision == "fp16" and not torch.cuda.is_available():
@@ -146,7 +156,14 @@ def make_accelerator(cfg: TrainingConfig, tracker: Optional[str], run_dir: Path)
     # Without cpu=True accelerate ignores a multi-process launch on a machine with no GPU and
     # every process would train alone (and overwrite the others' files); with it, gloo is used.
     has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision=precision, log_with=tracker, project_dir=str(run_dir), cpu=not has_device)
+    group = InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)
+    # Join the process group before the Accelerator exists, to agree on the run dir it logs to:
+    # a default name comes from each process's own clock, and processes may start a second apart.
+    PartialState(cpu=not has_device, **group.to_kwargs())
+    run_dir = broadcast_object_list([str(proposed_run_dir)], from_process=0)[0]
+    accelerator = Accelerator(
+        mixed_precision=precision, log_with=tracker, project_dir=run_dir, cpu=not has_device, kwargs_handlers=[group]
+    )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != launched:
         raise RuntimeError(f"launched {launched} processes but accelerate formed a group of {accelerator.num_processes}")
@@ -177,8 +194,8 @@ def run(args: argparse.Namespace) -> int:
     from gan.training_loop import RunOptions, TrainingDiverged, training_loop
 
     tracker = choose_tracker(cfg.log.tracker, args.tracker, args.no_wandb)
-    run_dir = args.run_dir or default_run_dir(cfg, resume)
-    accelerator = make_accelerator(cfg, tracker, run_dir)
+    accelerator = make_accelerator(cfg, tracker, args.run_dir or default_run_dir(cfg, resume))
+    run_dir = Path(accelerator.project_dir)
     setup_logging(args.verbose, accelerator.is_main_process)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
