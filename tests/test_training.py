@@ -255,3 +255,93 @@ def test_transfer_init_from_with_freeze_d(tmp_path, dataset):
     torch.manual_seed(0)
     fresh = Discriminator(load_config(config).model, 16).state_dict()
     assert any(not torch.equal(fresh[k], after[k]) for k in frozen)
+
+
+# --------------------------------------------------------------------------- robustness and bookkeeping
+
+
+def _nan_loss(real):
+    def poisoned(self, *args):
+        loss, stats = real(self, *args)
+        return loss * float("nan"), stats
+
+    return poisoned
+
+
+def test_a_lazy_phase_failing_every_run_stops_the_run(tmp_path, dataset, monkeypatch):
+    from gan.loss import StyleGAN2Loss
+    from gan.training_loop import TrainingDiverged
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
+        dataset, train={"max_bad_steps": 3}, loss={"pl_interval": 2}, log={"sample_seeds": 0})))
+    monkeypatch.setattr(StyleGAN2Loss, "g_pathlen", _nan_loss(StyleGAN2Loss.g_pathlen))
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
+    steps = 0
+    with pytest.raises(TrainingDiverged, match="3 consecutive G_reg runs"):
+        while steps < 10:
+            trainer.train_step()  # G_reg runs (and fails) on steps 0, 2, 4; the steps between succeed
+            steps += 1
+            assert torch.isfinite(trainer.loss.pl_mean)
+    assert steps == 4 and trainer.progress.bad_runs["G_reg"] == 3 and trainer.progress.bad_runs["D_main"] == 0
+
+
+def test_a_skipped_d_step_does_not_move_ada_p(tmp_path, dataset, monkeypatch):
+    from gan.loss import StyleGAN2Loss
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
+        dataset, augment={"mode": "ada", "p": 0.5, "interval": 1, "speed_kimg": 0.01}, log={"sample_seeds": 0})))
+    monkeypatch.setattr(StyleGAN2Loss, "d_main", _nan_loss(StyleGAN2Loss.d_main))
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
+    trainer.train_step()
+    assert trainer.ada.p == 0.5 and trainer.ada.r_t is None, "statistics of a skipped D step moved p"
+    assert trainer.progress.bad_runs["D_main"] == 1
+    monkeypatch.undo()
+    trainer.train_step()  # a good step measures r_t and moves p as usual
+    assert trainer.ada.r_t is not None and trainer.ada.p != 0.5
+
+
+class TwoProcessesOfOne(OneProcess):
+    """Claims two processes and records every reduction (each 'reduces' only its own tensor)."""
+
+    num_processes = 2
+
+    def __init__(self):
+        self.reduced = []
+
+    def reduce(self, tensor, reduction="mean"):
+        self.reduced.append(tuple(tensor.shape))
+        return tensor.clone()
+
+
+def test_only_w_avg_is_synchronised_among_g_buffers(tmp_path, dataset):
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(dataset, log={"sample_seeds": 0})))
+    acc = TwoProcessesOfOne()
+    trainer = Trainer(cfg, acc, RunOptions(run_dir=tmp_path / "run"))
+    assert sum(1 for b in trainer.G.buffers() if b.is_floating_point()) > 2  # filters, noise maps, w_avg
+    trainer._sync_buffers()
+    assert acc.reduced == [tuple(trainer.G.mapping.w_avg.shape)]
+
+
+def test_maintenance_time_is_logged_apart_from_training_speed(tmp_path, dataset, monkeypatch):
+    import gan.training_loop as loop
+
+    clock = [1000.0]
+    monkeypatch.setattr(loop, "time", type("FakeTime", (), {"time": staticmethod(lambda: clock[0])}))
+    real_step, real_samples = Trainer.train_step, Trainer.write_samples
+
+    def step(self):  # every training step takes 2 s, every sample grid 100 s
+        real_step(self)
+        clock[0] += 2.0
+
+    def samples(self, name):
+        real_samples(self, name)
+        clock[0] += 100.0
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.setattr(Trainer, "write_samples", samples)
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(dataset, log={"sample_every_kimg": 0.008})))
+    result = training_loop(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run", stop_kimg=0.016))
+    # one step (4 images) per tick; grids after ticks 2 and 4 (and before training)
+    assert [t["sec_per_tick"] for t in result.ticks] == [2.0] * 4
+    assert [t["sec_per_kimg"] for t in result.ticks] == [500.0] * 4
+    assert [t["timing/maintenance_sec"] for t in result.ticks] == [0.0, 0.0, 100.0, 0.0]
