@@ -69,9 +69,10 @@ class ImageFolderDataset(Dataset):
     """A prepared dataset as float32 CHW tensors in [-1, 1].
 
     ``xflip`` mirrors an item horizontally with probability 1/2, decided by (seed, epoch, index),
-    so a run is reproducible; call :meth:`set_epoch` each epoch to get fresh flips (before the
-    DataLoader's workers are created, i.e. without ``persistent_workers``). With ``cache`` the
-    decoded uint8 images are kept in memory (per process) after first use.
+    so a run is reproducible. The training loop reads it through :class:`gan.minibatches.EpochItems`,
+    which passes each item's epoch along with its index (so fresh flips per epoch also work in
+    persistent DataLoader workers); :meth:`set_epoch` is the plain-Dataset way for other users.
+    With ``cache`` the decoded uint8 images are kept in memory (per process) after first use.
     """
 
     def __init__(
