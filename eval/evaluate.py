@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from eval import weights as W
 from eval.features import LpipsEmbedder, inception_extractor, inception_features, lpips_model
@@ -21,7 +21,7 @@ from eval.fidelity import compute_fidelity
 from eval.lpips_diversity import compute_diversity
 from eval.memorisation import DEFAULT_FACTOR, DEFAULT_PERCENTILE, Measure, check_memorisation
 from eval.report import EvalReport, WeightsUsed
-from eval.samples import EvalInputError, TensorImages, generate_images, load_reference, stack_images
+from eval.samples import EvalInputError, GeneratedImages, load_reference, stack_images
 
 log = logging.getLogger(__name__)
 
@@ -87,27 +87,45 @@ def evaluate(
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     fidelity_metrics = [m for m in metrics if m in ("fid", "kid", "pr")]
+    perceptual = "lpips_div" in metrics or "nn" in metrics
+    if generator is not None:
+        report.psi = options.psi
+        samples = _generated(generator, options, fidelity=bool(fidelity_metrics), perceptual=perceptual)
     if fidelity_metrics:
+        fidelity_input = samples
+        if isinstance(samples, GeneratedImages) and len(samples) > options.num_samples:
+            fidelity_input = Subset(samples, range(options.num_samples))
         report.fidelity = compute_fidelity(
-            generator if generator is not None else samples, reference, fidelity_metrics,
+            fidelity_input, reference, fidelity_metrics,
             num_samples=options.num_samples, seed=options.seed, weights_dir=options.weights_dir,
             cache_dir=options.cache_dir, kid_subset_size=options.kid_subset_size, kid_subsets=options.kid_subsets,
             batch_size=options.batch_size, device=device, verbose=options.verbose,
         )
-    if "lpips_div" in metrics or "nn" in metrics:
-        _perceptual_metrics(report, metrics, reference, options, generator, samples, device)
+    if perceptual:
+        _perceptual_metrics(report, metrics, reference, options, samples, device)
     return report
 
 
-def _generated_for_lpips(options: EvalOptions, generator, samples) -> torch.Tensor:
-    if generator is not None:
-        images = generate_images(generator, options.lpips_samples, options.seed, options.batch_size, options.psi)
-        return stack_images(TensorImages(images), max_size=MAX_IMAGE_SIZE_NN)
-    return stack_images(samples, options.lpips_samples, max_size=MAX_IMAGE_SIZE_NN)
+def _generated(generator, options: EvalOptions, fidelity: bool, perceptual: bool) -> GeneratedImages:
+    """One stream of samples for every metric: FID/KID/PR read the first ``num_samples``, LPIPS and
+    the memorisation check the first ``lpips_samples`` (kept, downsized, as FID/KID go by)."""
+    num = max(options.num_samples if fidelity else 0, options.lpips_samples if perceptual else 0)
+    images = GeneratedImages(generator, num, first_seed=options.seed, psi=options.psi, batch_size=options.batch_size)
+    if perceptual:
+        images.retain(options.lpips_samples, max_size=MAX_IMAGE_SIZE_NN)
+    return images
 
 
-def _perceptual_metrics(report, metrics, reference, options, generator, samples, device) -> None:
-    generated = _generated_for_lpips(options, generator, samples)
+def _generated_for_lpips(options: EvalOptions, samples: Dataset) -> tuple[torch.Tensor, list[int] | None]:
+    """The LPIPS / memorisation images and, for generator samples, the seed of each."""
+    if isinstance(samples, GeneratedImages):
+        images = samples.retained()
+        return images, list(samples.seeds[: len(images)])
+    return stack_images(samples, options.lpips_samples, max_size=MAX_IMAGE_SIZE_NN), None
+
+
+def _perceptual_metrics(report, metrics, reference, options, samples, device) -> None:
+    generated, seeds = _generated_for_lpips(options, samples)
     train = stack_images(reference.images, max_size=MAX_IMAGE_SIZE_NN)
     model, lpips_path = lpips_model(options.lpips_net, options.weights_dir, device)
     embedder = LpipsEmbedder(model, resolution=options.lpips_resolution)
@@ -126,5 +144,5 @@ def _perceptual_metrics(report, metrics, reference, options, generator, samples,
             ),
             weights=[lpips_used, inception_used], seed=options.seed, lpips_resolution=options.lpips_resolution,
             worst_k=options.worst_k, grid_path=options.grid_path,
-            percentile=options.nn_percentile, factor=options.nn_factor,
+            percentile=options.nn_percentile, factor=options.nn_factor, sample_seeds=seeds,
         )

@@ -1,8 +1,9 @@
 """FID, KID and precision/recall through torch-fidelity, with our weights and a reference cache.
 
-Generated images go in straight from the generator (torch-fidelity's module wrapper
-around :class:`eval.samples.GeneratorAsUint8`, latents drawn from ``seed``) or as a Dataset
-of uint8 images (a folder of samples); the prepared dataset is the reference. Its
+Generated images go in as a Dataset of uint8 images: a generator's samples
+(:class:`eval.samples.GeneratedImages`, sample ``i`` = ``generate.py`` seed ``seed + i``,
+made batch by batch as torch-fidelity reads them) or a folder of samples; the prepared
+dataset is the reference. Its
 statistics are cached under ``cache_dir`` by a name made of the dataset's
 ``content_sha256``, its resolution and the sha256 of the feature extractor's weights, so
 they are computed once per (dataset, weights) and never reused across different ones.
@@ -27,7 +28,7 @@ from torch.utils.data import Dataset
 from eval import weights as W
 from eval.features import checked_torch_weights
 from eval.report import FidelityResult, WeightsUsed
-from eval.samples import EvalInputError, GeneratorAsUint8, ReferenceSet
+from eval.samples import EvalInputError, GeneratedImages, ReferenceSet
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,14 @@ def reference_cache_name(reference: ReferenceSet, weights_sha256: str) -> str:
     return f"atelier-{reference.content_sha256[:20]}-r{reference.resolution}-w{weights_sha256[:12]}"
 
 
-def _generated_kwargs(generated: torch.nn.Module | Dataset, num_samples: int | None) -> tuple[dict, int]:
-    from torch_fidelity.generative_model_modulewrapper import GenerativeModelModuleWrapper
-
+def _generated_input(
+    generated: torch.nn.Module | Dataset, num_samples: int | None, seed: int, psi: float, batch_size: int
+) -> Dataset:
     if isinstance(generated, Dataset):
-        return {"input1": generated}, len(generated)
+        return generated
     if num_samples is None or num_samples < 1:
         raise EvalInputError("num_samples must be a positive number of images to generate")
-    wrapper = GenerativeModelModuleWrapper(GeneratorAsUint8(generated), generated.z_dim, "normal", 0)
-    return {"input1": wrapper, "input1_model_num_samples": num_samples}, num_samples
+    return GeneratedImages(generated, num_samples, first_seed=seed, psi=psi, batch_size=batch_size)
 
 
 def _device_context(device: torch.device):
@@ -121,10 +121,12 @@ def compute_fidelity(
     device: torch.device | str = "cpu",
     verbose: bool = False,
     fid_feature_layer: str = "2048",
+    psi: float = 1.0,
 ) -> FidelityResult:
     """FID / KID / precision-recall of ``generated`` (a Generator or a uint8 Dataset) against ``reference``.
 
-    ``seed`` fixes the generator's latents and KID's subset draws. ``fid_feature_layer``
+    ``seed`` fixes KID's subset draws and, for a Generator, its samples: ``num_samples``
+    images of seeds ``seed, seed + 1, ...`` at truncation ``psi``. ``fid_feature_layer``
     is Inception's pool3 ("2048", the standard FID) unless a smaller layer ("64", "192",
     "768") is asked for, e.g. for quick checks. Raises EvalInputError
     (one line) for too few images and MissingWeightsError for absent weights.
@@ -134,8 +136,10 @@ def compute_fidelity(
     if unknown or not wanted:
         raise EvalInputError(f"fidelity metrics must be among {', '.join(FIDELITY_METRICS)}; got {sorted(wanted)}")
     device = torch.device(device)
-    generated_kwargs, num_generated = _generated_kwargs(generated, num_samples)
+    images = _generated_input(generated, num_samples, seed, psi, batch_size)
+    num_generated = len(images)
     common = dict(
+        input1=images,
         input2=reference.images,
         cuda=device.type == "cuda",
         batch_size=batch_size,
@@ -143,9 +147,9 @@ def compute_fidelity(
         verbose=verbose,
         cache=True,
         cache_root=str(cache_dir or default_cache_dir()),
-        # Our inputs are in memory already; loader worker processes only cost start-up time.
+        # No loader worker processes: GeneratedImages must run the generator (maybe on the GPU) in
+        # this process, and in-memory inputs would only pay the workers' start-up time.
         save_cpu_ram=True,
-        **generated_kwargs,
     )
     result = FidelityResult(
         metrics={}, num_generated=num_generated, num_reference=reference.count, seed=seed,

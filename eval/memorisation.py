@@ -108,10 +108,17 @@ def check_memorisation(
     grid_path: str | Path | None = None,
     percentile: float = DEFAULT_PERCENTILE,
     factor: float = DEFAULT_FACTOR,
+    sample_seeds: Optional[Sequence[int]] = None,
 ) -> MemorisationResult:
-    """Flag samples that are near-copies of training images; optionally write the worst-K grid."""
+    """Flag samples that are near-copies of training images; optionally write the worst-K grid.
+
+    ``sample_seeds[i]`` is the ``generate.py`` seed of sample i; it is recorded in each row
+    (and labels the grid) so a flagged sample can be regenerated and looked at in full.
+    """
     if len(samples) == 0:
         raise EvalInputError("the memorisation check needs at least 1 generated sample")
+    if sample_seeds is not None and len(sample_seeds) != len(samples):
+        raise EvalInputError(f"{len(sample_seeds)} seeds for {len(samples)} generated samples")
     by_lpips = nearest_real(samples, train_images, lpips_measure, percentile, factor)
     by_inception = (
         nearest_real(samples, train_images, inception_measure, percentile, factor) if inception_measure else None
@@ -123,10 +130,12 @@ def check_memorisation(
         flagged |= by_inception.distance < by_inception.threshold
         closeness = torch.minimum(closeness, by_inception.distance / max(by_inception.threshold, 1e-12))
     order = torch.argsort(closeness)[:worst_k].tolist()
-    worst = [_neighbour(i, by_lpips, by_inception, train_names, bool(flagged[i])) for i in order]
+    seed_of = (lambda i: int(sample_seeds[i])) if sample_seeds is not None else (lambda i: None)
+    worst = [_neighbour(i, by_lpips, by_inception, train_names, bool(flagged[i]), seed_of(i)) for i in order]
     grid = None
     if grid_path is not None and order:
-        grid = str(write_pairs_grid(samples, train_images, by_lpips, order, grid_path))
+        labels = [f"seed {seed_of(i)}" if sample_seeds is not None else f"sample {i}" for i in order]
+        grid = str(write_pairs_grid(samples, train_images, by_lpips, order, grid_path, labels))
     return MemorisationResult(
         flagged_fraction=float(flagged.float().mean()),
         num_flagged=int(flagged.sum()),
@@ -151,7 +160,7 @@ def _name(names: Sequence[str], result: NearestResult, i: int) -> str:
     return f"{name} (flipped)" if bool(result.flipped[i]) else name
 
 
-def _neighbour(i: int, by_lpips: NearestResult, by_inception, names, flagged: bool) -> NearestNeighbour:
+def _neighbour(i: int, by_lpips: NearestResult, by_inception, names, flagged: bool, seed: int | None) -> NearestNeighbour:
     return NearestNeighbour(
         sample=i,
         lpips_distance=float(by_lpips.distance[i]),
@@ -159,6 +168,7 @@ def _neighbour(i: int, by_lpips: NearestResult, by_inception, names, flagged: bo
         inception_distance=float(by_inception.distance[i]) if by_inception else None,
         inception_nearest=_name(names, by_inception, i) if by_inception else None,
         flagged=flagged,
+        seed=seed,
     )
 
 
@@ -167,8 +177,17 @@ def _tile(image: torch.Tensor, size: int) -> Image.Image:
     return tile.resize((size, size), Image.NEAREST) if tile.width < size else tile.resize((size, size))
 
 
-def pairs_grid(samples: torch.Tensor, train_images: torch.Tensor, nearest: NearestResult, order: Sequence[int]) -> Image.Image:
-    """Rows of (generated sample | nearest real work as matched, mirrored if the mirror matched)."""
+def pairs_grid(
+    samples: torch.Tensor,
+    train_images: torch.Tensor,
+    nearest: NearestResult,
+    order: Sequence[int],
+    labels: Optional[Sequence[str]] = None,
+) -> Image.Image:
+    """Rows of (generated sample | nearest real work as matched, mirrored if the mirror matched).
+
+    ``labels[row]`` names the sample of each row (default ``sample <index>``).
+    """
     size = max(MIN_TILE, samples.shape[-1])
     gap, label = 4, 14
     grid = Image.new("RGB", (2 * size + 3 * gap, len(order) * (size + label + gap) + gap), "white")
@@ -179,11 +198,15 @@ def pairs_grid(samples: torch.Tensor, train_images: torch.Tensor, nearest: Neare
         top = gap + row * (size + label + gap)
         grid.paste(_tile(samples[i], size), (gap, top + label))
         grid.paste(_tile(real, size), (2 * gap + size, top + label))
-        draw.text((gap, top), f"sample {i}  LPIPS {float(nearest.distance[i]):.3f}", fill="black")
+        label_text = labels[row] if labels is not None else f"sample {i}"
+        draw.text((gap, top), f"{label_text}  LPIPS {float(nearest.distance[i]):.3f}", fill="black")
     return grid
 
 
-def write_pairs_grid(samples, train_images, nearest: NearestResult, order: Sequence[int], path: str | Path) -> Path:
+def write_pairs_grid(
+    samples, train_images, nearest: NearestResult, order: Sequence[int], path: str | Path,
+    labels: Optional[Sequence[str]] = None,
+) -> Path:
     """Write :func:`pairs_grid` as a PNG via a temporary file and rename."""
-    grid = pairs_grid(samples, train_images, nearest, order)
+    grid = pairs_grid(samples, train_images, nearest, order, labels)
     return atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))

@@ -65,6 +65,7 @@ class NearestNeighbour:
     inception_distance: Optional[float]
     inception_nearest: Optional[str]
     flagged: bool
+    seed: Optional[int] = None  # regenerates this sample: generate.py --seeds <seed> (None for a samples folder)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class EvalReport:
     dataset_content_sha256: str
     resolution: int
     created: str
+    psi: Optional[float] = None  # truncation of the generated samples (None when scoring a samples folder)
     fidelity: Optional[FidelityResult] = None
     diversity: Optional[DiversityResult] = None
     memorisation: Optional[MemorisationResult] = None

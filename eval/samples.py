@@ -2,9 +2,10 @@
 
 Every source is a torch ``Dataset`` of ``uint8`` CHW RGB tensors, the input format of
 torch-fidelity's feature extractors. Generated sample ``i`` of an evaluation with seed
-``s`` is ``G(z_i)`` where ``z = np.random.RandomState(s).randn(N, z_dim)``: the same
-latent stream torch-fidelity's generative-model wrapper draws, so the images the LPIPS
-and memorisation checks look at are the first images FID/KID saw.
+``s`` is ``generate.py`` seed ``s + i`` (:mod:`gan.sampling`: latent
+``RandomState(s + i).randn(z_dim)``, ``noise_mode="const"``), so a sample the memorisation
+check flags can be regenerated with ``scripts/generate.py --seeds <s + i>``. The same
+images feed FID/KID/PR, LPIPS diversity and the memorisation check.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
+
+from gan import sampling
+from scraping.imageio import BadImage, open_image_rgb
 
 log = logging.getLogger(__name__)
 
@@ -28,49 +31,62 @@ class EvalInputError(ValueError):
     """Bad evaluation input (wrong resolution, too few images, unreadable folder); one line."""
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output (~[-1, 1] float) -> uint8 in [0, 255], the StyleGAN convention."""
-    return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-
-
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float in [-1, 1] (LPIPS' input range)."""
     return images.float() / 127.5 - 1.0
 
 
-def sample_latents(seed: int, num: int, z_dim: int) -> torch.Tensor:
-    """The latents of samples 0..num-1 for ``seed`` (torch-fidelity's 'normal' noise stream)."""
-    return torch.from_numpy(np.random.RandomState(seed).randn(num, z_dim)).float()
+class GeneratedImages(Dataset):
+    """A generator's samples as a uint8 Dataset: item ``i`` is ``generate.py`` seed ``first_seed + i``.
 
-
-class GeneratorAsUint8(torch.nn.Module):
-    """A Generator that returns uint8 images: what torch-fidelity's module wrapper expects.
-
-    ``noise_mode="const"`` makes a sample a pure function of its latent, so reports are
-    reproducible from (checkpoint, seed).
+    Images are made on demand, ``batch_size`` seeds per forward pass, and only the current
+    batch is held, so torch-fidelity's sequential reads run the generator once per batch
+    and memory stays one batch whatever ``num`` is. :meth:`retain` keeps (downsized) copies
+    of the first items as they go by, so the LPIPS and memorisation checks reuse the images
+    FID/KID saw instead of generating them again.
     """
 
-    def __init__(self, G: torch.nn.Module, psi: float = 1.0, noise_mode: str = "const"):
-        super().__init__()
-        self.G = G
-        self.psi = psi
-        self.noise_mode = noise_mode
+    def __init__(self, G: torch.nn.Module, num: int, first_seed: int = 0, psi: float = 1.0, batch_size: int = 32):
+        if num < 1:
+            raise EvalInputError(f"the number of generated samples must be positive, got {num}")
+        if first_seed < 0 or first_seed + num - 1 > sampling.MAX_SEED:
+            raise EvalInputError(f"seeds {first_seed}..{first_seed + num - 1} are outside 0..{sampling.MAX_SEED}")
+        self.G, self.psi, self.batch_size = G, psi, batch_size
+        self.seeds = range(first_seed, first_seed + num)
+        self.resolution = G.resolution
+        self._start, self._batch = -1, torch.empty(0)
+        self._retain_count, self._retain_size, self._retained = 0, None, {}
 
-    @torch.no_grad()
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        images = self.G(z.to(next(self.G.parameters()).device), psi=self.psi, noise_mode=self.noise_mode)
-        return to_uint8(images)
+    def __len__(self) -> int:
+        return len(self.seeds)
 
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range 0..{len(self) - 1}")
+        start = index - index % self.batch_size
+        if start != self._start:
+            self._start, self._batch = start, self._generate(self.seeds[start:start + self.batch_size])
+            for i in range(start, min(start + len(self._batch), self._retain_count)):
+                self._retained.setdefault(i, downsize(self._batch[i - start], self._retain_size))
+        return self._batch[index - start]
 
-@torch.no_grad()
-def generate_images(
-    G: torch.nn.Module, num: int, seed: int, batch_size: int = 32, psi: float = 1.0
-) -> torch.Tensor:
-    """Samples 0..num-1 of ``seed`` as a uint8 tensor [num, 3, R, R] on the CPU."""
-    wrapper = GeneratorAsUint8(G, psi=psi)
-    latents = sample_latents(seed, num, G.z_dim)
-    chunks = [wrapper(latents[start:start + batch_size]).cpu() for start in range(0, num, batch_size)]
-    return torch.cat(chunks) if chunks else torch.empty(0, 3, G.resolution, G.resolution, dtype=torch.uint8)
+    def _generate(self, seeds: range) -> torch.Tensor:
+        images = sampling.generate_images(self.G, seeds, psi=self.psi, noise_mode="const", batch=self.batch_size)
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+    def retain(self, count: int, max_size: int | None = None) -> None:
+        """Keep items 0..count-1 (downsized to ``max_size``) as they are generated, for :meth:`retained`."""
+        self._retain_count, self._retain_size = min(count, len(self)), max_size
+        self._retained = {}
+
+    def retained(self) -> torch.Tensor:
+        """Items 0..count-1 of :meth:`retain` as one tensor; any not generated yet are generated now."""
+        if self._retain_count == 0:
+            raise EvalInputError("no generated samples were retained")
+        for i in range(self._retain_count):
+            if i not in self._retained:
+                self[i]  # generates i's batch, which stores the retained copies
+        return torch.stack([self._retained[i] for i in range(self._retain_count)])
 
 
 class TensorImages(Dataset):
@@ -89,13 +105,13 @@ class TensorImages(Dataset):
 
 
 def read_image_uint8(path: Path) -> torch.Tensor:
-    """Decode one image file to uint8 CHW RGB, refusing decompression bombs before decoding."""
-    with Image.open(path) as image:
-        width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise EvalInputError(f"{path}: {width}x{height} is larger than the {MAX_IMAGE_PIXELS} pixel cap")
-        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    """Decode one image file to uint8 CHW RGB via ``scraping.imageio`` (size cap before decoding,
+    allowed formats only, truncated files refused); EvalInputError naming the file otherwise."""
+    try:
+        image = open_image_rgb(path, max_pixels=MAX_IMAGE_PIXELS)
+    except BadImage as exc:
+        raise EvalInputError(f"{path}: {exc}") from exc
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 class FolderImages(Dataset):

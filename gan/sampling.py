@@ -2,9 +2,11 @@
 
 Determinism: seed ``s`` always gives the same latent ``z`` (``numpy.random.RandomState(s)``,
 the convention of NVIDIA's StyleGAN2-ADA ``generate.py``, so seeds mean the same thing there
-and here), whatever the batch or the other seeds. With ``noise_mode="random"`` the per-layer
-noise of image ``s`` is drawn from a torch RNG seeded with ``s`` too, so "random" noise is
-also reproducible per seed (on the same device type; CPU and CUDA RNGs differ).
+and here), whatever the batch or the other seeds; so is the image, up to float rounding
+(the batch size changes the order of sums, so a rare pixel can differ by one level). With
+``noise_mode="random"`` the per-layer noise of image ``s`` is drawn from a torch RNG seeded
+with ``s`` too, so "random" noise is also reproducible per seed (on the same device type;
+CPU and CUDA RNGs differ).
 """
 
 from __future__ import annotations

@@ -18,14 +18,26 @@ def exported(tmp_path):
     return G, save_generator(G, 32, model_cfg, tmp_path / "generator.safetensors")
 
 
-def test_cli_scores_a_checkpoint_and_writes_report_and_grid(exported, weights_dir, isolated_caches, tmp_path):
+def test_cli_scores_a_checkpoint_and_writes_report_and_grid(exported, weights_dir, isolated_caches, tmp_path,
+                                                            monkeypatch):
+    from gan import sampling
+
     _, export = exported
+    generated_seeds = []
+    real_generate = sampling.generate_images
+
+    def counting(G, seeds, *args, **kwargs):
+        generated_seeds.extend(seeds)
+        return real_generate(G, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(sampling, "generate_images", counting)
     dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
     out = tmp_path / "out" / "report.json"
     code = run(["--checkpoint", str(export), "--dataset", str(dataset), "--metrics", "kid,lpips_div,nn",
                 "--num-samples", "4", "--lpips-samples", "4", "--kid-subsets", "5", "--lpips-resolution", "64",
                 "--weights-dir", str(weights_dir), "--out", str(out), "--device", "cpu"])
     assert code == 0
+    assert generated_seeds == [0, 1, 2, 3]  # generated once: KID, LPIPS and nn share the images
     report = json.loads(out.read_text())
     fidelity = report["fidelity"]
     assert fidelity["kid_subset_size"] == 4 and "kid_mean" in fidelity["metrics"]
@@ -36,6 +48,9 @@ def test_cli_scores_a_checkpoint_and_writes_report_and_grid(exported, weights_di
     memo = report["memorisation"]
     assert memo["num_samples"] == 4 and len(memo["worst"]) == 4 and 0 <= memo["flagged_fraction"] <= 1
     assert memo["grid"] == str(tmp_path / "out" / "report_nn.png") and (tmp_path / "out" / "report_nn.png").is_file()
+    # Each row names the generate.py seed that regenerates its sample (--seed 0: samples 0..3 are seeds 0..3).
+    assert sorted(row["seed"] for row in memo["worst"]) == [row["sample"] for row in sorted(memo["worst"], key=lambda r: r["sample"])]
+    assert report["psi"] == 1.0
     assert report["generator_sha256"] == W.file_sha256(export)
     assert report["dataset_content_sha256"] == json.loads((dataset / "dataset.json").read_text())["content_sha256"]
 
@@ -55,6 +70,22 @@ def test_cli_bad_inputs_exit_with_one_line_errors(exported, weights_dir, isolate
     assert "too few samples for KID subset size 50" in caplog.text
     assert run(base + ["--dataset", str(right), "--metrics", "fid,bogus"]) == 2
     assert not out.exists()
+
+
+def test_cli_truncated_sample_png_is_a_one_line_error(weights_dir, isolated_caches, tmp_path, caplog):
+    from eval_support import save_pngs
+
+    dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
+    save_pngs(paintings(3, seed=2), tmp_path / "samples")
+    broken = tmp_path / "samples" / "00001.png"
+    broken.write_bytes(broken.read_bytes()[:-40])  # cut inside the image data
+    out = tmp_path / "r.json"
+    code = run(["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--metrics", "lpips_div",
+                "--lpips-resolution", "64", "--weights-dir", str(weights_dir), "--out", str(out), "--device", "cpu"])
+    assert code == 2 and not out.exists()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0].getMessage() and not errors[0].exc_info
+    assert "00001.png" in errors[0].getMessage() and "truncated" in errors[0].getMessage()
 
 
 def test_in_training_hook_returns_scalars_and_writes_under_the_run(weights_dir, isolated_caches, tmp_path):

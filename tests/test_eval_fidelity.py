@@ -7,11 +7,13 @@ nothing about the metrics is mocked. Inception runs at 299 px on CPU, so sets ar
 import numpy as np
 import pytest
 import scipy.linalg
+import torch
 import torch_fidelity
 
 from eval import weights as W
 from eval.fidelity import choose_kid_subset_size, compute_fidelity, frechet_distance
-from eval.samples import EvalInputError, FolderImages, TensorImages, generate_images, load_reference
+from eval.samples import EvalInputError, FolderImages, GeneratedImages, TensorImages, load_reference
+from gan import sampling
 from eval_support import isolated_caches, paintings, save_pngs, tiny_generator, weights_dir, write_dataset  # noqa: F401
 
 
@@ -72,12 +74,29 @@ def test_fid_kid_equal_torch_fidelity_on_the_same_inputs(data, weights_dir, isol
     assert again.metrics["fid"] == pytest.approx(ours.metrics["fid"], rel=1e-6)
 
 
+def test_generated_sample_i_is_generate_py_seed_first_plus_i():
+    G, _ = tiny_generator()
+    samples = GeneratedImages(G, 5, first_seed=7, psi=0.8, batch_size=2)
+    assert list(samples.seeds) == [7, 8, 9, 10, 11] and len(samples) == 5
+    for i in (4, 0, 3):  # any order: a batch is regenerated when needed
+        alone = sampling.generate_images(G, [7 + i], psi=0.8, noise_mode="const")[0]
+        # Same latent, same image; batching changes float rounding, so a rare pixel may differ by one level.
+        diff = np.abs(samples[i].permute(1, 2, 0).numpy().astype(int) - alone.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    samples.retain(3, max_size=16)
+    kept = samples.retained()
+    assert kept.shape == (3, 3, 16, 16) and kept.dtype == torch.uint8
+    with pytest.raises(IndexError):
+        samples[5]
+
+
 def test_generator_input_sees_the_same_images_as_generate_images(data, weights_dir, isolated_caches):
     dataset, _ = data
     G, _ = tiny_generator()
     reference = load_reference(dataset, expected_resolution=G.resolution)
     direct = compute_fidelity(G, reference, ["kid"], num_samples=4, seed=5, weights_dir=weights_dir, kid_subsets=5)
-    images = generate_images(G, 4, seed=5)
+    # Sample i of an evaluation with seed 5 is generate.py's seed 5 + i.
+    images = torch.from_numpy(np.stack(sampling.generate_images(G, range(5, 9)))).permute(0, 3, 1, 2)
     stored = compute_fidelity(TensorImages(images), reference, ["kid"], seed=5, weights_dir=weights_dir, kid_subsets=5)
     assert direct.metrics["kid_mean"] == pytest.approx(stored.metrics["kid_mean"], rel=1e-5, abs=1e-9)
 
