@@ -186,12 +186,41 @@ def test_upsampling_conv_equals_upsample_then_conv():
     )
 
 
-def test_downsampling_conv_shapes():
-    f = fir_filter()
-    x = torch.randn(2, 4, 8, 8)
-    assert conv2d_resample(x, torch.randn(5, 4, 3, 3), f, down=2).shape == (2, 5, 4, 4)
-    one = conv2d_resample(x, torch.randn(5, 4, 1, 1), f, down=2)
-    assert one.shape == (2, 5, 4, 4)
+@pytest.mark.parametrize("k, pad", [(3, 2), (1, 1)])
+def test_downsampling_conv_equals_fir_filter_then_strided_conv(k, pad):
+    # Reference written with plain F.conv2d: pad by k//2 + (taps-1)//2 = 2 (1 for a 1x1 kernel)
+    # on every side, apply the 2-D FIR filter as a true (flipped) depthwise convolution, then a
+    # stride-2 'valid' conv. An asymmetric filter makes a wrong flip or offset visible.
+    torch.manual_seed(0)
+    f = fir_filter([1, 2, 4, 1])
+    x, w = torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.randn(5, 4, k, k, dtype=torch.float64)
+    f2 = torch.outer(f, f).to(torch.float64).flip([0, 1])
+    filtered = F.conv2d(F.pad(x, [pad] * 4), f2.expand(4, 1, 4, 4), groups=4)
+    expected = F.conv2d(filtered, w, stride=2)
+    out = conv2d_resample(x, w, f, down=2)
+    assert out.shape == (2, 5, 4, 4)
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2), (3, 2)])
+def test_upfirdn2d_matches_scipy_upfirdn(up, down):
+    # Independent reference: scipy.signal.upfirdn (zero insertion, full convolution, decimation).
+    # Padding (taps-1 before, taps-up after) makes upfirdn2d's output the same 'full' length.
+    upfirdn = pytest.importorskip("scipy.signal").upfirdn
+    gen = torch.Generator().manual_seed(1)
+    h = torch.tensor([1.0, 3.0, -2.0, 0.5, 2.0], dtype=torch.float64)  # asymmetric: checks the flip
+    x = torch.randn(1, 1, 1, 11, generator=gen, dtype=torch.float64)
+    t = h.numel()
+    out = upfirdn2d(x, h[None], up=up, down=down, padding=(t - 1, t - up, 0, 0))  # 2-D [1, taps]: 1-D along W
+    torch.testing.assert_close(out[0, 0, 0], torch.from_numpy(upfirdn(h.numpy(), x[0, 0, 0].numpy(), up, down)))
+
+    # Separable 2-D: the 1-D filter along W, then along H, with the gain.
+    f = torch.tensor([1.0, 2.0, 4.0, -1.0], dtype=torch.float64)
+    t = f.numel()
+    x = torch.randn(2, 3, 7, 9, generator=gen, dtype=torch.float64)
+    out = upfirdn2d(x, f, up=up, down=down, padding=(t - 1, t - up, t - 1, t - up), gain=3.0)
+    ref = upfirdn(f.numpy(), upfirdn(f.numpy(), x.numpy(), up, down, axis=-1), up, down, axis=-2) * 3.0
+    torch.testing.assert_close(out, torch.from_numpy(ref))
 
 
 # ----------------------------------------------------------------- modulated convolution
