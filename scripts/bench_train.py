@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="timed steps; rounded up to a multiple of the lazy intervals "
                         "(default 0 = one full cycle of the intervals)")
     timing.add_argument("--repeat", type=int, default=1, help="time the window this many times and report the best")
+    timing.add_argument("--first-step-only", action="store_true",
+                        help="only measure launch -> end of the first training step (all phases), then stop")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -220,12 +222,24 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         trainer = Trainer(cfg, accelerator, RunOptions(run_dir=Path(tmp, "run")))
         device = trainer.device
         window = timed_window(cfg, args.steps)
-        for i in range(args.warmup):
+        for i in range(1 if args.first_step_only else args.warmup):
             trainer.train_step()
             _sync(device)
             if i == 0:
                 first_step_s = time.perf_counter() - _T_LAUNCH
             log.info("warm-up step %d/%d", i + 1, args.warmup)
+        if args.first_step_only:
+            if args.warmup == 0:
+                trainer.train_step()
+                _sync(device)
+                first_step_s = time.perf_counter() - _T_LAUNCH
+            return {"device": device_name(device), "resolution": cfg.data.resolution, "batch": cfg.train.batch,
+                    "precision": "fp32" if precision == "no" else precision, "compile": trainer.perf.compile,
+                    "channels_last": trainer.perf.channels_last, "modconv": trainer.perf.modconv,
+                    "launch_to_first_step_s": round(first_step_s, 2), "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                    "peak_memory_gb": round(peak_memory_gb(device), 3),
+                    "G_params": sum(p.numel() for p in trainer.G.parameters()),
+                    "D_params": sum(p.numel() for p in trainer.D.parameters()), "commit": git_commit()}
         if args.warmup == 0:
             first_step_s = None
         if device.type == "cuda":

@@ -1,0 +1,76 @@
+"""Smoke tests of the benchmark scripts: tiny configs, a step or two, one valid JSON line each."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--z-dim", "32", "--w-dim", "32", "--mapping-layers", "1", "--channel-base", "128", "--channel-max", "16"]
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_bench_train_times_every_phase_and_prints_one_json_line():
+    # Intervals 2 and 2: the timed window (2 steps) includes G reg and D reg once each.
+    proc = run_script("bench_train.py", "--resolution", "16", *TINY, "--batch", "4", "--r1-interval", "2",
+                      "--pl-interval", "2", "--augment", "ada", "--warmup", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    for key in ("device", "resolution", "batch", "precision", "compile", "channels_last", "modconv", "sec_per_kimg",
+                "images_per_s", "peak_memory_gb", "G_params", "D_params", "commit", "launch_to_first_step_s"):
+        assert key in row, key
+    assert row["resolution"] == 16 and row["batch"] == 4 and row["precision"] == "fp32"
+    assert row["modconv"] == "batched"  # perf.modconv=auto while training
+    assert row["timed_steps"] == 4  # lcm of r1 (2), pl (2) and the ADA interval (4)
+    assert row["images_per_s"] > 0 and row["sec_per_kimg"] == pytest.approx(1000 / row["images_per_s"], rel=0.02)
+    assert row["G_params"] > 0 and row["D_params"] > 0
+
+
+def test_bench_train_matched_config_has_nvidia_parameter_counts():
+    """The matched row's architecture: G and D sizes equal stylegan2-ada-pytorch's (no steps timed)."""
+    from gan.config import load_config
+    from gan.networks import Discriminator, Generator
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_train
+
+    args = bench_train.build_parser().parse_args(
+        "--resolution 32 --z-dim 512 --w-dim 512 --mapping-layers 2 --channel-base 4096 --channel-max 256".split()
+    )
+    cfg = load_config(None, bench_train.overrides_from_args(args))
+    assert sum(p.numel() for p in Generator(cfg.model, 32).parameters()) == 5_238_419
+    assert sum(p.numel() for p in Discriminator(cfg.model, 32).parameters()) == 4_608_897
+
+
+def test_bench_train_rejects_a_bad_option_in_one_line():
+    proc = run_script("bench_train.py", "--resolution", "24", *TINY)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "data.resolution" in proc.stderr
+
+
+def test_bench_eval_generation_and_random_inception_features():
+    proc = run_script("bench_eval.py", "--set", "data.resolution=16", "--set", "model.z_dim=32", "--set", "model.w_dim=32",
+                      "--set", "model.channel_base=128", "--set", "model.channel_max=16", "--batch", "2", "--num", "2",
+                      "--random-inception", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert row["generator"] == "random-init" and row["resolution"] == 16
+    assert row["generation_samples_per_s"] > 0 and row["features_samples_per_s"] > 0
+    assert row["inception_weights"].startswith("random-init")
+
+
+def test_bench_help_explains_options():
+    for name in ("bench_train.py", "bench_eval.py"):
+        proc = run_script(name, "--help")
+        assert proc.returncode == 0
+        assert "--batch" in proc.stdout and "--threads" in proc.stdout
