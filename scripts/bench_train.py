@@ -14,9 +14,9 @@ matter for speed). Examples::
     python scripts/bench_train.py --resolution 32 --z-dim 512 --w-dim 512 --mapping-layers 2 \\
         --channel-base 4096 --channel-max 256 --batch 8 --r1-interval 16 --pl-interval 4 \\
         --style-mixing 0.9 --augment none
-    # a GPU row
-    python scripts/bench_train.py --preset configs/smoke.yaml --resolution 256 --channel-base 16384 \\
-        --batch 32 --precision bf16 --compile --channels-last
+    # a GPU row (256 px preset) and its launch-to-first-step time
+    python scripts/bench_train.py --preset configs/stylegan2-256.yaml --precision bf16 --channels-last --compile
+    python scripts/bench_train.py --preset configs/stylegan2-256.yaml --compile --first-step-only
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ log = logging.getLogger("bench_train")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench_train.py",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Prints one JSON line: device, resolution, batch, precision, compile, channels_last, modconv, "
         "sec_per_kimg, images_per_s, peak_memory_gb, G_params, D_params, commit and the full settings.",
