@@ -31,8 +31,6 @@ from gan.config import PerfConfig
 
 log = logging.getLogger(__name__)
 
-MODCONV_CHOICES = ("auto", "grouped", "batched")
-
 
 @dataclass
 class PerfChoices:
@@ -45,9 +43,10 @@ class PerfChoices:
 
 
 def resolve_modconv(choice: str, device: torch.device) -> str:
-    """The modulated-conv implementation for training on ``device``."""
-    if choice not in MODCONV_CHOICES:
-        raise ValueError(f"perf.modconv must be one of {', '.join(MODCONV_CHOICES)}; got {choice!r}")
+    """The modulated-conv implementation for training on ``device``.
+
+    ``choice`` is one of gan.config.MODCONV_CHOICES (checked when the config is loaded).
+    """
     # auto: batched on every device. Measured on CPU (docs/performance.md); on GPUs it is what
     # StyleGAN2-ADA uses in training (its grouped conv is for inference only).
     return "batched" if choice == "auto" else choice
