@@ -16,7 +16,7 @@ from gan.ema import ema_beta, update_ema
 from gan.minibatches import EpochItems, MinibatchOrder, epoch_permutation
 from gan.trackers import choose_tracker
 from gan.training_loop import RunOptions, Trainer, batch_split, lazy_adam, training_loop
-from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
+from training_support import OneProcess, assert_one_line_error, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -175,36 +175,26 @@ def test_help_explains_every_option(capsys):
         assert option in text
 
 
-def _one_line_error(capsys, argv, *needles):
-    code = train.main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == train.EXIT_BAD_INPUT, err
-    assert err.startswith("error: ") and "\n" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
 def test_bad_input_fails_in_one_line_before_training(tmp_path, dataset, capsys):
     config = write_config(tmp_path / "c.yaml", tiny_config(dataset))
     run = tmp_path / "run"
     base = ["--config", str(config), "--run-dir", str(run)]
-    _one_line_error(capsys, base + ["--data", str(tmp_path / "nowhere")], "does not exist")
+    assert_one_line_error(capsys, base + ["--data", str(tmp_path / "nowhere")], "does not exist")
     empty = tmp_path / "empty"
     empty.mkdir()
-    _one_line_error(capsys, base + ["--data", str(empty)], "dataset.json")
-    _one_line_error(capsys, base + ["--set", "data.resolution=32"], "resolution 32")
-    _one_line_error(capsys, base + ["--set", "train.bacth=8"], "bacth")
+    assert_one_line_error(capsys, base + ["--data", str(empty)], "dataset.json")
+    assert_one_line_error(capsys, base + ["--set", "data.resolution=32"], "resolution 32")
+    assert_one_line_error(capsys, base + ["--set", "train.bacth=8"], "bacth")
     typo = write_config(tmp_path / "typo.yaml", {**tiny_config(dataset), "trian": {"batch": 8}})
-    _one_line_error(capsys, ["--config", str(typo), "--run-dir", str(run)], "trian")
-    _one_line_error(capsys, base + ["--resume", str(tmp_path)], "not a checkpoint")
+    assert_one_line_error(capsys, ["--config", str(typo), "--run-dir", str(run)], "trian")
+    assert_one_line_error(capsys, base + ["--resume", str(tmp_path)], "not a checkpoint")
     assert not run.exists(), "a bad-input run must not create its run dir"
 
     # A real checkpoint of a wider network, resumed with the tiny config.
     wide = write_config(tmp_path / "wide.yaml", tiny_config(dataset, model={"channel_max": 16}))
     assert train.main(["--config", str(wide), "--run-dir", str(tmp_path / "wide"), "--max-kimg", "0.004"]) == 0
     capsys.readouterr()  # drop that run's progress bar
-    _one_line_error(capsys, base + ["--resume", str(tmp_path / "wide")], "model.channel_max=16 there, 32 in the config")
+    assert_one_line_error(capsys, base + ["--resume", str(tmp_path / "wide")], "model.channel_max=16 there, 32 in the config")
     assert not run.exists()
 
 

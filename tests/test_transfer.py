@@ -16,7 +16,7 @@ from gan.checkpoint import CheckpointError
 from gan.config import ConfigError, load_config
 from gan.training_loop import RunOptions, Trainer
 from gan.transfer import check_freeze_d, num_d_blocks
-from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
+from training_support import OneProcess, assert_one_line_error, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +31,6 @@ def source(tmp_path_factory):
 
 def _config(root, data, name="ft.yaml", **sections):
     return write_config(root / name, tiny_config(data, log={"sample_seeds": 0}, **sections))
-
-
-def _one_line_error(capsys, argv, *needles):
-    code = train.main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == train.EXIT_BAD_INPUT, err
-    assert err.startswith("error: ") and "\n" not in err, err
-    for needle in needles:
-        assert needle in err, err
 
 
 def test_init_from_flag_fine_tunes_with_freeze_d(source, tmp_path):
@@ -91,23 +82,23 @@ def test_incompatible_sources_fail_in_one_line_before_training(source, tmp_path,
     root, data, src = source
     run = tmp_path / "run"
     base = ["--config", str(_config(root, data)), "--run-dir", str(run)]
-    _one_line_error(capsys, base + ["--init-from", str(tmp_path / "nowhere")], "--init-from", "no such file")
-    _one_line_error(capsys, base + ["--init-from", str(src), "--set", "data.resolution=32"],
+    assert_one_line_error(capsys, base + ["--init-from", str(tmp_path / "nowhere")], "--init-from", "no such file")
+    assert_one_line_error(capsys, base + ["--init-from", str(src), "--set", "data.resolution=32"],
                     "--init-from", "resolution 16", "data.resolution=32")
-    _one_line_error(capsys, base + ["--init-from", str(src), "--set", "model.channel_max=16"],
+    assert_one_line_error(capsys, base + ["--init-from", str(src), "--set", "model.channel_max=16"],
                     "--init-from", "model.channel_max=32 there, 16 in the config")
-    _one_line_error(capsys, base + ["--init-from", str(src / "generator.safetensors"), "--set", "model.z_dim=16"],
+    assert_one_line_error(capsys, base + ["--init-from", str(src / "generator.safetensors"), "--set", "model.z_dim=16"],
                     "generator.safetensors", "model.z_dim=32 there, 16 in the config")
     # A checkpoint of greyscale networks (state.json says so): refused before its weights are read.
     grey = tmp_path / "grey"
     shutil.copytree(ck.latest_checkpoint(src), grey)
     state = json.loads((grey / "state.json").read_text())
     (grey / "state.json").write_text(json.dumps({**state, "img_channels": 1}))
-    _one_line_error(capsys, base + ["--init-from", str(grey)], "1-channel")
+    assert_one_line_error(capsys, base + ["--init-from", str(grey)], "1-channel")
     not_a_generator = tmp_path / "weights.safetensors"
     not_a_generator.write_bytes(b"\x00" * 64)
-    _one_line_error(capsys, base + ["--init-from", str(not_a_generator)], "--init-from", "not a safetensors file")
-    _one_line_error(capsys, base + ["--init-from", str(src), "--freeze-d", "3"], "transfer.freeze_d must be in 0..2")
+    assert_one_line_error(capsys, base + ["--init-from", str(not_a_generator)], "--init-from", "not a safetensors file")
+    assert_one_line_error(capsys, base + ["--init-from", str(src), "--freeze-d", "3"], "transfer.freeze_d must be in 0..2")
     assert not run.exists(), "a refused transfer must not create its run dir"
 
 

@@ -97,3 +97,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def assert_one_line_error(capsys, argv, *needles) -> str:
+    """Run train.py's main on ``argv``; it must exit with bad input and one 'error: ' line holding every needle."""
+    import train
+
+    code = train.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == train.EXIT_BAD_INPUT, err
+    assert err.startswith("error: ") and "\n" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
