@@ -116,6 +116,7 @@ class PerfConfig:
     compile: bool = False  # torch.compile G and D (falls back cleanly when unavailable)
     channels_last: bool = False
     modconv: str = "auto"  # auto | grouped | batched: modulated-conv implementation in training (gan/perf.py)
+    fused_adam: bool = True  # one fused Adam kernel over all parameters instead of one op per tensor
 
 
 @dataclass

@@ -33,7 +33,6 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
     Buffers (``mapping.w_avg``, constant noise maps) are not averaged: they already are
     running statistics or fixed tensors, so G_ema takes G's current values.
     """
-    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b.detach())
+    # foreach: one call over all tensors rather than a Python loop of small ops.
+    torch._foreach_lerp_(list(G_ema.parameters()), [p.detach() for p in G.parameters()], 1.0 - beta)
+    torch._foreach_copy_(list(G_ema.buffers()), [b.detach() for b in G.buffers()])

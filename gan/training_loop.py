@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from gan import checkpoint as ckpt_io
 from gan.config import ConfigError, TrainingConfig, to_dict
 from gan.ema import ema_beta, update_ema
+from gan.fileio import atomic_write_text
 from gan.minibatches import EpochItems, MinibatchOrder
 from gan.perf import apply_perf, set_eager
 from gan.trackers import log_image, log_scalars
@@ -98,11 +99,17 @@ def batch_split(batch: int, batch_per_gpu: Optional[int], num_processes: int) ->
     return per_round, per_process // per_round
 
 
-def lazy_adam(params, lr: float, betas: list[float], eps: float, reg_interval: Optional[int]) -> torch.optim.Adam:
-    """Adam whose lr and betas are corrected for regularisation every ``reg_interval`` steps."""
+def lazy_adam(
+    params, lr: float, betas: list[float], eps: float, reg_interval: Optional[int], fused: bool = False
+) -> torch.optim.Adam:
+    """Adam whose lr and betas are corrected for regularisation every ``reg_interval`` steps.
+
+    ``fused``: PyTorch's single-kernel Adam (CPU and CUDA), which updates every parameter
+    in one pass instead of a chain of per-tensor ops.
+    """
     ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
     return torch.optim.Adam(
-        params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=eps
+        params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=eps, fused=fused or None
     )
 
 
@@ -213,8 +220,9 @@ class Trainer:
         g_reg = lc.pl_interval if lc.pl_weight > 0 else None
         d_reg = lc.r1_interval if lc.r1_gamma > 0 else None
         g_params, d_params = list(self.G.parameters()), self._trainable_D()
-        opt_G = lazy_adam(g_params, t.g_lr, t.betas, t.eps, g_reg)
-        opt_D = lazy_adam(d_params, t.d_lr, t.betas, t.eps, d_reg)
+        fused = self.cfg.perf.fused_adam and self.device.type in ("cpu", "cuda")
+        opt_G = lazy_adam(g_params, t.g_lr, t.betas, t.eps, g_reg, fused)
+        opt_D = lazy_adam(d_params, t.d_lr, t.betas, t.eps, d_reg, fused)
         phases = [Phase("G_main", g_params, opt_G, 1, 1.0, True)]
         if g_reg:
             phases.append(Phase("G_reg", g_params, opt_G, g_reg, float(g_reg), False))
@@ -341,15 +349,17 @@ class Trainer:
     def _average_gradients(self, trained: list[torch.nn.Parameter], loss: torch.Tensor) -> bool:
         """All-reduce (mean) the phase's gradients and the loss in one call; True if all finite."""
         params = [p for p in trained if p.grad is not None]
-        flat = torch.cat([p.grad.flatten() for p in params] + [loss.reshape(1)])
         if self.world > 1:
+            flat = torch.cat([p.grad.flatten() for p in params] + [loss.reshape(1)])
             flat = self.acc.reduce(flat, reduction="mean")
             for p, g in zip(params, flat[:-1].split([p.numel() for p in params])):
                 p.grad.copy_(g.view_as(p))
+            loss = flat[-1]
         if self.acc.scaler is not None:  # fp16: overflowing gradients are the scaler's business
-            return bool(torch.isfinite(flat[-1]))
-        # One reduction instead of an elementwise isfinite pass: any NaN/Inf makes the sum non-finite.
-        return bool(torch.isfinite(flat.sum()))
+            return bool(torch.isfinite(loss))
+        # One reduction per tensor instead of an elementwise isfinite pass: a NaN/Inf makes its norm non-finite.
+        norms = torch._foreach_norm([p.grad for p in params])
+        return bool(torch.isfinite(torch.stack(norms).sum() + loss))
 
     def _record(self, stats: dict) -> None:
         for key, value in stats.items():
@@ -493,6 +503,34 @@ def _append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def trim_metrics_log(path: Path, cur_nimg: int) -> int:
+    """Drop the records a resumed run is about to replay; return the last kept tick number.
+
+    A run killed after its last checkpoint has logged ticks (and metrics) past the point it
+    resumes from; training them again would log each such stretch twice. Lines that do not
+    parse (a write cut short by the kill) are dropped too. The file is rewritten atomically.
+    """
+    if not path.is_file():
+        return 0
+    kept, dropped, last_tick = [], 0, 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            beyond = record["cur_nimg"] > cur_nimg
+        except (ValueError, KeyError, TypeError):
+            dropped += 1
+            continue
+        if beyond:
+            dropped += 1
+            continue
+        kept.append(line)
+        last_tick = record.get("tick", last_tick)
+    if dropped:
+        log.info("%s: dropped %d record(s) past kimg %.3f, which this resumed run trains again", path, dropped, cur_nimg / 1000)
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+    return int(last_tick)
+
+
 def _tick_line(rec: dict) -> str:
     losses = "  ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in rec.items() if k.startswith("Loss/"))
     aug = f"  augment_p {rec['augment/p']:.3f}" if "augment/p" in rec else ""
@@ -508,8 +546,11 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
     trainer = Trainer(cfg, accelerator, options)
     run_dir, main = Path(options.run_dir), accelerator.is_main_process
     metrics_path = run_dir / "metrics.jsonl"
+    tick_index = 0
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if options.resume is not None:
+            tick_index = trim_metrics_log(metrics_path, trainer.progress.cur_nimg)
     result = RunResult(progress=trainer.progress, last_checkpoint=trainer.last_checkpoint)
     if trainer.progress.cur_nimg == 0:
         trainer.write_reals()
@@ -520,7 +561,7 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
     )
     bar = tqdm(total=trainer.stop_nimg / 1000, initial=trainer.progress.kimg, unit="kimg", disable=not main,
                bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
-    tick_start, tick_nimg, tick_index = time.time(), trainer.progress.cur_nimg, 0
+    tick_start, tick_nimg = time.time(), trainer.progress.cur_nimg
     # Seconds spent since the last tick on logging, sample grids, checkpoints and metrics: reported
     # as timing/maintenance_sec and left out of sec/tick and sec/kimg (as StyleGAN2-ADA does), so
     # the training speed does not jump whenever a checkpoint or an evaluation falls into a tick.

@@ -74,3 +74,12 @@ def test_bench_help_explains_options():
         proc = run_script(name, "--help")
         assert proc.returncode == 0
         assert "--batch" in proc.stdout and "--threads" in proc.stdout
+
+
+def test_bench_optim_times_each_bookkeeping_variant():
+    proc = run_script("bench_optim.py", "--resolution", "16", *TINY, "--iters", "2", "--threads", "1", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout.strip())
+    for key in ("adam_foreach_ms", "adam_fused_ms", "ema_loop_ms", "ema_foreach_ms", "finite_cat_ms", "finite_norms_ms"):
+        assert row[key] > 0, key
+    assert row["G_params"] > 0 and row["device"] == "cpu"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -50,6 +51,37 @@ def test_lazy_adam_corrects_lr_and_betas():
     assert group["betas"] == pytest.approx((0.0, 0.99**ratio))
     plain = lazy_adam([torch.nn.Parameter(torch.zeros(1))], lr=0.002, betas=[0.0, 0.99], eps=1e-8, reg_interval=None)
     assert plain.param_groups[0]["lr"] == 0.002 and plain.param_groups[0]["betas"] == (0.0, 0.99)
+
+
+def test_fused_adam_takes_the_same_step_as_the_per_tensor_one():
+    torch.manual_seed(0)
+    start = [torch.randn(4, 3), torch.randn(7)]
+    grads = [torch.randn(4, 3), torch.randn(7)]
+    results = []
+    for fused in (False, True):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = lazy_adam(params, lr=0.01, betas=[0.0, 0.99], eps=1e-8, reg_interval=4, fused=fused)
+        assert opt.defaults["fused"] is (True if fused else None)
+        for _ in range(3):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+        results.append([p.detach() for p in params])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_skips_the_update(tmp_path, dataset):
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(dataset)))
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
+    params = list(trainer.G.parameters())
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    assert trainer._average_gradients(params, torch.tensor(0.5))
+    params[3].grad.view(-1)[0] = float("inf")
+    assert not trainer._average_gradients(params, torch.tensor(0.5))
+    params[3].grad.view(-1)[0] = float("nan")
+    assert not trainer._average_gradients(params, torch.tensor(0.5))
 
 
 def test_batch_split_accumulates_and_rejects_bad_splits():
@@ -335,3 +367,21 @@ def test_maintenance_time_is_logged_apart_from_training_speed(tmp_path, dataset,
     assert [t["sec_per_tick"] for t in result.ticks] == [2.0] * 4
     assert [t["sec_per_kimg"] for t in result.ticks] == [500.0] * 4
     assert [t["timing/maintenance_sec"] for t in result.ticks] == [0.0, 0.0, 100.0, 0.0]
+
+
+def test_resume_drops_logged_ticks_it_trains_again(tmp_path, dataset):
+    """A kill after ticks were logged but before the next checkpoint: the resumed run logs each kimg once."""
+    cfg = tiny_config(dataset, checkpoint={"every_kimg": 0.008, "keep_last": 3}, log={"tick_kimg": 0.004})
+    write_config(tmp_path / "c.yaml", cfg)
+    run = tmp_path / "run"
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(run), "--max-kimg", "0.016"]) == 0
+    # Pretend the run died between the tick at 16 images and its checkpoint, mid-way through a line.
+    last = ck.latest_checkpoint(run)
+    assert last.name == ck.checkpoint_name(16)
+    shutil.rmtree(last)
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"cur_nimg": 20, "tick"')
+    assert train.main(["--resume", str(run), "--max-kimg", "0.016"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["cur_nimg"] for r in records] == [4, 8, 12, 16]
+    assert [r["tick"] for r in records] == [1, 2, 3, 4]
