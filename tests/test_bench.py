@@ -83,3 +83,22 @@ def test_bench_optim_times_each_bookkeeping_variant():
     for key in ("adam_foreach_ms", "adam_fused_ms", "ema_loop_ms", "ema_foreach_ms", "finite_cat_ms", "finite_norms_ms"):
         assert row[key] > 0, key
     assert row["G_params"] > 0 and row["device"] == "cpu"
+
+
+def test_perf_table_renders_rows_with_speedups(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        json.dumps({"row": "baseline fp32", "device": "GPU X", "images_per_s": 100.0, "command": "a"}) + "\n\n"
+        + json.dumps({"row": "bf16", "device": "GPU X", "images_per_s": 150.0, "command": "b"}) + "\n"
+        + json.dumps({"row": "broken", "error": "timed out"}) + "\n"
+    )
+    proc = run_script("perf_table.py", str(rows), "--baseline", "baseline", "--commands")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("| row | device | images/s | vs baseline | error | command |")
+    assert "| bf16 | GPU X | 150.0 | 1.50× |  | `b` |" in lines
+    assert len(lines) == 5
+
+    rows.write_text("{not json\n")
+    proc = run_script("perf_table.py", str(rows))
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {rows}:1: not a JSON line (Expecting property name enclosed in double quotes)"
