@@ -117,6 +117,9 @@ class PerfConfig:
     channels_last: bool = False
     modconv: str = "auto"  # auto | grouped | batched: modulated-conv implementation in training (gan/perf.py)
     fused_adam: bool = True  # one fused Adam kernel over all parameters instead of one op per tensor
+    # With fused Adam: a non-finite update is skipped on the device (Adam's found_inf) and the
+    # host reads the skip flags one step later on GPUs, so no phase waits for the GPU to drain.
+    device_side_skip: bool = True
 
 
 @dataclass

@@ -184,6 +184,12 @@ class Trainer:
         self.G_run, self.D_run, self.perf = apply_perf(cfg.perf, self.G, self.D, self.device)
         self.loss = StyleGAN2Loss(self.G_run, self.D_run, cfg.loss, augment_pipe=self.augment_pipe)
         self.phases = self._build_phases()
+        # Skip non-finite updates on the device (fused Adam's found_inf) instead of deciding on the
+        # host; then the host reads each step's flags `check_lag` steps later, when a GPU has long
+        # finished computing them, so the loop never blocks on one (on CPU there is nothing to wait for).
+        self.device_side_skip = cfg.perf.device_side_skip and bool(self.opt_G.defaults.get("fused"))
+        self.check_lag = 1 if self.device_side_skip and self.device.type == "cuda" else 0
+        self._unchecked: list[dict[str, torch.Tensor]] = []
         self.progress = ckpt_io.Progress()
         self.last_checkpoint: Optional[Path] = None
         if options.resume is not None:
@@ -269,6 +275,7 @@ class Trainer:
         )
 
     def save_checkpoint(self) -> Path:
+        self.check_finite()  # the saved counters include every step taken so far
         path = ckpt_io.save_checkpoint(self.run_dir, self._snapshot(), self.acc, self.cfg.checkpoint.keep_last)
         if self.acc.is_main_process:
             from gan.export import EXPORT_NAME, save_generator
@@ -313,8 +320,11 @@ class Trainer:
             return self.loss.d_main(reals, self._latents())
         return self.loss.d_r1(reals)
 
-    def _run_phase(self, phase: Phase, reals: list[torch.Tensor]) -> bool:
-        """Forward/backward over the accumulation rounds, average gradients, step; False if skipped."""
+    def _run_phase(self, phase: Phase, reals: list[torch.Tensor]) -> torch.Tensor:
+        """Forward/backward over the accumulation rounds, average gradients, step unless non-finite.
+
+        Returns whether the update was taken, as a 0-dim bool tensor on the device.
+        """
         for p in phase.params:  # the other network stays frozen: it gets no gradients to reduce
             p.requires_grad_(True)
         phase.opt.zero_grad(set_to_none=True)
@@ -334,8 +344,13 @@ class Trainer:
                 signs.append((stats["scores/real_sign"].double() * round_reals.shape[0], round_reals.shape[0]))
         self._record({f"Loss/{phase.name}": loss_sum})
         finite = self._average_gradients(phase.params, loss_sum)
-        if finite:
+        if self.acc.scaler is None and self.device_side_skip:
             for sign_sum, count in signs:  # a skipped (non-finite) round must not move p
+                self.ada.add_stats(sign_sum * finite, finite.double() * count)
+            phase.opt.found_inf = (~finite).float()  # fused Adam leaves params and moments alone when 1
+            phase.opt.step()
+        elif bool(finite):  # host decides: one GPU->CPU sync
+            for sign_sum, count in signs:
                 self.ada.add_stats(sign_sum, count)
             if self.acc.scaler is not None:
                 self.acc.scaler.step(phase.opt)  # skips the step itself when fp16 gradients overflowed
@@ -346,8 +361,8 @@ class Trainer:
             p.requires_grad_(False)
         return finite
 
-    def _average_gradients(self, trained: list[torch.nn.Parameter], loss: torch.Tensor) -> bool:
-        """All-reduce (mean) the phase's gradients and the loss in one call; True if all finite."""
+    def _average_gradients(self, trained: list[torch.nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+        """All-reduce (mean) the phase's gradients and the loss in one call; whether all are finite (0-dim bool)."""
         params = [p for p in trained if p.grad is not None]
         if self.world > 1:
             flat = torch.cat([p.grad.flatten() for p in params] + [loss.reshape(1)])
@@ -356,10 +371,10 @@ class Trainer:
                 p.grad.copy_(g.view_as(p))
             loss = flat[-1]
         if self.acc.scaler is not None:  # fp16: overflowing gradients are the scaler's business
-            return bool(torch.isfinite(loss))
+            return torch.isfinite(loss)
         # One reduction per tensor instead of an elementwise isfinite pass: a NaN/Inf makes its norm non-finite.
         norms = torch._foreach_norm([p.grad for p in params])
-        return bool(torch.isfinite(torch.stack(norms).sum() + loss))
+        return torch.isfinite(torch.stack(norms).sum() + loss)
 
     def _record(self, stats: dict) -> None:
         for key, value in stats.items():
@@ -379,7 +394,15 @@ class Trainer:
         self.progress.cur_nimg += self.cfg.train.batch
         self.progress.step += 1
         self.progress.data_position += self.batch_per_gpu * self.world * self.accum
-        self._count_bad(finite)
+        self._unchecked.append(finite)
+        self.check_finite(lag=self.check_lag)
+
+    def check_finite(self, lag: int = 0) -> None:
+        """Count the skip flags of every step but the last ``lag`` ones (host sync; see ``check_lag``)."""
+        while len(self._unchecked) > lag:
+            flags = self._unchecked.pop(0)
+            values = torch.stack(list(flags.values())).tolist() if flags else []
+            self._count_bad(dict(zip(flags, values)))
 
     def _sync_buffers(self) -> None:
         """Average G's running mean w (``mapping.w_avg``), which each process moves with its own latents.
@@ -604,6 +627,7 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
             trainer.run_metrics(metrics_path)
         maintenance += time.time() - now
     bar.close()
+    trainer.check_finite()
     if saved_at != trainer.progress.cur_nimg:  # e.g. resumed at or past the stop point
         trainer.save_checkpoint()
     result.progress, result.last_checkpoint = trainer.progress, trainer.last_checkpoint

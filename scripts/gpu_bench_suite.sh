@@ -62,6 +62,7 @@ if want train; then
     row "256 bf16 batched" "$PY" $P256 --precision bf16 --no-channels-last
     row "256 bf16 batched channels_last" "$PY" $P256 --precision bf16 --channels-last
     row "256 bf16 channels_last, per-tensor Adam" "$PY" $P256 --precision bf16 --channels-last --set perf.fused_adam=false
+    row "256 bf16 channels_last, host-side skip (one sync per phase)" "$PY" $P256 --precision bf16 --channels-last --set perf.device_side_skip=false
     row "256 fp16 batched channels_last" "$PY" $P256 --precision fp16 --channels-last
     row "256 bf16 channels_last, no augmentation" "$PY" $P256 --precision bf16 --channels-last --augment none
 fi

@@ -84,6 +84,46 @@ def test_a_non_finite_gradient_with_a_finite_loss_skips_the_update(tmp_path, dat
     assert not trainer._average_gradients(params, torch.tensor(0.5))
 
 
+@pytest.mark.parametrize("perf", [{}, {"device_side_skip": False}, {"fused_adam": False}])
+def test_a_nan_phase_leaves_weights_and_optimiser_state_untouched(tmp_path, dataset, monkeypatch, perf):
+    """Device-side skip (fused Adam's found_inf) and host-side skip leave the same untouched state."""
+    from gan.loss import StyleGAN2Loss
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(dataset, perf=perf)))
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
+    assert trainer.device_side_skip == (perf == {}) and trainer.check_lag == 0  # no lag on CPU
+    trainer.train_step()  # Adam state exists from here on
+    monkeypatch.setattr(StyleGAN2Loss, "d_main", _nan_loss(StyleGAN2Loss.d_main))
+    D_before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    opt_before = {i: {k: v.clone() for k, v in st.items()} for i, st in enumerate(trainer.opt_D.state.values())}
+    ada_before = trainer.ada.local_stats()
+    trainer.train_step()
+    assert trainer.progress.bad_runs["D_main"] == 1 and trainer.progress.bad_runs["G_main"] == 0
+    assert all(torch.equal(v, trainer.D.state_dict()[k]) for k, v in D_before.items()), "a NaN step changed D"
+    for i, st in enumerate(trainer.opt_D.state.values()):
+        for k, v in st.items():
+            assert torch.equal(v, opt_before[i][k]), f"a NaN step changed D's Adam {k}"
+    assert trainer.ada.local_stats() == ada_before
+
+
+def test_lagged_finite_check_counts_a_bad_step_one_step_later(tmp_path, dataset, monkeypatch):
+    """On GPUs the host reads the skip flags a step late (check_lag=1); nothing is lost or counted twice."""
+    from gan.loss import StyleGAN2Loss
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(dataset)))
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
+    trainer.check_lag = 1
+    monkeypatch.setattr(StyleGAN2Loss, "d_main", _nan_loss(StyleGAN2Loss.d_main))
+    trainer.train_step()
+    assert trainer.progress.bad_runs == {}  # not read yet
+    trainer.train_step()
+    assert trainer.progress.bad_runs["D_main"] == 1
+    trainer.check_finite()
+    assert trainer.progress.bad_runs["D_main"] == 2
+    trainer.check_finite()
+    assert trainer.progress.bad_runs["D_main"] == 2
+
+
 def test_batch_split_accumulates_and_rejects_bad_splits():
     assert batch_split(32, None, 4) == (8, 1)
     assert batch_split(32, 4, 4) == (4, 2)  # 4 per round x 2 rounds x 4 processes
