@@ -594,8 +594,10 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
         prev = trainer.progress.cur_nimg
         trainer.train_step()
         cur = trainer.progress.cur_nimg
-        # the last step may overshoot the stop point by part of a batch; keep the bar within its total
-        bar.update((min(cur, trainer.stop_nimg) - min(prev, trainer.stop_nimg)) / 1000)
+        # The last step may overshoot the stop point by part of a batch: keep the bar within its total.
+        # Set the position rather than adding deltas, whose float sum can end past the total
+        # (tqdm then shows a negative time remaining).
+        bar.update(min(cur, trainer.stop_nimg) / 1000 - bar.n)
         done = cur >= trainer.stop_nimg
         now = time.time()
         if done or _crossed(prev, cur, cfg.log.tick_kimg):
