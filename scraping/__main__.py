@@ -1,7 +1,9 @@
 """``python -m scraping``: collect one WikiArt artist's public-domain works into a folder.
 
-Writes ``DIR/manifest.jsonl`` (one verified work per line) and ``DIR/images/``. Safe to
-interrupt and re-run: kept works are never fetched again.
+Writes ``DIR/manifest.jsonl`` (one verified work per line), ``DIR/images/`` and
+``DIR/rejected.jsonl`` (works left out for good: labelled other than public domain, or a
+duplicate image). Safe to interrupt and re-run: neither kept nor recorded works are requested
+again (``--recheck-rejected`` checks the recorded ones again); failed works are retried.
 
 Exit status: 0 when the run finished (also when the artist has no public-domain works),
 1 for bad input or an unexpected server answer, 3 when WikiArt's quota stopped the run.
@@ -34,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Download every public-domain work of one WikiArt artist into DIR "
             "(DIR/manifest.jsonl + DIR/images/). A work is kept only when its WikiArt page is "
-            "labelled 'Public domain'; re-running resumes where the last run stopped."
+            "labelled 'Public domain'; re-running resumes where the last run stopped, skipping kept "
+            "works and those recorded in DIR/rejected.jsonl, and retrying works that failed."
         ),
         epilog=(
             f"Keyed v2 API: set {ACCESS_ENV} and {SECRET_ENV} (from your WikiArt account) and pass "
@@ -71,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"list works with the keyed v2 API (needs {ACCESS_ENV} and {SECRET_ENV})")
     parser.add_argument("--v2-artist-id", default=None,
                         help="the artist's v2 id; by default taken from the artist record")
+    parser.add_argument("--recheck-rejected", action="store_true",
+                        help="check again the works DIR/rejected.jsonl records as not public domain or "
+                             "duplicate (normally skipped), e.g. after WikiArt relabelled works or a new "
+                             "year moved the public-domain cut-off; rebuilds that file from this run's "
+                             "decisions")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request decision and retry")
     return parser
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         v2=credentials,
         v2_artist_id=args.v2_artist_id,
+        recheck_rejected=args.recheck_rejected,
     )
     try:
         summary = scrape(options)

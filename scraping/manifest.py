@@ -1,8 +1,12 @@
-"""The raw download manifest: ``<out>/manifest.jsonl``, one verified work per line, append-only.
+"""The raw download dir's records: ``manifest.jsonl`` (kept works) and ``rejected.jsonl``.
 
-A row is appended (and fsynced) only after its image file is complete, verified and renamed
-into place, so the manifest never names a partial file. A SIGKILL can at worst tear the last
-line while it is being written; reading tolerates that by cutting the torn tail off.
+Both are JSON Lines, append-only, one work per line, written by the same durable writer.
+A manifest row is appended (and fsynced) only after its image file is complete, verified and
+renamed into place, so the manifest never names a partial file. ``rejected.jsonl`` records
+works whose rejection is final (a licence label that is not public domain, a duplicate of a
+kept image), so a re-run does not ask WikiArt about them again. A SIGKILL can at worst tear
+the last line of either file while it is being written; reading tolerates that by cutting the
+torn tail off.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
+REJECTED_NAME = "rejected.jsonl"
 IMAGES_DIR = "images"
 
 
 class ManifestError(ValueError):
-    """A manifest that cannot be trusted (corrupt line before the end)."""
+    """A manifest (or rejected list) that cannot be trusted (corrupt line before the end)."""
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,35 @@ class ManifestRow:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False)
 
 
+@dataclass(frozen=True)
+class RejectedRow:
+    """One work left out for good. Field order is the order written to disk."""
+
+    id: str
+    title: str
+    source_url: str  # the work page that was checked (it names the artist and the work)
+    outcome: str  # e.g. "not public domain", "duplicate"
+    reason: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False)
+
+
 def read_manifest(path: Path) -> list[dict]:
-    """Read every complete row; repair a torn final line (left by a kill) by truncating it.
+    """Read every complete manifest row; repair a torn final line (left by a kill).
 
     Raises :class:`ManifestError` for a corrupt line that is *not* the last one.
     """
+    return _read_rows(path, ("id", "file"), "manifest")
+
+
+def read_rejected(path: Path) -> list[dict]:
+    """Read every complete ``rejected.jsonl`` row, with the same repair and errors as the manifest."""
+    return _read_rows(path, ("id", "outcome"), "rejected-work")
+
+
+def _read_rows(path: Path, required: tuple[str, ...], kind: str) -> list[dict]:
+    """Read a JSON Lines record file; truncate a torn final line, raise for corruption before it."""
     if not path.exists():
         return []
     raw = path.read_bytes()
@@ -67,14 +96,14 @@ def read_manifest(path: Path) -> list[dict]:
             continue
         try:
             row = json.loads(line)
-            if not isinstance(row, dict) or "id" not in row or "file" not in row:
-                raise ValueError("not a manifest row")
+            if not isinstance(row, dict) or any(key not in row for key in required):
+                raise ValueError(f"not a {kind} row")
         except ValueError as exc:
             if is_last or all(not rest.strip() for rest in lines[number:]):
                 log.warning("%s: dropping a torn last line (an interrupted run wrote it)", path)
                 _truncate(path, good_bytes)
                 return rows
-            raise ManifestError(f"{path}: line {number} is not a manifest row ({exc})") from None
+            raise ManifestError(f"{path}: line {number} is not a {kind} row ({exc})") from None
         if is_last:
             # Valid JSON without its newline: keep it, but end the file properly before appending.
             with open(path, "ab") as fh:
@@ -97,14 +126,19 @@ def _sync(fh) -> None:
 
 
 class ManifestWriter:
-    """Appends rows durably: write, flush, fsync, one row at a time."""
+    """Appends rows (:class:`ManifestRow` or :class:`RejectedRow`) durably: write, flush, fsync.
 
-    def __init__(self, path: Path):
+    ``fresh=True`` empties the file first (a run that rebuilds it from its own decisions).
+    """
+
+    def __init__(self, path: Path, fresh: bool = False):
         self.path = path
-        self._fh = open(path, "a", encoding="utf-8")
+        self._fh = open(path, "w" if fresh else "a", encoding="utf-8")
+        if fresh:
+            _sync(self._fh)
         self._lock = threading.Lock()
 
-    def append(self, row: ManifestRow) -> None:
+    def append(self, row: ManifestRow | RejectedRow) -> None:
         with self._lock:
             self._fh.write(row.to_json() + "\n")
             _sync(self._fh)

@@ -3,13 +3,18 @@
 Per work (in a small thread pool): pre-filter on the artist's death date, details for the work
 page slug, style and genre, the authoritative copyright label from the work page, then the
 image, verified and written under a ``.part`` name. The main thread commits results *in
-listing order* (rename, then append the manifest row), so an uninterrupted run and a killed
-and resumed run write byte-identical manifests, and "first in the listing" decides which of
-two identical images is kept.
+listing order* (rename, then append the manifest row; or append a ``rejected.jsonl`` row), so
+an uninterrupted run and a killed and resumed run write byte-identical files, and "first in
+the listing" decides which of two identical images is kept.
 
-Resume: works already in the manifest are not requested again; ``.part`` leftovers and image
-files no manifest row names (renamed just before a kill, row never written) are removed at
-start.
+Resume: works already in the manifest are not requested again, and neither are works in
+``<out>/rejected.jsonl``: final rejections, i.e. a work page labelled other than public domain,
+or an image identical to a kept one. Works that failed (network, HTTP, bad image) or whose
+licence could not be read are not recorded, so every run tries them again; pre-filtered works
+cost no request and are decided afresh. ``recheck_rejected`` (``--recheck-rejected``) checks
+the recorded works again and rebuilds ``rejected.jsonl`` from that run's decisions. ``.part``
+leftovers and image files no manifest row names (renamed just before a kill, row never
+written) are removed at start.
 """
 
 from __future__ import annotations
@@ -30,7 +35,16 @@ from .download import PART_SUFFIX, ImageRejected, commit_part, fetch_image, writ
 from .http import ApiLimitExceeded, HttpError, HttpSettings, PoliteClient, RedirectedToErrorPage
 from .imageio import MAX_PIXELS
 from .licence import Licence, parse_copyright_label, prefilter_work
-from .manifest import IMAGES_DIR, MANIFEST_NAME, ManifestRow, ManifestWriter, read_manifest
+from .manifest import (
+    IMAGES_DIR,
+    MANIFEST_NAME,
+    REJECTED_NAME,
+    ManifestRow,
+    ManifestWriter,
+    RejectedRow,
+    read_manifest,
+    read_rejected,
+)
 from .names import image_filename
 from .v2api import V2Credentials, V2Client
 from .wikiart import DEFAULT_BASE_URL, SchemaError, WikiArtClient, WorkSummary
@@ -62,17 +76,24 @@ class ScrapeOptions:
     progress: bool = True
     v2: V2Credentials | None = None
     v2_artist_id: str | None = None
+    recheck_rejected: bool = False  # check works in rejected.jsonl again and rebuild that file
 
 
 @dataclass
 class WorkResult:
-    """What happened to one work; ``part`` is the verified temp file of a kept work."""
+    """What happened to one work; ``part`` is the verified temp file of a kept work.
+
+    ``final`` marks a rejection that asking WikiArt again would only repeat; such results are
+    recorded in ``rejected.jsonl`` and skipped by later runs.
+    """
 
     work: WorkSummary
     outcome: Outcome
     reason: str
     row: ManifestRow | None = None
     part: Path | None = None
+    source_url: str | None = None  # the work page that was read, once known
+    final: bool = False
 
 
 @dataclass
@@ -82,6 +103,7 @@ class ScrapeSummary:
     artist: str
     listed: int = 0
     already_kept: int = 0
+    already_rejected: int = 0  # skipped: recorded in rejected.jsonl by an earlier run
     kept_new: int = 0
     reasons: dict[Outcome, Counter] = field(default_factory=lambda: {o: Counter() for o in Outcome})
     stopped: str | None = None
@@ -104,6 +126,7 @@ class ScrapeSummary:
         out = [
             f"{self.artist}: {self.listed} works listed; kept {self.kept_total} "
             f"({self.kept_new} new, {self.already_kept} from earlier runs); "
+            f"rejected earlier {self.already_rejected}; "
             f"not public domain {self.count(Outcome.NOT_PUBLIC_DOMAIN)}; "
             f"unknown licence {self.count(Outcome.UNKNOWN_LICENCE)}; failed {self.count(Outcome.FAILED)}; "
             f"duplicates {self.count(Outcome.DUPLICATE)}"
@@ -120,10 +143,13 @@ def scrape(options: ScrapeOptions) -> ScrapeSummary:
     images_dir = options.out / IMAGES_DIR
     images_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = options.out / MANIFEST_NAME
+    rejected_path = options.out / REJECTED_NAME
     existing = read_manifest(manifest_path)
     _remove_leftovers(images_dir, existing)
     kept_ids = {str(row["id"]) for row in existing}
     kept_sha = {row.get("sha256") for row in existing}
+    # A recheck rebuilds rejected.jsonl, so it neither needs the old rows nor fails on a corrupt file.
+    rejected_ids = set() if options.recheck_rejected else {str(row["id"]) for row in read_rejected(rejected_path)}
 
     summary = ScrapeSummary(options.artist)
     stop = threading.Event()
@@ -138,13 +164,20 @@ def scrape(options: ScrapeOptions) -> ScrapeSummary:
             return summary
         summary.listed = len(works)
         summary.already_kept = sum(1 for w in works if w.id in kept_ids)
-        todo = [w for w in works if w.id not in kept_ids]
+        summary.already_rejected = sum(1 for w in works if w.id in rejected_ids and w.id not in kept_ids)
+        todo = [w for w in works if w.id not in kept_ids and w.id not in rejected_ids]
         if options.limit is not None and summary.already_kept >= options.limit:
             todo = []
-        log.info("%d works listed, %d already kept, %d to check", len(works), summary.already_kept, len(todo))
+        log.info("%d works listed, %d already kept, %d rejected earlier, %d to check",
+                 len(works), summary.already_kept, summary.already_rejected, len(todo))
         worker = _Worker(client, options, death_day, images_dir, stop)
-        with ManifestWriter(manifest_path) as writer:
-            _run_in_order(todo, worker, writer, kept_sha, summary, options, stop)
+        # A recheck starts rejected.jsonl empty and appends every decision again, in listing
+        # order: no work is listed twice, and a kill mid-recheck only means the works not yet
+        # re-decided are checked again by the next run.
+        with ManifestWriter(manifest_path) as manifest, \
+                ManifestWriter(rejected_path, fresh=options.recheck_rejected) as rejected:
+            records = _Records(manifest, rejected, kept_sha)
+            _run_in_order(todo, worker, records, summary, options, stop)
     finally:
         http.close()
     return summary
@@ -192,7 +225,16 @@ def _remove_leftovers(images_dir: Path, rows: list[dict]) -> None:
                     len(missing), missing[0])
 
 
-def _run_in_order(todo, worker, writer, kept_sha, summary, options, stop) -> None:
+@dataclass
+class _Records:
+    """Where committed results go; used by the main thread only."""
+
+    manifest: ManifestWriter
+    rejected: ManifestWriter
+    kept_sha: set[str]
+
+
+def _run_in_order(todo, worker, records: _Records, summary, options, stop) -> None:
     """Process works in a pool, commit results strictly in listing order."""
     window = max(1, options.workers) * 2
     queue = iter(todo)
@@ -211,7 +253,7 @@ def _run_in_order(todo, worker, writer, kept_sha, summary, options, stop) -> Non
                     stop.set()
                     summary.stopped = str(exc)
                     break
-                _commit(result, writer, kept_sha, summary)
+                _commit(result, records, summary)
                 bar.update(1)
                 bar.set_postfix(kept=summary.kept_total, rejected=bar.n - summary.kept_new, refresh=False)
                 if options.limit is not None and summary.kept_total >= options.limit:
@@ -247,17 +289,26 @@ def _discard(future: Future) -> None:
         result.part.unlink(missing_ok=True)
 
 
-def _commit(result: WorkResult, writer: ManifestWriter, kept_sha: set, summary: ScrapeSummary) -> None:
+def _commit(result: WorkResult, records: _Records, summary: ScrapeSummary) -> None:
     if result.outcome is Outcome.KEPT and result.row is not None and result.part is not None:
-        if result.row.sha256 in kept_sha:
+        if result.row.sha256 in records.kept_sha:
             result.part.unlink(missing_ok=True)
-            result = replace(result, outcome=Outcome.DUPLICATE, reason="same file as an earlier work", part=None)
+            # Final while the kept twin stays in the manifest (its row is never rewritten).
+            result = replace(result, outcome=Outcome.DUPLICATE, reason="same file as an earlier work", part=None,
+                             final=True)
         else:
             commit_part(result.part)
-            writer.append(result.row)
-            kept_sha.add(result.row.sha256)
+            records.manifest.append(result.row)
+            records.kept_sha.add(result.row.sha256)
+    if result.final:
+        records.rejected.append(_rejected_row(result))
     log.debug("%s %s (%s): %s", result.outcome.value, result.work.id, result.work.title, result.reason)
     summary.add(result)
+
+
+def _rejected_row(result: WorkResult) -> RejectedRow:
+    return RejectedRow(id=result.work.id, title=result.work.title, source_url=result.source_url or "",
+                       outcome=result.outcome.value, reason=result.reason)
 
 
 class _Worker:
@@ -279,6 +330,13 @@ class _Worker:
             raise
 
     def _process(self, work: WorkSummary) -> WorkResult:
+        # Which rejections are final (recorded in rejected.jsonl, never asked about again):
+        # only a label WikiArt itself put on the work page (and, in _commit, a duplicate).
+        # Not final: FAILED (network, HTTP, bad or truncated images are mostly transient);
+        # UNKNOWN_LICENCE (a page or details call that failed, or a label our parser could not
+        # read: a transient error page or a fixed parser should get another chance, and such
+        # works are few, so retrying them costs little); the pre-filter (it makes no request,
+        # and its answer moves with the calendar as works pass into the public domain).
         pre = prefilter_work(self.death_day, work.year, self.today)
         if not pre.candidate:
             return WorkResult(work, Outcome.NOT_PUBLIC_DOMAIN, f"pre-filter: {pre.reason}")
@@ -302,7 +360,8 @@ class _Worker:
         if label is Licence.UNKNOWN:
             return WorkResult(work, Outcome.UNKNOWN_LICENCE, "no readable copyright label on the work page")
         if label is not Licence.PUBLIC_DOMAIN:
-            return WorkResult(work, Outcome.NOT_PUBLIC_DOMAIN, f"labelled {label.value}")
+            return WorkResult(work, Outcome.NOT_PUBLIC_DOMAIN, f"labelled {label.value}", source_url=page_url,
+                              final=True)
         image_url = work.image_url or details.image_url
         if not image_url:
             return WorkResult(work, Outcome.FAILED, "no image URL")
@@ -331,7 +390,8 @@ class _Worker:
             license=label.value,
         )
         part = write_part(self.images_dir, name, image.data)
-        return WorkResult(work, Outcome.KEPT, f"{image.info.width}x{image.info.height} {image.info.format}", row, part)
+        return WorkResult(work, Outcome.KEPT, f"{image.info.width}x{image.info.height} {image.info.format}", row, part,
+                          source_url=page_url)
 
 
 def _short(prefix: str, exc: Exception) -> str:

@@ -11,8 +11,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from fake_wikiart import LIMIT_EXCEEDED_BODY, LIVING_DEATH_DAY, FakeWikiArt, Reply, jpeg_bytes, png_bomb
+from fake_wikiart import (
+    LIMIT_EXCEEDED_BODY,
+    LIVING_DEATH_DAY,
+    FakeWikiArt,
+    Reply,
+    jpeg_bytes,
+    page_html,
+    png_bomb,
+)
 from scraping.__main__ import main
 from scraping.http import HttpSettings, RateLimit
 from scraping.scrape import Outcome, ScrapeOptions, scrape
@@ -27,8 +36,23 @@ def run(site: FakeWikiArt, out: Path, **kw):
     return scrape(ScrapeOptions(ARTIST, out, base_url=site.url, http=FAST, progress=False, **kw))
 
 
-def rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+def rows(out: Path, name: str = "manifest.jsonl") -> list[dict]:
+    return [json.loads(line) for line in (out / name).read_text().splitlines()]
+
+
+def rejected(out: Path) -> list[tuple[str, str, str]]:
+    return [(r["id"], r["outcome"], r["reason"]) for r in rows(out, "rejected.jsonl")]
+
+
+def hits_since(site: FakeWikiArt, start: int, path: str) -> int:
+    """Requests to ``path`` (decoded, no query) among the site's requests from index ``start`` on."""
+    return sum(1 for _, raw in site.requests[start:] if unquote(urlsplit(raw).path) == path)
+
+
+# The trap site's final rejections: two labelled works and the duplicate image.
+TRAP_REJECTED = [("3", "not public domain", "labelled copyright-protected"),
+                 ("4", "not public domain", "labelled fair-use"),
+                 ("12", "duplicate", "same file as an earlier work")]
 
 
 def build_trap_site(site: FakeWikiArt) -> None:
@@ -60,6 +84,7 @@ def test_full_run_keeps_only_verified_public_domain_works(tmp_path):
         build_trap_site(site)
         summary = run(site, out)
         image_hits = {w: site.hits(f"/images/{ARTIST}/{w}.jpg") for w in ("protected-work", "fair-use-work", "no-label-work")}
+        site_url = site.url
 
     kept = rows(out)
     assert [r["id"] for r in kept] == ["9007199254740993", "577271cfedcba8d5e3a7b2f1", "13", "14"]
@@ -76,7 +101,12 @@ def test_full_run_keeps_only_verified_public_domain_works(tmp_path):
 
     # Nothing outside out/, nothing half-written inside it.
     all_files = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
-    assert all_files == {"raw/manifest.jsonl"} | {f"raw/{r['file']}" for r in kept}
+    assert all_files == {"raw/manifest.jsonl", "raw/rejected.jsonl"} | {f"raw/{r['file']}" for r in kept}
+    # Only final rejections are recorded: no failures, no unreadable labels.
+    assert rejected(out) == TRAP_REJECTED
+    sidecar = {r["id"]: r for r in rows(out, "rejected.jsonl")}
+    assert sidecar["3"]["source_url"] == f"{site_url}/en/{ARTIST}/protected-work"
+    assert sidecar["12"]["source_url"] == f"{site_url}/en/{ARTIST}/duplicate-work"
 
     reasons = summary.reasons
     assert reasons[Outcome.NOT_PUBLIC_DOMAIN] == {"labelled copyright-protected": 1, "labelled fair-use": 1}
@@ -89,20 +119,77 @@ def test_full_run_keeps_only_verified_public_domain_works(tmp_path):
     assert summary.kept_total == 4 and summary.listed == 15
 
 
-def test_rerun_downloads_nothing_already_kept(tmp_path):
+def test_rerun_requests_nothing_already_kept_or_rejected(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="scraping")
     out = tmp_path / "raw"
     with FakeWikiArt() as site:
         build_trap_site(site)
         run(site, out)
         first = (out / "manifest.jsonl").read_bytes()
+        first_rejected = (out / "rejected.jsonl").read_bytes()
+        with open(out / "rejected.jsonl", "a") as fh:
+            fh.write('{"id": "7", "tit')  # what a kill mid-append leaves
         before = len(site.requests)
         summary = run(site, out)
         second_run = [raw for _, raw in site.requests[before:]]
+        rejected_hits = {path: hits_since(site, before, path) for path in (
+            "/en/App/Painting/ImageJson/3", f"/en/{ARTIST}/protected-work",
+            "/en/App/Painting/ImageJson/4", f"/en/{ARTIST}/fair-use-work",
+            "/en/App/Painting/ImageJson/12", f"/en/{ARTIST}/duplicate-work",
+            f"/images/{ARTIST}/duplicate-work.jpg", f"/images/{ARTIST}/duplicate-work.jpg!Large.jpg")}
+        retried = {path: hits_since(site, before, path) for path in (
+            "/en/App/Painting/ImageJson/15",  # unknown licence: details unavailable
+            f"/en/{ARTIST}/no-label-work",  # unknown licence: no readable label
+            f"/images/{ARTIST}/html-work.jpg")}  # failed: not an image
     assert (out / "manifest.jsonl").read_bytes() == first
+    assert (out / "rejected.jsonl").read_bytes() == first_rejected  # torn tail cut, nothing added
     assert summary.kept_new == 0 and summary.already_kept == 4
     for kept in ("impression-sunrise", "la-gare-saint-lazare", "evil", "flaky-work"):
         assert not any(kept in raw and raw.startswith("/images/") for raw in second_run)
     assert not any("ImageJson/9007199254740993" in raw for raw in second_run)
+    assert rejected_hits == dict.fromkeys(rejected_hits, 0)
+    assert all(n >= 1 for n in retried.values()), retried
+    assert summary.already_rejected == 3
+    assert summary.count(Outcome.NOT_PUBLIC_DOMAIN) == 0 and summary.count(Outcome.DUPLICATE) == 0
+    assert summary.count(Outcome.FAILED) == 6 and summary.count(Outcome.UNKNOWN_LICENCE) == 2
+    assert "15 works listed, 4 already kept, 3 rejected earlier, 8 to check" in caplog.text
+    assert "rejected earlier 3" in summary.lines()[0]
+
+
+def test_recheck_rejected_asks_again_and_rebuilds_the_record(tmp_path):
+    out = tmp_path / "raw"
+    with FakeWikiArt() as site:
+        build_trap_site(site)
+        run(site, out)
+        site.pages[f"/en/{ARTIST}/protected-work"] = page_html("public-domain")  # WikiArt relabelled it
+        before = len(site.requests)
+        code = main(["--artist", ARTIST, "--out", str(out), "--base-url", site.url, "--recheck-rejected", *FAST_FLAGS])
+        rechecked = {path: hits_since(site, before, path) for path in (
+            f"/en/{ARTIST}/protected-work", f"/en/{ARTIST}/fair-use-work",
+            "/en/App/Painting/ImageJson/12", f"/images/{ARTIST}/duplicate-work.jpg!Large.jpg")}
+    assert code == 0
+    assert all(n == 1 for n in rechecked.values()), rechecked
+    assert [r["id"] for r in rows(out)] == ["9007199254740993", "577271cfedcba8d5e3a7b2f1", "13", "14", "3"]
+    # One row per work still rejected; the relabelled work's row is gone.
+    assert rejected(out) == [TRAP_REJECTED[1], TRAP_REJECTED[2]]
+
+
+def test_failed_work_is_retried_by_the_next_run(tmp_path):
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        site.add_work(ARTIST, 1, "steady", image=jpeg_bytes(1))
+        site.add_work(ARTIST, 2, "busy-server", image=jpeg_bytes(2))
+        # More 503s than FAST's retries: the first run gives up on this image.
+        site.script(f"/images/{ARTIST}/busy-server.jpg", *[Reply(503, b"busy", "text/plain")] * 3)
+        first = run(site, tmp_path)
+        assert first.reasons[Outcome.FAILED] == {"HTTP 503": 1}
+        assert rejected(tmp_path) == []
+        before = len(site.requests)
+        second = run(site, tmp_path)
+        assert hits_since(site, before, "/en/App/Painting/ImageJson/2") == 1
+        assert hits_since(site, before, "/en/App/Painting/ImageJson/1") == 0
+    assert second.kept_new == 1 and second.already_rejected == 0
+    assert [r["id"] for r in rows(tmp_path)] == ["1", "2"]
 
 
 def test_limit_option_stops_after_n_kept(tmp_path):
@@ -186,6 +273,10 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
         for i in range(12):
             site.add_work(ARTIST, 9007199254740993 + i, f"work-{i}", image=jpeg_bytes(i),
                           large=jpeg_bytes(100 + i) if i % 3 else None)
+            if i == 0:  # recorded as rejected before the kill (work-2 is committed by then)
+                site.add_work(ARTIST, 97, "protected-early", label="protected", image=jpeg_bytes(97))
+            if i == 7:
+                site.add_work(ARTIST, 98, "copy-of-work-1", image=jpeg_bytes(1), large=jpeg_bytes(101))
         site.add_work(ARTIST, 99, "protected", label="protected", image=jpeg_bytes(99))
 
         proc = subprocess.Popen(_cli(site, killed), cwd=REPO, env=env,
@@ -201,6 +292,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
         proc.wait()
         partial = manifest.read_text().count("\n")
         assert 3 <= partial < 12
+        assert rejected(killed)[:1] == [("97", "not public domain", "labelled copyright-protected")]
 
         site.image_delay = 0.0
         subprocess.run(_cli(site, killed), cwd=REPO, env=env, check=True, capture_output=True, timeout=60)
@@ -210,6 +302,9 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
 
     assert (killed / "manifest.jsonl").read_bytes() == (clean / "manifest.jsonl").read_bytes()
     assert len(rows(clean)) == 12
+    assert (killed / "rejected.jsonl").read_bytes() == (clean / "rejected.jsonl").read_bytes()
+    assert [r[:2] for r in rejected(clean)] == [("97", "not public domain"), ("98", "duplicate"),
+                                                ("99", "not public domain")]
 
     def tree(root: Path) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in (root / "images").iterdir()}
