@@ -67,9 +67,13 @@ if want train; then
     row "256 bf16 channels_last, no augmentation" "$PY" $P256 --precision bf16 --channels-last --augment none
 fi
 if want compile; then
-    row "256 bf16 channels_last compile" "$PY" $P256 --precision bf16 --channels-last --compile
+    # A fresh inductor cache for the cold row; the warm row then reuses it (as a relaunch would).
+    export TORCHINDUCTOR_CACHE_DIR
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
     row "256 launch to first step, eager" "$PY" scripts/bench_train.py --preset configs/stylegan2-256.yaml --first-step-only
-    row "256 launch to first step, compile" "$PY" scripts/bench_train.py --preset configs/stylegan2-256.yaml --first-step-only --compile
+    row "256 launch to first step, compile, cold cache" "$PY" scripts/bench_train.py --preset configs/stylegan2-256.yaml --first-step-only --compile
+    row "256 launch to first step, compile, warm cache" "$PY" scripts/bench_train.py --preset configs/stylegan2-256.yaml --first-step-only --compile
+    row "256 bf16 channels_last compile" "$PY" $P256 --precision bf16 --channels-last --compile
 fi
 if want big; then
     row "512 bf16 channels_last" "$PY" scripts/bench_train.py --preset configs/stylegan2-512.yaml --repeat 3 --precision bf16 --channels-last
