@@ -366,6 +366,25 @@ def load_networks(ckpt: str | os.PathLike, networks: Mapping[str, torch.nn.Modul
             raise CheckpointError(f"{path}: weights do not fit the network ({str(exc).splitlines()[0]})") from exc
 
 
+def _with_implementation_of(opt: torch.optim.Optimizer, saved: dict) -> dict:
+    """``saved`` optimiser state, set to run with ``opt``'s implementation (fused / foreach).
+
+    How Adam runs is this run's choice (``perf.fused_adam``), not a hyperparameter to resume:
+    load_state_dict would otherwise restore the checkpoint's flags. Fused Adam keeps its step
+    counts on the parameters' device; the per-tensor forms read them on the host.
+    """
+    fused = bool(opt.defaults.get("fused"))
+    for group in saved["param_groups"]:
+        for flag in ("fused", "foreach"):
+            if flag in opt.defaults:
+                group[flag] = opt.defaults[flag]
+    if not fused:
+        for state in saved["state"].values():
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].cpu()
+    return saved
+
+
 def load_checkpoint(
     ckpt: str | os.PathLike,
     networks: Mapping[str, torch.nn.Module],
@@ -378,7 +397,7 @@ def load_checkpoint(
     state = read_state(ckpt)
     load_networks(ckpt, networks, device)
     for key, opt in optimizers.items():
-        opt.load_state_dict(_load_pt(ckpt / OPTIMIZER_FILES[key], device))
+        opt.load_state_dict(_with_implementation_of(opt, _load_pt(ckpt / OPTIMIZER_FILES[key], device)))
     extra = _load_pt(ckpt / EXTRA_FILE, "cpu")
     rng_path = ckpt / _rng_file(rank)
     rng = torch.load(rng_path, map_location="cpu", weights_only=True) if rng_path.is_file() else None

@@ -425,3 +425,19 @@ def test_resume_drops_logged_ticks_it_trains_again(tmp_path, dataset):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["cur_nimg"] for r in records] == [4, 8, 12, 16]
     assert [r["tick"] for r in records] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("before, after", [(False, True), (True, False)])
+def test_resume_runs_adam_the_way_this_run_is_configured(tmp_path, dataset, before, after):
+    """perf.fused_adam is this run's choice: a checkpoint made with the other setting resumes and trains."""
+    run = tmp_path / "run"
+    write_config(tmp_path / "c.yaml", tiny_config(dataset, perf={"fused_adam": before}))
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(run), "--max-kimg", "0.004"]) == 0
+    cfg = load_config(write_config(tmp_path / "c2.yaml", tiny_config(dataset, perf={"fused_adam": after})))
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=run, resume=ck.latest_checkpoint(run)))
+    for opt in (trainer.opt_G, trainer.opt_D):
+        assert all(bool(group["fused"]) is after for group in opt.param_groups)
+    steps = [st["step"].item() for st in trainer.opt_D.state.values()]
+    trainer.train_step()
+    assert [st["step"].item() for st in trainer.opt_D.state.values()] == [s + 1 for s in steps]
+    assert trainer.device_side_skip is after
