@@ -90,6 +90,54 @@ def _pad_or_crop(x: torch.Tensor, padding: Sequence[int]) -> torch.Tensor:
     return x[:, :, max(-y0, 0) : h - max(-y1, 0), max(-x0, 0) : w - max(-x1, 0)]
 
 
+class _DepthwiseFIR(torch.autograd.Function):
+    """Depthwise conv of ``x`` [N, C, H, W] with a fixed filter ``k`` [C, 1, kh, kw] and ``stride``.
+
+    Same result as ``F.conv2d(x, k, stride=stride, groups=C)``. Written as a Function pair so
+    that every derivative is again a depthwise filtering (the adjoint of this one, and the
+    adjoint's adjoint is this one), as in NVIDIA's upfirdn2d op. With plain F.conv2d, the
+    double backward of R1 and path length asks autograd for a weight gradient of the filter
+    too, which PyTorch computes with one small conv per channel: hundreds of ops (GPU kernel
+    launches) per FIR layer, for a gradient nobody needs. Runs in the input's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+        ctx.save_for_backward(k)
+        ctx.stride, ctx.in_hw = stride, x.shape[2:]
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return F.conv2d(x, k.to(x.dtype), stride=stride, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (k,) = ctx.saved_tensors
+        return _DepthwiseFIRAdjoint.apply(grad, k, ctx.stride, ctx.in_hw), None, None
+
+
+class _DepthwiseFIRAdjoint(torch.autograd.Function):
+    """The adjoint (transposed conv) of :class:`_DepthwiseFIR`, back to spatial size ``in_hw``."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, k: torch.Tensor, stride: tuple[int, int], in_hw) -> torch.Tensor:
+        ctx.save_for_backward(k)
+        ctx.stride = stride
+        kh, kw = k.shape[2:]
+        # The strided conv dropped the last (H - kh) % stride rows/columns; pad them back as zeros.
+        extra = [size - ((out - 1) * st + kk) for size, out, st, kk in zip(in_hw, y.shape[2:], stride, (kh, kw))]
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            return F.conv_transpose2d(y, k.to(y.dtype), stride=stride, groups=y.shape[1], output_padding=extra)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (k,) = ctx.saved_tensors
+        return _DepthwiseFIR.apply(grad, k, ctx.stride), None, None, None
+
+
+def depthwise_fir(x: torch.Tensor, k: torch.Tensor, stride: tuple[int, int] = (1, 1)) -> torch.Tensor:
+    """``F.conv2d(x, k, stride=stride, groups=C)`` for a fixed filter, with cheap higher derivatives."""
+    return _DepthwiseFIR.apply(x, k, tuple(stride))
+
+
 def upfirdn2d(
     x: torch.Tensor,
     f: torch.Tensor,
@@ -117,11 +165,11 @@ def upfirdn2d(
         # Separable: split the gain between the two 1-D passes.
         f = f * (gain ** 0.5)
         taps = f.numel()
-        x = F.conv2d(x, f.view(1, 1, 1, taps).expand(c, 1, 1, taps), stride=(1, down), groups=c)
-        x = F.conv2d(x, f.view(1, 1, taps, 1).expand(c, 1, taps, 1), stride=(down, 1), groups=c)
+        x = depthwise_fir(x, f.view(1, 1, 1, taps).expand(c, 1, 1, taps), stride=(1, down))
+        x = depthwise_fir(x, f.view(1, 1, taps, 1).expand(c, 1, taps, 1), stride=(down, 1))
     else:
         f = f * gain
-        x = F.conv2d(x, f[None, None].expand(c, 1, *f.shape), stride=down, groups=c)
+        x = depthwise_fir(x, f[None, None].expand(c, 1, *f.shape), stride=(down, down))
     return x
 
 

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="timed steps; rounded up to a multiple of the lazy intervals "
                         "(default 0 = one full cycle of the intervals)")
     timing.add_argument("--repeat", type=int, default=1, help="time the window this many times and report the best")
+    timing.add_argument("--phase-times", action="store_true",
+                        help="also report each phase's mean time per step (ms) over the timed steps; adds a "
+                        "device sync after every phase, so the total is a little slower on GPUs")
     timing.add_argument("--first-step-only", action="store_true",
                         help="only measure launch -> end of the first training step (all phases), then stop")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -196,6 +199,23 @@ def timed_window(cfg, requested: int) -> int:
     return max(1, math.ceil(max(requested, 1) / cycle)) * cycle
 
 
+def _time_phases(trainer, device) -> dict[str, float]:
+    """Wrap the trainer's phase runner to add up wall seconds per phase (synced) from now on."""
+    seconds: dict[str, float] = {phase.name: 0.0 for phase in trainer.phases}
+    run_phase = trainer._run_phase
+
+    def timed(phase, reals):
+        _sync(device)
+        start = time.perf_counter()
+        result = run_phase(phase, reals)
+        _sync(device)
+        seconds[phase.name] += time.perf_counter() - start
+        return result
+
+    trainer._run_phase = timed
+    return seconds
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     import torch
     from accelerate import Accelerator
@@ -244,6 +264,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             first_step_s = None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        phase_sec = _time_phases(trainer, device) if args.phase_times else None
         best, best_cpu = float("inf"), float("inf")
         for r in range(max(1, args.repeat)):
             _sync(device)
@@ -255,6 +276,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             log.info("window %d: %d steps in %.2f s (%.2f CPU s)", r + 1, window, elapsed, cpu)
             best, best_cpu = min(best, elapsed), min(best_cpu, cpu)
         images = window * cfg.train.batch
+        phase_ms = None
+        if phase_sec is not None:  # summed over every repeat: mean per step of all timed steps
+            phase_ms = {name: round(sec / (window * max(1, args.repeat)) * 1000, 2) for name, sec in phase_sec.items()}
         return {
             "device": device_name(device),
             "resolution": cfg.data.resolution,
@@ -269,6 +293,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             # Images per second of this process's CPU time: comparable across machine load on CPU.
             "images_per_cpu_s": round(images / best_cpu, 2),
             "timed_steps": window,
+            "phase_ms_per_step": phase_ms,
             "repeats": max(1, args.repeat),
             "launch_to_first_step_s": round(first_step_s, 2) if first_step_s is not None else None,
             "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],

@@ -21,7 +21,7 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
 def test_bench_train_times_every_phase_and_prints_one_json_line():
     # Intervals 2 and 2: the timed window (2 steps) includes G reg and D reg once each.
     proc = run_script("bench_train.py", "--resolution", "16", *TINY, "--batch", "4", "--r1-interval", "2",
-                      "--pl-interval", "2", "--augment", "ada", "--warmup", "1", "--threads", "1")
+                      "--pl-interval", "2", "--augment", "ada", "--warmup", "1", "--threads", "1", "--phase-times")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -34,6 +34,8 @@ def test_bench_train_times_every_phase_and_prints_one_json_line():
     assert row["timed_steps"] == 4  # lcm of r1 (2), pl (2) and the ADA interval (4)
     assert row["images_per_s"] > 0 and row["sec_per_kimg"] == pytest.approx(1000 / row["images_per_s"], rel=0.02)
     assert row["G_params"] > 0 and row["D_params"] > 0
+    phases = row["phase_ms_per_step"]
+    assert set(phases) == {"G_main", "G_reg", "D_main", "D_reg"} and all(ms > 0 for ms in phases.values())
 
 
 def test_bench_train_matched_config_has_nvidia_parameter_counts():

@@ -12,6 +12,7 @@ from gan.layers import (
     FullyConnected,
     MinibatchStdDev,
     conv2d_resample,
+    depthwise_fir,
     downsample2d,
     fir_filter,
     modulated_conv2d,
@@ -102,6 +103,11 @@ def test_bf16_autocast_and_channels_last():
     assert (img.float() - img32).abs().max() < 0.1  # bf16 close to fp32
     x = torch.randn(4, 3, 16, 16)
     torch.testing.assert_close(D(x.contiguous(memory_format=torch.channels_last)), D(x), rtol=1e-4, atol=1e-5)
+    # Backward through every layer (FIR up/down included) under autocast: gradients in bf16 flow back.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = D(G(z)).float().square().mean()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in G.synthesis.parameters())
 
 
 # -------------------------------------------------------------- equalised learning rate
@@ -364,3 +370,21 @@ def test_freeze_blocks_freezes_highest_resolution_first():
     assert all(p.requires_grad for p in D.epilogue.parameters())
     with pytest.raises(ValueError, match="freeze_d"):
         D.freeze_blocks(4)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (2, 1)])
+@pytest.mark.parametrize("size", [(8, 8), (9, 7)])  # 9x7: the strided conv drops a row/column
+def test_depthwise_fir_equals_grouped_conv_and_differentiates_twice(stride, size):
+    torch.manual_seed(0)
+    c = 3
+    x = torch.randn(2, c, *size, dtype=torch.float64, requires_grad=True)
+    k = torch.rand(c, 1, 4, 3, dtype=torch.float64)
+    reference = F.conv2d(x, k, stride=stride, groups=c)
+    out = depthwise_fir(x, k, stride)
+    torch.testing.assert_close(out, reference)
+    gy = torch.randn_like(out)
+    (g_ref,) = torch.autograd.grad(reference, x, gy)
+    (g,) = torch.autograd.grad(out, x, gy)
+    torch.testing.assert_close(g, g_ref)
+    assert torch.autograd.gradcheck(lambda t: depthwise_fir(t, k, stride), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: depthwise_fir(t, k, stride), (x,))
