@@ -58,6 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan.layers import depthwise_fir
+
 GROUPS: dict[str, tuple[str, ...]] = {
     "b": ("xflip", "rotate90", "xint"),
     "g": ("scale", "rotate", "aniso", "xfrac"),
@@ -522,8 +524,9 @@ class AugmentPipe(nn.Module):
         half = kernels.shape[1] // 2
         per_channel = kernels.repeat_interleave(c, dim=0)  # [N*C, taps]
         flat = _reflect_pad(x, half, half, half, half).reshape(1, n * c, h + 2 * half, w + 2 * half)
-        flat = F.conv2d(flat, per_channel[:, None, None, :], groups=n * c)
-        flat = F.conv2d(flat, per_channel[:, None, :, None], groups=n * c)
+        # depthwise_fir: R1 differentiates this twice; plain grouped convs would then loop over all N*C groups.
+        flat = depthwise_fir(flat, per_channel[:, None, None, :])
+        flat = depthwise_fir(flat, per_channel[:, None, :, None])
         return flat.reshape(n, c, h, w)
 
 
