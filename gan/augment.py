@@ -48,6 +48,7 @@ needed). Hence no custom op is required, and the R1 gradient is exact.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
@@ -158,8 +159,18 @@ def _scale3d(s: torch.Tensor) -> torch.Tensor:
     return _matrix([[s, 0, 0, 0], [0, s, 0, 0], [0, 0, s, 0], [0, 0, 0, 1]], s)
 
 
+@functools.lru_cache(maxsize=None)
+def _constant(values: tuple, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A small constant tensor, made once per device and dtype; callers must not modify it.
+
+    ``torch.tensor(list, device="cuda")`` copies from pageable host memory and waits for the
+    GPU every time; the pipe runs several times per training step.
+    """
+    return torch.tensor(values, dtype=dtype).to(device)
+
+
 def _luma_axis(like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([1.0, 1.0, 1.0, 0.0], device=like.device, dtype=like.dtype) / math.sqrt(3)
+    return _constant((1.0, 1.0, 1.0, 0.0), like.device, like.dtype) / math.sqrt(3)
 
 
 def _rotate_about_luma(theta: torch.Tensor) -> torch.Tensor:
@@ -167,7 +178,7 @@ def _rotate_about_luma(theta: torch.Tensor) -> torch.Tensor:
     v = _luma_axis(theta)[:3]
     eye = torch.eye(3, device=theta.device, dtype=theta.dtype)
     # Cross-product matrix [v]_x of the luma axis (all components equal 1/sqrt(3)).
-    cross = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], device=theta.device) / math.sqrt(3)
+    cross = _constant(((0.0, -1.0, 1.0), (1.0, 0.0, -1.0), (-1.0, 1.0, 0.0)), theta.device, theta.dtype) / math.sqrt(3)
     c, s = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
     r3 = c * eye + s * cross + (1 - c) * torch.outer(v, v)
     out = torch.eye(4, device=theta.device, dtype=theta.dtype).repeat(theta.shape[0], 1, 1)
@@ -273,6 +284,11 @@ class AugmentPipe(nn.Module):
             raise ValueError(f"augmentation probability must be in [0, 1], got {p}")
         with torch.no_grad():
             self.p.fill_(float(p))
+        self._p_host = float(p)  # read by forward without a device sync
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._p_host = float(self.p)
 
     @property
     def geometric_gain_bound(self) -> float:
@@ -341,7 +357,7 @@ class AugmentPipe(nn.Module):
             k = torch.randint(0, 4, (batch,), device=device, generator=generator)
             params.rotate90 = torch.where(gate(p), k, torch.zeros_like(k))
         if "xint" in on:  # integer translation: uniform in +-xint_max of the image size, rounded
-            t = (rand(2) * 2 - 1) * s.xint_max * torch.tensor([width, height], device=device)
+            t = (rand(2) * 2 - 1) * s.xint_max * _constant((float(width), float(height)), torch.device(device))
             params.xint = torch.where(gate(p)[:, None], torch.round(t), torch.zeros_like(t)).to(torch.int64)
 
         # --- general geometric: forward matrix T and its inverse, composed in order ---
@@ -376,7 +392,7 @@ class AugmentPipe(nn.Module):
             draws["rotate_post"] = torch.where(applied, theta, zeros)
         if "xfrac" in on:  # fractional translation: normal, fraction of image size
             applied = gate(p)
-            t = randn(2) * s.xfrac_std * torch.tensor([width, height], device=device, dtype=torch.float32)
+            t = randn(2) * s.xfrac_std * _constant((float(width), float(height)), torch.device(device))
             compose(applied, _translate2d(t[:, 0], t[:, 1]), _translate2d(-t[:, 0], -t[:, 1]))
             draws["xfrac"] = torch.where(applied[:, None], t, torch.zeros_like(t))
         params.geom, params.geom_inv, params.geom_active = geom, geom_inv, active
@@ -416,7 +432,7 @@ class AugmentPipe(nn.Module):
 
         # --- image-space filtering: per-band gains, expected power preserved ----------
         if "imgfilter" in on:
-            expected = torch.tensor(_BAND_EXPECTED_POWER, device=device)
+            expected = _constant(tuple(_BAND_EXPECTED_POWER), torch.device(device))
             gains = torch.ones(batch, 4, device=device)
             f_active = params.filter_active
             for band in range(4):
@@ -440,9 +456,19 @@ class AugmentPipe(nn.Module):
     # ------------------------------------------------------------------ applying
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Augment a batch [N, C, H, W]; each sample gets its own random transforms."""
+        """Augment a batch [N, C, H, W]; each sample gets its own random transforms.
+
+        At p = 0 (where ADA starts) every transform is the identity: the batch is returned as
+        it is, without drawing parameters (and without the pipe's GPU work and host syncs).
+        """
+        _check_images(images, self.enabled)
+        if self._p_host == 0.0 and not self.record_params:
+            return images
         n, _, h, w = images.shape
-        params = self.sample_params(n, h, w, images.device)
+        # fp32 parameters even under the caller's autocast: transform matrices composed in
+        # bf16 misplace samples by pixels at 256 px, and R1 (no autocast) would see other ones.
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            params = self.sample_params(n, h, w, images.device)
         if self.record_params:
             self.last_params = params
         return self.apply(images, params)
@@ -487,14 +513,19 @@ class AugmentPipe(nn.Module):
         yy, xx = torch.meshgrid(gy, gx, indexing="ij")
         points = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(1, -1, 3)
         src = (points @ geom_inv.to(torch.float32).transpose(1, 2))[..., :2]  # [N, P, 2] input coords (centred)
-        src = src + torch.tensor([w / 2, h / 2], device=x.device)  # input pixel coordinates
+        src = src + _constant((w / 2, h / 2), x.device)  # input pixel coordinates
 
         # Pad so every sample point (plus the up-filter's and bilinear's support) lies on
-        # real mirrored content; one host sync to size the canvas, capped for memory.
+        # real mirrored content; one host sync to size the canvas, capped for memory. One
+        # margin for all four sides, rounded up to a multiple of size/8: a handful of canvas
+        # shapes instead of a new one per batch (each new shape makes cuDNN's autotuner
+        # search again and the allocator carve new blocks). Extra margin changes no sample.
         support = taps // 4 + 2
         lo, hi = src.amin(dim=(0, 1)), src.amax(dim=(0, 1))
-        need = torch.stack([-lo[0], hi[0] - w, -lo[1], hi[1] - h]).clamp(min=0).ceil()
-        left, right, top, bottom = (min(int(m) + support, 3 * max(h, w)) for m in need.tolist())
+        need = torch.stack([-lo[0], hi[0] - w, -lo[1], hi[1] - h]).clamp(min=0).amax()
+        quantum = max(1, max(h, w) // 8)
+        margin = min(math.ceil((float(need) + support) / quantum) * quantum, 3 * max(h, w))
+        left = right = top = bottom = margin
         canvas = _reflect_pad(x, left, right, top, bottom)
         canvas = self._upsample2x(canvas)
 

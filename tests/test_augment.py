@@ -572,3 +572,57 @@ def test_diffaugment_cutout_and_colour_ranges():
     shifted = DiffAugment("color")(grey)  # greys: only brightness moves them, U(-0.5, 0.5)
     offsets = shifted[:, 0, 0, 0]
     assert offsets.abs().max() <= 0.5 and offsets.std().item() == pytest.approx(1 / math.sqrt(12), rel=0.15)
+
+
+# ---------------------------------------------------------------- GPU-minded behaviour
+
+
+def test_parameters_are_drawn_in_fp32_under_autocast():
+    """Under the training loop's bf16 autocast the pipe draws the same fp32 transforms as without it."""
+    pipe = AugmentPipe(groups="bgcf", p=0.8)
+    pipe.record_params = True
+    images = _smooth_images(4)
+    torch.manual_seed(3)
+    plain = pipe(images)
+    expected = pipe.last_params
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = pipe(images)
+    got = pipe.last_params
+    assert got.geom_inv.dtype == torch.float32 and got.color.dtype == torch.float32
+    torch.testing.assert_close(got.geom_inv, expected.geom_inv)
+    torch.testing.assert_close(got.color, expected.color)
+    torch.testing.assert_close(auto, plain)
+
+
+def test_p_zero_returns_the_batch_without_drawing_random_numbers():
+    pipe = AugmentPipe(groups="bgcfnc", p=0.0)
+    images = _smooth_images(3)
+    state = torch.get_rng_state()
+    assert pipe(images) is images
+    assert torch.equal(torch.get_rng_state(), state)
+    restored = AugmentPipe(groups="bgc", p=0.0)
+    restored.load_state_dict(AugmentPipe(groups="bgc", p=0.5).state_dict())
+    assert restored(images) is not images  # p came back with the state dict, so the pipe is on again
+
+
+def test_geometric_canvas_takes_few_shapes(monkeypatch):
+    """The reflect-padded canvas is sized in coarse steps, so cuDNN sees a handful of shapes, not one per batch."""
+    import gan.augment as augment
+
+    shapes = set()
+    real_pad = augment._reflect_pad
+
+    def recording_pad(x, *margins):
+        out = real_pad(x, *margins)
+        shapes.add(tuple(out.shape[-2:]))
+        return out
+
+    monkeypatch.setattr(augment, "_reflect_pad", recording_pad)
+    pipe = AugmentPipe(groups="g", p=0.5)
+    images = _smooth_images(4, res=32)
+    torch.manual_seed(0)
+    for _ in range(60):
+        pipe(images)
+    assert 1 < len(shapes) <= 8, shapes
+    assert all(h == w and (h - 32) % 8 == 0 for h, w in shapes)
