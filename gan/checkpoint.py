@@ -385,6 +385,19 @@ def _with_implementation_of(opt: torch.optim.Optimizer, saved: dict) -> dict:
     return saved
 
 
+def _match_parameter_layout(opt: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    Saved moments keep the strides of the run that saved them; after a resume with
+    ``perf.channels_last`` switched they would differ from the parameters', which fused Adam
+    rejects on CUDA (and mis-indexes on CPU).
+    """
+    for param, state in opt.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def load_checkpoint(
     ckpt: str | os.PathLike,
     networks: Mapping[str, torch.nn.Module],
@@ -398,6 +411,7 @@ def load_checkpoint(
     load_networks(ckpt, networks, device)
     for key, opt in optimizers.items():
         opt.load_state_dict(_with_implementation_of(opt, _load_pt(ckpt / OPTIMIZER_FILES[key], device)))
+        _match_parameter_layout(opt)
     extra = _load_pt(ckpt / EXTRA_FILE, "cpu")
     rng_path = ckpt / _rng_file(rank)
     rng = torch.load(rng_path, map_location="cpu", weights_only=True) if rng_path.is_file() else None

@@ -182,6 +182,8 @@ class Trainer:
         self.augment_pipe, self.ada = self._build_augment()
         # perf.*: speed-only settings; the loss calls G_run/D_run (maybe compiled), checkpoints use G/D.
         self.G_run, self.D_run, self.perf = apply_perf(cfg.perf, self.G, self.D, self.device)
+        if self.perf.channels_last:  # same strides as G, or the EMA's foreach lerp falls back to one op per tensor
+            self.G_ema.to(memory_format=torch.channels_last)
         self.loss = StyleGAN2Loss(self.G_run, self.D_run, cfg.loss, augment_pipe=self.augment_pipe)
         self.phases = self._build_phases()
         # Skip non-finite updates on the device (fused Adam's found_inf) instead of deciding on the

@@ -441,3 +441,31 @@ def test_resume_runs_adam_the_way_this_run_is_configured(tmp_path, dataset, befo
     trainer.train_step()
     assert [st["step"].item() for st in trainer.opt_D.state.values()] == [s + 1 for s in steps]
     assert trainer.device_side_skip is after
+
+
+def test_resume_with_channels_last_switched_keeps_adam_state_in_the_parameters_layout(tmp_path, dataset):
+    run = tmp_path / "run"
+    write_config(tmp_path / "c.yaml", tiny_config(dataset, perf={"channels_last": False}))
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(run), "--max-kimg", "0.004"]) == 0
+    cfg = load_config(write_config(tmp_path / "c2.yaml", tiny_config(dataset, perf={"channels_last": True})))
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=run, resume=ck.latest_checkpoint(run)))
+    conv = trainer.D.blocks[0].conv0.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    for p_ema, p in zip(trainer.G_ema.parameters(), trainer.G.parameters()):
+        assert p_ema.stride() == p.stride()  # G_ema follows G's layout (fast foreach EMA)
+    for opt in (trainer.opt_G, trainer.opt_D):
+        for param, state in opt.state.items():
+            assert state["exp_avg"].stride() == param.stride() and state["exp_avg_sq"].stride() == param.stride()
+    # The resumed fused step equals a per-tensor Adam step from the same state.
+    reference = torch.optim.Adam([torch.nn.Parameter(conv.detach().clone())], lr=trainer.opt_D.param_groups[0]["lr"],
+                                 betas=trainer.opt_D.param_groups[0]["betas"], eps=trainer.opt_D.param_groups[0]["eps"])
+    ref_param = reference.param_groups[0]["params"][0]
+    reference.state[ref_param] = {k: v.clone() for k, v in trainer.opt_D.state[conv].items()}
+    reference.state[ref_param]["step"] = reference.state[ref_param]["step"].cpu()
+    grad = torch.randn_like(conv)
+    for p in trainer.opt_D.param_groups[0]["params"]:
+        p.grad = grad if p is conv else torch.zeros_like(p)
+    ref_param.grad = grad.clone()
+    trainer.opt_D.step()
+    reference.step()
+    torch.testing.assert_close(conv.detach(), ref_param.detach())
