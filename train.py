@@ -137,6 +137,24 @@ def default_run_dir(cfg: TrainingConfig, resume: Optional[Path]) -> Path:
     return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
 
 
+def _supported_precision(precision: str) -> str:
+    """``precision``, or "no" (fp32) where this machine cannot run it natively."""
+    import torch
+
+    if precision == "fp16" and not torch.cuda.is_available():
+        log.warning("train.mixed_precision=fp16 needs a GPU; training in fp32")
+        return "no"
+    if precision == "bf16" and torch.cuda.is_available():
+        try:  # without emulation: a pre-Ampere GPU "supports" bf16 only slowly, without tensor cores
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch: no emulation to rule out
+            native = torch.cuda.is_bf16_supported()
+        if not native:
+            log.warning("this GPU has no native bf16; training in fp32")
+            return "no"
+    return precision
+
+
 def make_accelerator(cfg: TrainingConfig, tracker: Optional[str], proposed_run_dir: Path):
     """accelerate's Accelerator with a safe mixed-precision choice for this machine.
 
@@ -146,20 +164,14 @@ def make_accelerator(cfg: TrainingConfig, tracker: Optional[str], proposed_run_d
     from accelerate import Accelerator, PartialState
     from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list
 
-    precision = cfg.train.mixed_precision
-    if precision == "fp16" and not torch.cuda.is_available():
-        log.warning("train.mixed_precision=fp16 needs a GPU; training in fp32")
-        precision = "no"
-    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-        log.warning("this GPU has no bf16; training in fp32")
-        precision = "no"
     # Without cpu=True accelerate ignores a multi-process launch on a machine with no GPU and
     # every process would train alone (and overwrite the others' files); with it, gloo is used.
     has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
     group = InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)
     # Join the process group before the Accelerator exists, to agree on the run dir it logs to:
     # a default name comes from each process's own clock, and processes may start a second apart.
-    PartialState(cpu=not has_device, **group.to_kwargs())
+    PartialState(cpu=not has_device, **group.to_kwargs())  # also binds this process to its GPU
+    precision = _supported_precision(cfg.train.mixed_precision)
     run_dir = broadcast_object_list([str(proposed_run_dir)], from_process=0)[0]
     accelerator = Accelerator(
         mixed_precision=precision, log_with=tracker, project_dir=run_dir, cpu=not has_device, kwargs_handlers=[group]
@@ -185,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.deterministic:
+    if cfg.train.deterministic:  # from --deterministic, the preset, --set or the resumed run's config
         # cuBLAS needs this before CUDA initialises to pick deterministic workspaces.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 

@@ -114,6 +114,16 @@ def apply_perf(perf: PerfConfig, G: nn.Module, D: nn.Module, device: torch.devic
     G_run: nn.Module = G
     D_run: nn.Module = D
     if perf.compile:
+        # Compile the backward graph together with the forward, inside CompiledOrEager's guard:
+        # lazily compiled, a backward that fails to compile would crash in .backward() instead
+        # of falling back to eager.
+        try:
+            import torch._functorch.config as functorch_config
+
+            if hasattr(functorch_config, "force_non_lazy_backward_lowering"):  # process-wide switch
+                functorch_config.force_non_lazy_backward_lowering = True
+        except ImportError:  # a torch without it compiles the backward lazily; nothing to do
+            pass
         G_run, D_run = CompiledOrEager(G, "G"), CompiledOrEager(D, "D")
     compiled = perf.compile and not (getattr(G_run, "failed", True) or getattr(D_run, "failed", True))
     return G_run, D_run, PerfChoices(modconv, perf.channels_last, perf.compile, compiled)

@@ -98,3 +98,13 @@ def test_trainer_step_with_compile_falling_back(tmp_path, monkeypatch):
         trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
     trainer.train_step()  # step 0: all four phases, eager
     assert trainer.progress.step == 1 and not trainer.perf.compiled
+
+
+def test_compile_builds_the_backward_inside_the_fallback_guard(monkeypatch):
+    import torch._functorch.config as functorch_config
+
+    monkeypatch.setattr(functorch_config, "force_non_lazy_backward_lowering", False)
+    monkeypatch.setattr(torch, "compile", lambda module: module)
+    G, D = nets()
+    perf.apply_perf(PerfConfig(compile=True), G, D, torch.device("cpu"))
+    assert functorch_config.force_non_lazy_backward_lowering is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -469,3 +470,24 @@ def test_resume_with_channels_last_switched_keeps_adam_state_in_the_parameters_l
     trainer.opt_D.step()
     reference.step()
     torch.testing.assert_close(conv.detach(), ref_param.detach())
+
+
+def test_precision_falls_back_where_the_machine_cannot_run_it(monkeypatch):
+    assert train._supported_precision("bf16") == "bf16"  # CPU autocast runs bf16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train._supported_precision("fp16") == "no"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # A pre-Ampere GPU: bf16 only by emulation, which torch counts as "supported" by default.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert train._supported_precision("bf16") == "no"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert train._supported_precision("bf16") == "bf16"
+    assert train._supported_precision("fp16") == "fp16"
+
+
+def test_deterministic_from_the_config_sets_up_cublas(tmp_path, dataset, monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "unset")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    write_config(tmp_path / "c.yaml", tiny_config(dataset, train={"deterministic": True}))
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "run"), "--max-kimg", "0.004"]) == 0
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8"
