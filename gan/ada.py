@@ -157,8 +157,16 @@ class AdaptiveAugment:
         return values
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain JSON-able state: resume continues with the same p and pending statistics."""
-        total, count = self.local_stats()
+        """Plain JSON-able state: resume continues with the same p and pending statistics.
+
+        With a ``reduce_fn`` (several processes) this is a collective, to be called on every
+        process: the pending statistics saved are the sum over all of them, which one process
+        takes back on resume (``load_state_dict(keep_pending=...)``).
+        """
+        stats = self._stats.clone()
+        if self.reduce_fn is not None:
+            stats = self.reduce_fn(stats)
+        total, count = stats.tolist()
         return {
             "p": self.p,
             "r_t": self.r_t,
@@ -168,8 +176,12 @@ class AdaptiveAugment:
             "pending_count": count,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()`` output (sets the pipe's p)."""
+    def load_state_dict(self, state: dict[str, Any], keep_pending: bool = True) -> None:
+        """Restore ``state_dict()`` output (sets the pipe's p).
+
+        ``keep_pending=False`` starts this process's pending statistics at zero: in a
+        multi-process resume exactly one process keeps the saved (all-process) sums.
+        """
         try:
             p = float(state["p"])
             r_t = None if state.get("r_t") is None else float(state["r_t"])
@@ -181,7 +193,7 @@ class AdaptiveAugment:
         if self.pipe is not None:
             self.pipe.set_p(p)
         self.r_t, self.steps, self.adjustments = r_t, steps, adjustments
-        self._stats = torch.tensor(pending, dtype=torch.float64, device=self._stats.device)
+        self._stats = torch.tensor(pending if keep_pending else (0.0, 0.0), dtype=torch.float64, device=self._stats.device)
 
 
 def _sign(value: float) -> float:

@@ -296,7 +296,8 @@ class Trainer:
             rank=self.rank, device=self.device,
         )
         self.loss.load_state_dict(restored.extra["loss"])
-        self.ada.load_state_dict(restored.extra["augment"])  # p, and the pending sign statistics
+        # p, and the pending sign statistics (saved summed over processes: one process takes them back)
+        self.ada.load_state_dict(restored.extra["augment"], keep_pending=self.rank == 0)
         if self.acc.scaler is not None and "scaler" in restored.extra:
             self.acc.scaler.load_state_dict(restored.extra["scaler"])
         self.progress = restored.progress

@@ -626,3 +626,18 @@ def test_geometric_canvas_takes_few_shapes(monkeypatch):
         pipe(images)
     assert 1 < len(shapes) <= 8, shapes
     assert all(h == w and (h - 32) % 8 == 0 for h, w in shapes)
+
+
+def test_multi_process_checkpoint_saves_the_summed_pending_statistics_once():
+    """Two processes (reduce = sum of both) save the total; on resume one of them takes it back."""
+    other_process = torch.tensor([5.0, 16.0], dtype=torch.float64)
+    ada = AdaptiveAugment(AugmentPipe(groups="bgc", p=0.2), batch_size=32,
+                          reduce_fn=lambda stats: stats + other_process)
+    ada.add_stats(3.0, 16)
+    state = ada.state_dict()
+    assert (state["pending_sign_sum"], state["pending_count"]) == (8.0, 32.0)
+    assert ada.local_stats() == (3.0, 16.0)  # saving does not consume the statistics
+    first, second = _controller(), _controller()
+    first.load_state_dict(state, keep_pending=True)
+    second.load_state_dict(state, keep_pending=False)
+    assert first.local_stats() == (8.0, 32.0) and second.local_stats() == (0.0, 0.0)
