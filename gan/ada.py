@@ -96,7 +96,7 @@ class AdaptiveAugment:
     @property
     def p(self) -> float:
         """Current augmentation probability (0 when there is no pipe)."""
-        return float(self.pipe.p) if self.pipe is not None else 0.0
+        return self.pipe.probability if self.pipe is not None else 0.0
 
     @property
     def increment(self) -> float:

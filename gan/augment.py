@@ -286,6 +286,11 @@ class AugmentPipe(nn.Module):
             self.p.fill_(float(p))
         self._p_host = float(p)  # read by forward without a device sync
 
+    @property
+    def probability(self) -> float:
+        """The current p as a Python float (no device sync)."""
+        return self._p_host
+
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._p_host = float(self.p)
