@@ -284,7 +284,7 @@ class AugmentPipe(nn.Module):
             raise ValueError(f"augmentation probability must be in [0, 1], got {p}")
         with torch.no_grad():
             self.p.fill_(float(p))
-        self._p_host = float(p)  # read by forward without a device sync
+        self._p_host = float(np.float32(p))  # the buffer's (float32) value, readable without a device sync
 
     @property
     def probability(self) -> float:
