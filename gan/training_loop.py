@@ -356,8 +356,14 @@ class Trainer:
             for sign_sum, count in signs:
                 self.ada.add_stats(sign_sum, count)
             if self.acc.scaler is not None:
+                scale = self.acc.scaler.get_scale()
                 self.acc.scaler.step(phase.opt)  # skips the step itself when fp16 gradients overflowed
                 self.acc.scaler.update()
+                if self.acc.scaler.get_scale() < scale <= 1.0:
+                    # Overflow is the scaler's business while it has scale to give up; at a scale of
+                    # 1 or less the gradients themselves are non-finite: count it as a bad run, or a
+                    # diverged fp16 run would halve its scale forever without ever stopping.
+                    finite = torch.zeros_like(finite)
             else:
                 phase.opt.step()
         for p in phase.params:

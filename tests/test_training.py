@@ -17,7 +17,7 @@ from gan.config import load_config
 from gan.ema import ema_beta, update_ema
 from gan.minibatches import EpochItems, MinibatchOrder, epoch_permutation
 from gan.trackers import choose_tracker
-from gan.training_loop import RunOptions, Trainer, batch_split, lazy_adam, training_loop
+from gan.training_loop import RunOptions, Trainer, TrainingDiverged, batch_split, lazy_adam, training_loop
 from training_support import OneProcess, assert_one_line_error, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 
@@ -491,3 +491,29 @@ def test_deterministic_from_the_config_sets_up_cublas(tmp_path, dataset, monkeyp
     write_config(tmp_path / "c.yaml", tiny_config(dataset, train={"deterministic": True}))
     assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "run"), "--max-kimg", "0.004"]) == 0
     assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8"
+
+
+def test_fp16_overflow_with_no_scale_left_counts_as_a_bad_run(tmp_path, dataset, monkeypatch):
+    """With a GradScaler (fp16), non-finite gradients at scale <= 1 are divergence, not overflow."""
+    from gan.loss import StyleGAN2Loss
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(dataset, train={"max_bad_steps": 2})))
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
+    trainer.acc = OneProcess()
+    trainer.acc.scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    weight = trainer.D.blocks[0].conv0.weight
+    real_d_main = StyleGAN2Loss.d_main
+
+    def nan_gradient(self, *args):
+        loss, stats = real_d_main(self, *args)
+        # sqrt at 0: the value stays 0 (finite loss) while the gradient is 0 * inf = NaN.
+        return loss + (weight - weight.detach()).square().sum().sqrt(), stats
+
+    monkeypatch.setattr(StyleGAN2Loss, "d_main", nan_gradient)
+    trainer.train_step()  # scale 4 -> 2: the scaler's business
+    trainer.train_step()  # 2 -> 1
+    assert trainer.progress.bad_runs.get("D_main", 0) == 0
+    trainer.train_step()  # 1 -> 0.5: no headroom left
+    assert trainer.progress.bad_runs["D_main"] == 1
+    with pytest.raises(TrainingDiverged, match="D_main"):
+        trainer.train_step()

@@ -81,7 +81,7 @@ class OneProcess:
         return torch.autocast("cpu", enabled=False)
 
     def backward(self, loss) -> None:
-        loss.backward()
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()  # as accelerate does
 
     def reduce(self, tensor, reduction="mean"):
         return tensor
