@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +74,8 @@ class ImageFolderDataset(Dataset):
     so a run is reproducible. The training loop reads it through :class:`gan.minibatches.EpochItems`,
     which passes each item's epoch along with its index (so fresh flips per epoch also work in
     persistent DataLoader workers); :meth:`set_epoch` is the plain-Dataset way for other users.
-    With ``cache`` the decoded uint8 images are kept in memory (per process) after first use.
+    With ``cache`` the decoded uint8 images are kept in memory (per process) after first use;
+    :meth:`preload` decodes them all at once into one tensor that DataLoader workers share.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class ImageFolderDataset(Dataset):
         self.epoch = 0
         self.cache = cache
         self._cached: list[torch.Tensor | None] = [None] * len(self.files)
+        self._images: torch.Tensor | None = None  # every image, decoded by preload()
 
     @property
     def content_sha256(self) -> str | None:
@@ -133,15 +137,59 @@ class ImageFolderDataset(Dataset):
         """Item ``index`` as stored: uint8 CHW, never flipped (e.g. for metric reference sets)."""
         if not 0 <= index < len(self.files):
             raise IndexError(f"index {index} out of range for a dataset of {len(self.files)}")
+        if self._images is not None:
+            return self._images[index]
         cached = self._cached[index]
         if cached is not None:
             return cached
+        return self._decode(index, keep=self.cache)
+
+    def decoded_bytes(self) -> int:
+        """Memory the whole dataset takes decoded (uint8 CHW)."""
+        return len(self.files) * 3 * self.resolution * self.resolution
+
+    @property
+    def preloaded(self) -> bool:
+        return self._images is not None
+
+    def preload(self, threads: int | None = None, memory_fraction: float = 0.5) -> bool:
+        """Decode every image into one uint8 tensor, unless it would take more than
+        ``memory_fraction`` of the memory available now; returns whether it did.
+
+        Call it before DataLoader workers start: forked workers then share the one copy
+        (pages are only read), where a lazy per-worker cache would hold one copy per worker.
+        If it does not fit, the lazy cache is switched off too (it would fill the same memory
+        once per worker) and images are decoded on every use.
+        """
+        import psutil
+
+        need, available = self.decoded_bytes(), psutil.virtual_memory().available
+        if need > memory_fraction * available:
+            log.warning(
+                "%s: the decoded dataset (%.1f GB) does not fit in %.0f%% of the free memory (%.1f GB); "
+                "decoding images on every use instead of caching them",
+                self.root, need / 2**30, memory_fraction * 100, available / 2**30,
+            )
+            self.cache = False
+            return False
+        images = torch.empty(len(self.files), 3, self.resolution, self.resolution, dtype=torch.uint8)
+
+        def fill(index: int) -> None:  # PNG decoding releases the GIL, so threads run in parallel
+            images[index] = self._decode(index, keep=False)
+
+        with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(fill, range(len(self.files))))
+        self._images, self._cached = images, [None] * len(self.files)
+        log.info("%s: %d images decoded into memory (%.1f GB)", self.root, len(self.files), need / 2**30)
+        return True
+
+    def _decode(self, index: int, keep: bool) -> torch.Tensor:
         with Image.open(self.files[index], formats=("PNG",)) as img:
             if img.size != (self.resolution, self.resolution):  # replaced since the start-up check
                 raise DatasetError(f"{self.files[index]} is {img.width}x{img.height}, expected {self.resolution}x{self.resolution}")
             array = np.asarray(img.convert("RGB"), dtype=np.uint8)
         tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-        if self.cache:
+        if keep:
             self._cached[index] = tensor
         return tensor
 

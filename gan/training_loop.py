@@ -241,6 +241,9 @@ class Trainer:
         return phases
 
     def _data_iterator(self, position: int):
+        if self.cfg.data.cache and self.cfg.data.workers > 0 and not self.dataset.preloaded:
+            # One decoded copy that the workers share, instead of one lazy cache per worker.
+            self.dataset.preload()
         order = MinibatchOrder(
             len(self.dataset), self.batch_per_gpu, self.rank, self.world, self.cfg.train.seed, start=position
         )

@@ -109,3 +109,26 @@ def test_missing_and_non_rgb_files(prepared, tmp_path):
     (ds / "00002.png").unlink()
     with pytest.raises(DatasetError, match="00002.png is listed in dataset.json but missing"):
         ImageFolderDataset(ds)
+
+
+def test_preload_decodes_everything_once_for_workers_to_share(prepared, monkeypatch):
+    lazy = ImageFolderDataset(prepared, cache=False)
+    ds = ImageFolderDataset(prepared)
+    assert ds.preload(threads=2) and ds.preloaded
+    assert all(torch.equal(ds.uint8(i), lazy.uint8(i)) for i in range(len(ds)))
+    expected = torch.stack([lazy[i] for i in range(len(lazy))])
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("a preloaded dataset decoded a file"))
+    batches = list(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2))
+    assert torch.equal(torch.cat(batches), expected)
+
+
+def test_preload_that_does_not_fit_turns_caching_off(prepared, monkeypatch, caplog):
+    import psutil
+
+    ds = ImageFolderDataset(prepared)
+    free = type("Free", (), {"available": ds.decoded_bytes()})()  # less than twice what it needs
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
+    assert not ds.preload() and not ds.preloaded and not ds.cache
+    assert "does not fit" in caplog.text
+    ds.uint8(0)
+    assert ds._cached[0] is None  # decoded on every use, not cached per worker

@@ -517,3 +517,11 @@ def test_fp16_overflow_with_no_scale_left_counts_as_a_bad_run(tmp_path, dataset,
     assert trainer.progress.bad_runs["D_main"] == 1
     with pytest.raises(TrainingDiverged, match="D_main"):
         trainer.train_step()
+
+
+def test_loader_workers_share_one_preloaded_copy_of_the_dataset(tmp_path, dataset):
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(dataset, data={"workers": 1, "cache": True})))
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
+    assert trainer.dataset.preloaded
+    trainer.train_step()
+    assert trainer.progress.step == 1
