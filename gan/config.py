@@ -28,7 +28,7 @@ class DataConfig:
     resolution: int = 32  # must equal the dataset's resolution
     xflip: bool = True  # random horizontal flips at training time (no copies on disk)
     workers: int = 2  # DataLoader worker processes
-    cache: bool = True  # keep the decoded dataset in memory when it fits
+    cache: bool = True  # keep the decoded dataset in memory (one copy shared by the loader workers) when it fits
 
 
 @dataclass
