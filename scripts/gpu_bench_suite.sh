@@ -65,6 +65,7 @@ if want train; then
     row "256 bf16 channels_last, host-side skip (one sync per phase)" "$PY" $P256 --precision bf16 --channels-last --set perf.device_side_skip=false
     row "256 fp16 batched channels_last" "$PY" $P256 --precision fp16 --channels-last
     row "256 bf16 channels_last, no augmentation" "$PY" $P256 --precision bf16 --channels-last --augment none
+    row "256 bf16 channels_last, ADA p=0.5, per-phase times (synced)" "$PY" $P256 --precision bf16 --channels-last --augment ada --augment-p 0.5 --phase-times
 fi
 if want compile; then
     # A fresh inductor cache for the cold row; the warm row then reuses it (as a relaunch would).

@@ -30,6 +30,7 @@ COLUMNS = [
     ("launch_to_first_step_s", "launch → first step (s)"),
     ("total_s", "total (s)"),
     ("peak_memory_gb", "peak memory (GB)"),
+    ("phase_ms_per_step", "ms per step by phase"),
     ("error", "error"),
 ]
 
@@ -79,6 +80,8 @@ def markdown(rows: list[dict], commands: bool = False) -> str:
         cells = []
         for key, _ in columns:
             value = r.get(key, "")
+            if isinstance(value, dict):  # e.g. phase_ms_per_step
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
             cells.append(f"`{value}`" if key == "command" and value else str(value).replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
