@@ -129,6 +129,12 @@ def apply_perf(perf: PerfConfig, G: nn.Module, D: nn.Module, device: torch.devic
     return G_run, D_run, PerfChoices(modconv, perf.channels_last, perf.compile, compiled)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so wall-clock timings measure the computation (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def set_eager(modules: tuple[nn.Module, ...], eager: bool) -> None:
     """Route calls of any :class:`CompiledOrEager` among ``modules`` to eager (True) or compiled."""
     for module in modules:

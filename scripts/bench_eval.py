@@ -93,28 +93,22 @@ def inception(args: argparse.Namespace, device):
     return random_inception(device), "random-init (no weights file used)"
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def throughput(fn, batch: int, num: int, device) -> float:
     """Samples/s of ``fn(batch)`` over ``num`` samples after one warm-up call."""
+    from gan.perf import synchronize
+
     fn(batch)
-    _sync(device)
+    synchronize(device)
     done, start = 0, time.perf_counter()
     while done < num:
         fn(min(batch, num - done))
         done += min(batch, num - done)
-    _sync(device)
+    synchronize(device)
     return done / (time.perf_counter() - start)
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     import torch
-
     from bench_train import device_name, git_commit, peak_memory_gb  # same folder
 
     if args.threads:

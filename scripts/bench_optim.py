@@ -55,17 +55,15 @@ def _cuda() -> bool:
 
 def time_ms(fn: Callable[[], object], iters: int, device) -> float:
     """Mean wall time of ``fn`` in milliseconds after 5 warm-up calls."""
-    import torch
+    from gan.perf import synchronize
 
     for _ in range(5):
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(iters):
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return (time.perf_counter() - start) / iters * 1000
 
 

@@ -34,6 +34,7 @@ if str(REPO) not in sys.path:
 from eval.style_transfer import FEATURE_LAYERS, StyleBank, TransferSettings, stylise  # noqa: E402
 from eval.vgg import VGG19Features, load_vgg19  # noqa: E402
 from eval.weights import MissingWeightsError  # noqa: E402
+from gan.perf import synchronize  # noqa: E402
 
 GATYS_REFERENCE = "Gatys et al.: ~500 L-BFGS iterations at 512 px in 22-45 s per image on a 2016 GPU"
 
@@ -57,12 +58,6 @@ def build_vgg(args: argparse.Namespace, device: torch.device) -> tuple[VGG19Feat
         return VGG19Features(state, FEATURE_LAYERS).to(device), "random-init"
     vgg = load_vgg19(FEATURE_LAYERS, weights=args.weights, weights_dir=args.weights_dir, device=device)
     return vgg, vgg.weights_path.name
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so wall-clock time measures the computation."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_size(vgg: VGG19Features, size: int, args: argparse.Namespace, device: torch.device) -> dict:

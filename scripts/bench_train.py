@@ -180,13 +180,6 @@ def peak_memory_gb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed_window(cfg, requested: int) -> int:
     """Steps per timed window: a multiple of every lazy interval in use, at least ``requested``."""
     cycle = 1
@@ -201,14 +194,16 @@ def timed_window(cfg, requested: int) -> int:
 
 def _time_phases(trainer, device) -> dict[str, float]:
     """Wrap the trainer's phase runner to add up wall seconds per phase (synced) from now on."""
+    from gan.perf import synchronize
+
     seconds: dict[str, float] = {phase.name: 0.0 for phase in trainer.phases}
     run_phase = trainer._run_phase
 
     def timed(phase, reals):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         result = run_phase(phase, reals)
-        _sync(device)
+        synchronize(device)
         seconds[phase.name] += time.perf_counter() - start
         return result
 
@@ -221,6 +216,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
 
     from gan.config import load_config
+    from gan.perf import synchronize
     from gan.training_loop import RunOptions, Trainer
 
     if args.threads:
@@ -244,14 +240,14 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         window = timed_window(cfg, args.steps)
         for i in range(1 if args.first_step_only else args.warmup):
             trainer.train_step()
-            _sync(device)
+            synchronize(device)
             if i == 0:
                 first_step_s = time.perf_counter() - _T_LAUNCH
             log.info("warm-up step %d/%d", i + 1, args.warmup)
         if args.first_step_only:
             if args.warmup == 0:
                 trainer.train_step()
-                _sync(device)
+                synchronize(device)
                 first_step_s = time.perf_counter() - _T_LAUNCH
             return {"device": device_name(device), "resolution": cfg.data.resolution, "batch": cfg.train.batch,
                     "precision": "fp32" if precision == "no" else precision, "compile": trainer.perf.compile,
@@ -267,11 +263,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         phase_sec = _time_phases(trainer, device) if args.phase_times else None
         best, best_cpu = float("inf"), float("inf")
         for r in range(max(1, args.repeat)):
-            _sync(device)
+            synchronize(device)
             start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(window):
                 trainer.train_step()
-            _sync(device)
+            synchronize(device)
             elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
             log.info("window %d: %d steps in %.2f s (%.2f CPU s)", r + 1, window, elapsed, cpu)
             best, best_cpu = min(best, elapsed), min(best_cpu, cpu)
