@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     timing.add_argument("--phase-times", action="store_true",
                         help="also report each phase's mean time per step (ms) over the timed steps; adds a "
                         "device sync after every phase, so the total is a little slower on GPUs")
+    timing.add_argument("--profile", metavar="FILE",
+                        help="after the timed windows, run one more window under torch.profiler and write its "
+                        "per-op tables (by total, and by input shape) to FILE; sorted by GPU time on CUDA")
     timing.add_argument("--first-step-only", action="store_true",
                         help="only measure launch -> end of the first training step (all phases), then stop")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -211,6 +214,34 @@ def _time_phases(trainer, device) -> dict[str, float]:
     return seconds
 
 
+def profile_window(trainer, window: int, device, path: Path) -> None:
+    """Run ``window`` more training steps under torch.profiler; write its op tables to ``path``.
+
+    Written to a temp name first, then renamed, so a killed run leaves no half-written table.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from gan.perf import synchronize
+
+    on_cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(window):
+            trainer.train_step()
+        synchronize(device)
+    sort = "self_cuda_time_total" if on_cuda else "self_cpu_time_total"
+    events = prof.key_averages()
+    by_shape = prof.key_averages(group_by_input_shape=True)
+    text = (f"# {window} training steps on {device_name(device)}, torch {torch.__version__}, sorted by {sort}\n\n"
+            + events.table(sort_by=sort, row_limit=40, max_name_column_width=60)
+            + "\n\n# the same steps, grouped by input shape\n\n"
+            + by_shape.table(sort_by=sort, row_limit=40, max_name_column_width=40, max_shapes_column_width=100))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     import torch
     from accelerate import Accelerator
@@ -275,6 +306,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         phase_ms = None
         if phase_sec is not None:  # summed over every repeat: mean per step of all timed steps
             phase_ms = {name: round(sec / (window * max(1, args.repeat)) * 1000, 2) for name, sec in phase_sec.items()}
+        peak_gb = peak_memory_gb(device)  # before profiling: the profiler's own buffers are not the run's
+        if args.profile:  # after timing, so the profiler's own overhead never enters a timed window
+            profile_window(trainer, window, device, Path(args.profile))
         return {
             "device": device_name(device),
             "resolution": cfg.data.resolution,
@@ -293,7 +327,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "repeats": max(1, args.repeat),
             "launch_to_first_step_s": round(first_step_s, 2) if first_step_s is not None else None,
             "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-            "peak_memory_gb": round(peak_memory_gb(device), 3),
+            "peak_memory_gb": round(peak_gb, 3),
             "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS",
             "G_params": sum(p.numel() for p in trainer.G.parameters()),
             "D_params": sum(p.numel() for p in trainer.D.parameters()),
@@ -301,6 +335,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "loss": {k: getattr(cfg.loss, k) for k in ("r1_gamma", "r1_interval", "pl_weight", "pl_interval", "style_mixing")},
             "augment": cfg.augment.mode,
             "data": args.data or "synthetic",
+            "profile": args.profile,
             "torch": torch.__version__,
             "commit": git_commit(),
         }

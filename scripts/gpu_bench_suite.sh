@@ -6,9 +6,15 @@
 # RESULTS_DIR defaults to $OUT (set by the device tool) or ./bench-results. GROUP picks
 # parts: train (256 px rows, each option on and off), compile (compiled rows and launch to
 # first step), big (512 px), eval, optim, launch (train.py via accelerate launch); default
-# all. Each row runs under `timeout` so one hung row cannot eat the rest; a row that fails
+# all. Two 256 px rows also write per-op profile tables (profile_*.txt). Each row runs under
+# `timeout` so one hung row cannot eat the rest; a row that fails
 # writes {"row": ..., "error": ...} instead. Turn the file into tables with
 #   python scripts/perf_table.py RESULTS_DIR/gpu_rows.jsonl
+#
+# TRAIN_ARGS (optional) is appended to every bench_train.py row, e.g. a tiny model for a
+# dry run of the script on a CPU before spending GPU time:
+#   TRAIN_ARGS="--resolution 16 --channel-base 128 --channel-max 16 --batch 4 --repeat 1" \
+#       bash scripts/gpu_bench_suite.sh /tmp/dry train
 #
 # Python: $PYTHON, else .venv/bin/python, else python3. On a machine without internet whose
 # Python lacks this project's pure-Python dependencies (omegaconf, antlr4-python3-runtime,
@@ -41,6 +47,11 @@ want() { [[ " $GROUPS_WANTED " == *" $1 "* ]]; }
 # row NAME COMMAND...: run one benchmark, append its JSON line (tagged with the row name) to ROWS.
 row() {
     local name="$1"; shift
+    local extra=()
+    if [[ " $* " == *" scripts/bench_train.py "* && -n "${TRAIN_ARGS:-}" ]]; then
+        read -ra extra <<<"$TRAIN_ARGS"
+        set -- "$@" "${extra[@]}"
+    fi
     echo "== $name: $*" | tee -a "$LOG"
     local out
     if out=$(timeout "$ROW_TIMEOUT" "$@" 2>>"$LOG" | tail -n 1) && [ -n "$out" ]; then
@@ -56,11 +67,15 @@ row() {
 
 P256="scripts/bench_train.py --preset configs/stylegan2-256.yaml --repeat 3"
 if want train; then
-    row "256 fp32 eager grouped NCHW (baseline)" "$PY" $P256 --precision no --modconv grouped --no-channels-last --no-compile
+    # Two rows also write per-op profiles (one extra window each, after timing), so a short
+    # GPU lease yields both the numbers and where the time goes.
+    row "256 fp32 eager grouped NCHW (baseline)" "$PY" $P256 --precision no --modconv grouped --no-channels-last --no-compile \
+        --profile "$RESULTS/profile_256_fp32_baseline.txt"
     row "256 fp32 batched" "$PY" $P256 --precision no --modconv batched --no-channels-last
     row "256 fp32 batched channels_last" "$PY" $P256 --precision no --modconv batched --channels-last
     row "256 bf16 batched" "$PY" $P256 --precision bf16 --no-channels-last
-    row "256 bf16 batched channels_last" "$PY" $P256 --precision bf16 --channels-last
+    row "256 bf16 batched channels_last" "$PY" $P256 --precision bf16 --channels-last \
+        --profile "$RESULTS/profile_256_bf16_cl.txt"
     row "256 bf16 channels_last, per-tensor Adam" "$PY" $P256 --precision bf16 --channels-last --set perf.fused_adam=false
     row "256 bf16 channels_last, host-side skip (one sync per phase)" "$PY" $P256 --precision bf16 --channels-last --set perf.device_side_skip=false
     row "256 fp16 batched channels_last" "$PY" $P256 --precision fp16 --channels-last

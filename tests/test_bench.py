@@ -104,3 +104,17 @@ def test_perf_table_renders_rows_with_speedups(tmp_path):
     rows.write_text("{not json\n")
     proc = run_script("perf_table.py", str(rows))
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {rows}:1: not a JSON line (Expecting property name enclosed in double quotes)"
+
+
+def test_bench_train_profile_writes_op_tables(tmp_path):
+    table = tmp_path / "ops.txt"
+    proc = run_script("bench_train.py", "--resolution", "16", *TINY, "--batch", "2", "--r1-interval", "1",
+                      "--pl-interval", "1", "--augment", "none", "--warmup", "1", "--threads", "1",
+                      "--profile", str(table))
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert row["profile"] == str(table)
+    text = table.read_text()
+    assert "sorted by self_cpu_time_total" in text and "grouped by input shape" in text
+    assert "aten::convolution" in text  # the real step ran under the profiler
+    assert not list(tmp_path.glob("*.tmp"))
