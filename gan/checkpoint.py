@@ -359,7 +359,10 @@ def load_networks(ckpt: str | os.PathLike, networks: Mapping[str, torch.nn.Modul
         path = ckpt / NETWORK_FILES[key]
         if not path.is_file():
             raise CheckpointError(f"{ckpt}: incomplete checkpoint, {path.name} is missing")
-        tensors = load_file(str(path), device=str(device))
+        try:
+            tensors = load_file(str(path), device=str(device))
+        except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
+            raise CheckpointError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from exc
         try:
             module.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
@@ -414,6 +417,6 @@ def load_checkpoint(
         _match_parameter_layout(opt)
     extra = _load_pt(ckpt / EXTRA_FILE, "cpu")
     rng_path = ckpt / _rng_file(rank)
-    rng = torch.load(rng_path, map_location="cpu", weights_only=True) if rng_path.is_file() else None
+    rng = _load_pt(rng_path, "cpu") if rng_path.is_file() else None
     progress = Progress(**state["progress"])
     return Restored(state=state, progress=progress, extra=extra, rng=rng)

@@ -92,6 +92,19 @@ def test_checkpoint_loads_only_tensors(tmp_path, cfg):
         ck.load_checkpoint(path, snap.networks, snap.optimizers)
 
 
+def test_a_truncated_file_is_a_one_line_checkpoint_error(tmp_path, cfg):
+    snap = _snapshot(cfg, 8)
+    path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
+    for name in ("G.safetensors", "D.safetensors", "G_ema.safetensors", "optim_D.pt", "training_state.pt",
+                 "rng-rank0.pt"):
+        data = (path / name).read_bytes()
+        (path / name).write_bytes(data[: len(data) // 3])  # a copy cut short, a disk that filled up
+        with pytest.raises(ck.CheckpointError, match=name.replace(".", r"\.")) as info:
+            ck.load_checkpoint(path, snap.networks, snap.optimizers)
+        assert "\n" not in str(info.value)
+        (path / name).write_bytes(data)
+
+
 def test_architecture_mismatch_is_one_line(tmp_path, cfg):
     state = {"model": {"channel_max": 512, "z_dim": 32}, "resolution": 16}
     with pytest.raises(ck.CheckpointError, match=r"model.channel_max=512 there, 32 in the config"):
