@@ -590,11 +590,18 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
     if trainer.progress.cur_nimg == 0:
         trainer.write_reals()
         trainer.write_samples(f"fakes-{ckpt_io.checkpoint_name(0)}")
-    log.info(
-        "training %s: %d process(es) x %d images x %d accumulation round(s) = batch %d, until kimg %.3f",
-        cfg.name, trainer.world, trainer.batch_per_gpu, trainer.accum, cfg.train.batch, trainer.stop_nimg / 1000,
-    )
-    bar = tqdm(total=trainer.stop_nimg / 1000, initial=trainer.progress.kimg, unit="kimg", disable=not main,
+    if trainer.progress.cur_nimg >= trainer.stop_nimg:
+        log.info("already at kimg %.3f, at or past the stop point kimg %.3f: nothing to train "
+                 "(resume with --set train.total_kimg=K to train further)",
+                 trainer.progress.kimg, trainer.stop_nimg / 1000)
+    else:
+        log.info(
+            "training %s: %d process(es) x %d images x %d accumulation round(s) = batch %d, until kimg %.3f",
+            cfg.name, trainer.world, trainer.batch_per_gpu, trainer.accum, cfg.train.batch, trainer.stop_nimg / 1000,
+        )
+    # A position past the total (resumed beyond --max-kimg) breaks tqdm's time-remaining field.
+    bar = tqdm(total=trainer.stop_nimg / 1000, initial=min(trainer.progress.cur_nimg, trainer.stop_nimg) / 1000,
+               unit="kimg", disable=not main,
                bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
     tick_start, tick_nimg = time.time(), trainer.progress.cur_nimg
     # Seconds spent since the last tick on logging, sample grids, checkpoints and metrics: reported

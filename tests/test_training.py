@@ -428,6 +428,20 @@ def test_resume_drops_logged_ticks_it_trains_again(tmp_path, dataset):
     assert [r["tick"] for r in records] == [1, 2, 3, 4]
 
 
+def test_resume_at_or_past_the_stop_point_trains_nothing_and_says_so(tmp_path, dataset, caplog):
+    """--max-kimg below where the run stands (or a finished run resumed): no traceback, nothing written."""
+    write_config(tmp_path / "c.yaml", tiny_config(dataset, checkpoint={"every_kimg": 0.008}))
+    run = tmp_path / "run"
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(run), "--max-kimg", "0.008"]) == 0
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    metrics = (run / "metrics.jsonl").read_bytes()
+    with caplog.at_level("INFO", logger="gan.training_loop"):
+        assert train.main(["--resume", str(run), "--max-kimg", "0.004"]) == 0
+    assert "nothing to train" in caplog.text
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    assert (run / "metrics.jsonl").read_bytes() == metrics
+
+
 @pytest.mark.parametrize("before, after", [(False, True), (True, False)])
 def test_resume_runs_adam_the_way_this_run_is_configured(tmp_path, dataset, before, after):
     """perf.fused_adam is this run's choice: a checkpoint made with the other setting resumes and trains."""
