@@ -39,6 +39,7 @@ log = logging.getLogger("train")
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # the shell's convention for a run stopped by Ctrl-C (128 + SIGINT)
 # How long a process may wait in a collective. While the main process computes in-training
 # metrics (FID/KID over thousands of generated images can take most of an hour on a big run)
 # the others wait at a barrier; accelerate's default (10 min with NCCL) would end the run.
@@ -227,11 +228,26 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        if accelerator.is_main_process:
+            print(interrupted_message(run_dir), file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         end_tracking(accelerator, tracker)
     if accelerator.is_main_process:
         log.info("done at kimg %.3f; latest checkpoint %s", result.progress.kimg, result.last_checkpoint)
     return 0
+
+
+def interrupted_message(run_dir: Path) -> str:
+    """One line for Ctrl-C: what is kept and the command that continues the run."""
+    from gan.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return f"interrupted before the first checkpoint: nothing to resume in {run_dir}"
+    return (f"interrupted: the run is kept up to its latest checkpoint {latest} (kimg {int(latest.name) / 1000:g}); "
+            f"continue with `python train.py --resume {run_dir}`")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -609,45 +609,47 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
     # the training speed does not jump whenever a checkpoint or an evaluation falls into a tick.
     maintenance = 0.0
     saved_at = trainer.progress.cur_nimg if options.resume else -1
-    while trainer.progress.cur_nimg < trainer.stop_nimg:
-        prev = trainer.progress.cur_nimg
-        trainer.train_step()
-        cur = trainer.progress.cur_nimg
-        # The last step may overshoot the stop point by part of a batch: keep the bar within its total.
-        # Set the position rather than adding deltas, whose float sum can end past the total
-        # (tqdm then shows a negative time remaining).
-        bar.update(min(cur, trainer.stop_nimg) / 1000 - bar.n)
-        done = cur >= trainer.stop_nimg
-        now = time.time()
-        if done or _crossed(prev, cur, cfg.log.tick_kimg):
-            tick_index += 1
-            train_sec = now - tick_start - maintenance
-            rec = {
-                "tick": tick_index, "kimg": cur / 1000, "cur_nimg": cur, "step": trainer.progress.step,
-                "sec_per_tick": train_sec,
-                "sec_per_kimg": train_sec / max((cur - tick_nimg) / 1000, 1e-9),
-                "timing/maintenance_sec": maintenance,
-                "memory_gb": _memory_gb(trainer.device), "timestamp": now,
-                "lr/G": trainer.opt_G.param_groups[0]["lr"], "lr/D": trainer.opt_D.param_groups[0]["lr"],
-                **trainer.reduced_stats(),
-            }
-            rec.update(trainer.ada.log_values())
-            tick_start, tick_nimg, maintenance = now, cur, 0.0
-            if main:
-                _append_jsonl(metrics_path, rec)
-                bar.set_postfix_str(f"G {rec.get('Loss/G_main', float('nan')):.3f} D {rec.get('Loss/D_main', float('nan')):.3f}")
-                log.info(_tick_line(rec))
-            log_scalars(accelerator, options.tracker, {k: v for k, v in rec.items() if k != "timestamp"}, step=cur)
-            result.ticks.append(rec)
-        if done or _crossed(prev, cur, cfg.log.sample_every_kimg):
-            trainer.write_samples(f"fakes-{ckpt_io.checkpoint_name(cur)}")
-        if done or _crossed(prev, cur, cfg.checkpoint.every_kimg):
-            trainer.save_checkpoint()
-            saved_at = cur
-        if cfg.metrics.metrics and (done or _crossed(prev, cur, cfg.metrics.every_kimg)):
-            trainer.run_metrics(metrics_path)
-        maintenance += time.time() - now
-    bar.close()
+    try:  # closed on Ctrl-C or an error too, so the last line on the terminal is the message, not the bar
+        while trainer.progress.cur_nimg < trainer.stop_nimg:
+            prev = trainer.progress.cur_nimg
+            trainer.train_step()
+            cur = trainer.progress.cur_nimg
+            # The last step may overshoot the stop point by part of a batch: keep the bar within its total.
+            # Set the position rather than adding deltas, whose float sum can end past the total
+            # (tqdm then shows a negative time remaining).
+            bar.update(min(cur, trainer.stop_nimg) / 1000 - bar.n)
+            done = cur >= trainer.stop_nimg
+            now = time.time()
+            if done or _crossed(prev, cur, cfg.log.tick_kimg):
+                tick_index += 1
+                train_sec = now - tick_start - maintenance
+                rec = {
+                    "tick": tick_index, "kimg": cur / 1000, "cur_nimg": cur, "step": trainer.progress.step,
+                    "sec_per_tick": train_sec,
+                    "sec_per_kimg": train_sec / max((cur - tick_nimg) / 1000, 1e-9),
+                    "timing/maintenance_sec": maintenance,
+                    "memory_gb": _memory_gb(trainer.device), "timestamp": now,
+                    "lr/G": trainer.opt_G.param_groups[0]["lr"], "lr/D": trainer.opt_D.param_groups[0]["lr"],
+                    **trainer.reduced_stats(),
+                }
+                rec.update(trainer.ada.log_values())
+                tick_start, tick_nimg, maintenance = now, cur, 0.0
+                if main:
+                    _append_jsonl(metrics_path, rec)
+                    bar.set_postfix_str(f"G {rec.get('Loss/G_main', float('nan')):.3f} D {rec.get('Loss/D_main', float('nan')):.3f}")
+                    log.info(_tick_line(rec))
+                log_scalars(accelerator, options.tracker, {k: v for k, v in rec.items() if k != "timestamp"}, step=cur)
+                result.ticks.append(rec)
+            if done or _crossed(prev, cur, cfg.log.sample_every_kimg):
+                trainer.write_samples(f"fakes-{ckpt_io.checkpoint_name(cur)}")
+            if done or _crossed(prev, cur, cfg.checkpoint.every_kimg):
+                trainer.save_checkpoint()
+                saved_at = cur
+            if cfg.metrics.metrics and (done or _crossed(prev, cur, cfg.metrics.every_kimg)):
+                trainer.run_metrics(metrics_path)
+            maintenance += time.time() - now
+    finally:
+        bar.close()
     trainer.check_finite()
     if saved_at != trainer.progress.cur_nimg:  # e.g. resumed at or past the stop point
         trainer.save_checkpoint()

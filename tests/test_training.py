@@ -428,6 +428,24 @@ def test_resume_drops_logged_ticks_it_trains_again(tmp_path, dataset):
     assert [r["tick"] for r in records] == [1, 2, 3, 4]
 
 
+def test_ctrl_c_ends_in_one_line_naming_the_checkpoint_to_resume(tmp_path, dataset, monkeypatch, capsys):
+    write_config(tmp_path / "c.yaml", tiny_config(dataset, checkpoint={"every_kimg": 0.004}))
+    run = tmp_path / "run"
+    real_step, calls = Trainer.train_step, []
+
+    def step_then_ctrl_c(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(run)]) == train.EXIT_INTERRUPTED
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("interrupted: ") and "Traceback" not in err
+    assert f"checkpoints/{ck.checkpoint_name(8)} (kimg 0.008)" in err and f"--resume {run}" in err
+
+
 def test_resume_at_or_past_the_stop_point_trains_nothing_and_says_so(tmp_path, dataset, caplog):
     """--max-kimg below where the run stands (or a finished run resumed): no traceback, nothing written."""
     write_config(tmp_path / "c.yaml", tiny_config(dataset, checkpoint={"every_kimg": 0.008}))
