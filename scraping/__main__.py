@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from .download import SIZES
 from .http import HttpError, HttpSettings, RateLimit
 from .imageio import MAX_PIXELS
-from .manifest import ManifestError
+from .manifest import MANIFEST_NAME, ManifestError, read_manifest
 from .scrape import ScrapeOptions, scrape
 from .v2api import ACCESS_ENV, SECRET_ENV, V2Credentials
 from .wikiart import DEFAULT_BASE_URL, SchemaError
@@ -28,6 +28,7 @@ from .wikiart import DEFAULT_BASE_URL, SchemaError
 log = logging.getLogger("scraping")
 
 EXIT_OK, EXIT_ERROR, EXIT_QUOTA = 0, 1, 3
+EXIT_INTERRUPTED = 130  # the shell's convention for a run stopped by Ctrl-C (128 + SIGINT)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     except (HttpError, SchemaError, ManifestError, OSError) as exc:
         log.error("scrape of %r failed: %s", args.artist, exc)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        log.error("interrupted: %d works kept in %s; run the same command again to go on",
+                  _kept_rows(args.out / MANIFEST_NAME), args.out)
+        return EXIT_INTERRUPTED
     for line in summary.lines():
         log.info("%s", line)
     if summary.stopped:
@@ -144,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log.info("%d works in %s", summary.kept_total, args.out / "manifest.jsonl")
     return EXIT_OK
+
+
+def _kept_rows(manifest: Path) -> int:
+    try:
+        return len(read_manifest(manifest))
+    except (ManifestError, OSError):
+        return 0
 
 
 if __name__ == "__main__":

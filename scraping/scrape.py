@@ -246,7 +246,9 @@ def _run_in_order(todo, worker, records: _Records, summary, options, stop) -> No
         try:
             _refill(pending, queue, pool, worker, window, stop)
             while pending:
-                work, future = pending.popleft()
+                # Leave the work in ``pending`` until its result is in: a Ctrl-C while waiting
+                # then discards its temp file with the others'.
+                work, future = pending[0]
                 try:
                     result = future.result()
                 except ApiLimitExceeded as exc:
@@ -254,6 +256,7 @@ def _run_in_order(todo, worker, records: _Records, summary, options, stop) -> No
                     summary.stopped = str(exc)
                     break
                 _commit(result, records, summary)
+                pending.popleft()
                 bar.update(1)
                 bar.set_postfix(kept=summary.kept_total, rejected=bar.n - summary.kept_new, refresh=False)
                 if options.limit is not None and summary.kept_total >= options.limit:

@@ -312,6 +312,28 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert tree(killed) == tree(clean)
 
 
+def test_ctrl_c_is_one_line_and_leaves_no_temp_files(tmp_path, monkeypatch, caplog):
+    import scraping.scrape as scrape_module
+
+    real_commit, commits = scrape_module._commit, []
+
+    def commit_then_ctrl_c(result, records, summary):
+        commits.append(result.work.id)
+        if len(commits) == 2:  # Ctrl-C with the second work's verified temp file not yet renamed
+            raise KeyboardInterrupt
+        real_commit(result, records, summary)
+
+    monkeypatch.setattr(scrape_module, "_commit", commit_then_ctrl_c)
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        for i in range(1, 7):
+            site.add_work(ARTIST, i, f"work-{i}", image=jpeg_bytes(i))
+        code = main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, "--workers", "2", *FAST_FLAGS])
+    assert code == 130
+    assert f"interrupted: 1 works kept in {tmp_path}; run the same command again" in caplog.text
+    assert [p.name for p in (tmp_path / "images").iterdir()] == ["claude-monet_work-1_1.jpg"]
+
+
 def test_leftovers_of_a_kill_are_removed_at_start(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
