@@ -76,6 +76,7 @@ def evaluate(
     metrics = parse_metrics(options.metrics)
     resolution = generator.resolution if generator is not None else samples.resolution
     reference = load_reference(dataset, expected_resolution=resolution)
+    W.resolve_all(weights_needed(metrics, options.lpips_net), options.weights_dir)
     device = torch.device(options.device)
     report = EvalReport(
         generator=generator_path,
@@ -104,6 +105,18 @@ def evaluate(
     if perceptual:
         _perceptual_metrics(report, metrics, reference, options, samples, device)
     return report
+
+
+def weights_needed(metrics: list[str], lpips_net: str = "alex") -> list[W.WeightSpec]:
+    """The pretrained weight files the chosen metrics load."""
+    needed = []
+    if {"fid", "kid", "nn"} & set(metrics):
+        needed.append(W.INCEPTION_V3)
+    if "pr" in metrics:
+        needed.append(W.VGG16)
+    if {"lpips_div", "nn"} & set(metrics):
+        needed.append(W.REGISTRY[f"lpips_{lpips_net}"])
+    return needed
 
 
 def _generated(generator, options: EvalOptions, fidelity: bool, perceptual: bool) -> GeneratedImages:

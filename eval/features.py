@@ -40,9 +40,11 @@ def inception_extractor(weights_path: Path, device: torch.device | str = "cpu"):
     """torch-fidelity's Inception-v3 (pool3 2048-d features) with weights from ``weights_path``."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    extractor = FeatureExtractorInceptionV3(
-        W.INCEPTION_V3.name, [INCEPTION_FEATURE], feature_extractor_weights_path=str(checked_torch_weights(weights_path))
-    )
+    with W.loading_weights(weights_path, W.INCEPTION_V3.name):
+        extractor = FeatureExtractorInceptionV3(
+            W.INCEPTION_V3.name, [INCEPTION_FEATURE],
+            feature_extractor_weights_path=str(checked_torch_weights(weights_path)),
+        )
     return extractor.to(device).eval()
 
 
@@ -72,7 +74,8 @@ def lpips_model(net: str = "alex", weights_dir: str | Path | None = None, device
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
     backbone = build()
-    backbone.load_state_dict(W.load_state_dict(path))
+    with W.loading_weights(path, spec.name):
+        backbone.load_state_dict(W.load_state_dict(path))
     # lpips splits torchvision's `features` into slices whose children keep their original indices.
     for index_name, module in _slice_children(model.net):
         module.load_state_dict(backbone.features[int(index_name)].state_dict())

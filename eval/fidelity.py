@@ -101,10 +101,11 @@ def _device_context(device: torch.device):
 def _run_torch_fidelity(**kwargs) -> dict[str, float]:
     import torch_fidelity
 
-    try:
-        return torch_fidelity.calculate_metrics(**kwargs)
-    except ValueError as exc:  # torch-fidelity's vassert: one-line input problems
-        raise EvalInputError(f"torch-fidelity: {exc}") from exc
+    with W.loading_weights(kwargs["feature_extractor_weights_path"], kwargs["feature_extractor"]):
+        try:
+            return torch_fidelity.calculate_metrics(**kwargs)
+        except ValueError as exc:  # torch-fidelity's vassert: one-line input problems
+            raise EvalInputError(f"torch-fidelity: {exc}") from exc
 
 
 def compute_fidelity(

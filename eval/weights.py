@@ -25,8 +25,10 @@ Files are loaded without unpickling code: safetensors, or ``torch.load(weights_o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,8 +145,16 @@ def missing_message(spec: WeightSpec, weights_dir: str | Path | None = None) -> 
     )
 
 
+_WARNED: set[tuple[str, int, int]] = set()
+
+
 def _check_existing(spec: WeightSpec, path: Path) -> Path:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _WARNED:
+        return path  # one warning per file, however often a run resolves it
     if not _env_flag(SKIP_CHECKSUM_ENV) and not checksum_matches(spec, path):
+        _WARNED.add(key)
         log.warning(
             "%s: sha256 %s does not match the published %s; using it anyway (placed by hand)",
             path, file_sha256(path)[:16], spec.sha256,
@@ -192,6 +202,26 @@ def resolve_weights(spec: WeightSpec, weights_dir: str | Path | None = None, dow
         raise MissingWeightsError(f"{missing_message(spec, weights_dir)} (download failed: {exc})") from exc
 
 
+def resolve_all(specs: list[WeightSpec], weights_dir: str | Path | None = None) -> dict[str, Path]:
+    """Resolve every spec before any work starts; one MissingWeightsError naming all absent files.
+
+    An evaluation needs up to three networks; finding the second one missing after an hour of
+    FID sampling (or learning of the third only on the next attempt) wastes the user's time.
+    """
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for spec in dict.fromkeys(specs):  # unique, in order
+        try:
+            found[spec.name] = resolve_weights(spec, weights_dir)
+        except MissingWeightsError as exc:
+            missing.append(str(exc))
+    if len(missing) == 1:
+        raise MissingWeightsError(missing[0])
+    if missing:
+        raise MissingWeightsError(f"{len(missing)} pretrained weight files are missing: " + "; ".join(missing))
+    return found
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a tensors-only state dict without unpickling code (safetensors or weights_only torch.load)."""
     path = Path(path)
@@ -206,6 +236,36 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a dict of tensors")
     return dict(state)
+
+
+@contextlib.contextmanager
+def loading_weights(path: str | Path, network: str):
+    """Turn torch's many-line ``load_state_dict`` key/shape mismatch into one ValueError naming the file.
+
+    A readable tensors-only file with the wrong content (another network's weights, a file
+    renamed by mistake) otherwise ends in hundreds of lines of missing key names.
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        message = str(exc)
+        if "Error(s) in loading state_dict" not in message:
+            raise
+        counts = [f"{len(_QUOTED.findall(part))} {kind}" for kind, part in _mismatch_parts(message)]
+        detail = ", ".join(counts) or "shape mismatch"
+        raise ValueError(f"{path}: not {network} weights ({detail})") from exc
+
+
+_QUOTED = re.compile(r'"[^"]+"')
+
+
+def _mismatch_parts(message: str):
+    for kind, label in (("missing keys", "Missing key(s)"), ("unexpected keys", "Unexpected key(s)")):
+        start = message.find(label)
+        if start >= 0:
+            yield kind, message[start:].split(". ", 1)[0]
+    if "size mismatch" in message:
+        yield "shape mismatches", " ".join(f'"{m}"' for m in re.findall(r"size mismatch for ([^:]+):", message))
 
 
 def weights_identity(path: str | Path) -> dict[str, str]:

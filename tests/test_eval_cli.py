@@ -101,3 +101,51 @@ def test_in_training_hook_returns_scalars_and_writes_under_the_run(weights_dir, 
     assert result.report.parent == tmp_path / "run" / "metrics"
     assert json.loads(result.report.read_text())["extra"]["kimg"] == 12.0
     assert G.training  # the hook leaves the module's mode as it found it
+
+
+def test_cli_names_every_missing_weights_file_before_generating(exported, weights_dir, isolated_caches, tmp_path,
+                                                                monkeypatch, caplog):
+    from gan import sampling
+
+    _, export = exported
+    generated = []
+    monkeypatch.setattr(sampling, "generate_images", lambda G, seeds, *a, **k: generated.extend(seeds))
+    dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
+    only_inception = tmp_path / "only-inception"
+    only_inception.mkdir()
+    (only_inception / W.INCEPTION_V3.filename).symlink_to(weights_dir / W.INCEPTION_V3.filename)
+    out = tmp_path / "r.json"
+    base = ["--checkpoint", str(export), "--dataset", str(dataset), "--out", str(out), "--device", "cpu",
+            "--num-samples", "4", "--lpips-samples", "4"]
+    assert run(base + ["--metrics", "kid,pr,lpips_div", "--weights-dir", str(only_inception)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert W.VGG16.filename in errors[0] and W.ALEXNET.filename in errors[0]
+    assert W.INCEPTION_V3.filename not in errors[0]
+    assert generated == [] and not out.exists()  # nothing computed before the missing files were named
+
+
+def test_cli_weights_of_another_network_are_a_one_line_error(isolated_caches, tmp_path, caplog):
+    import torch
+    import torchvision
+
+    from eval_support import save_pngs
+
+    dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
+    save_pngs(paintings(4, seed=2), tmp_path / "samples")
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    # Readable, tensors-only files holding the wrong network: AlexNet under Inception's name,
+    # and a truncated AlexNet (a shape and a key mismatch) under AlexNet's.
+    torch.save(torchvision.models.alexnet().state_dict(), wrong / W.INCEPTION_V3.filename)
+    torch.save({"features.0.weight": torch.zeros(3, 3, 3, 3)}, wrong / W.ALEXNET.filename)
+    base = ["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--weights-dir", str(wrong),
+            "--out", str(tmp_path / "r.json"), "--device", "cpu", "--lpips-resolution", "64"]
+    for metrics, name, network in (("kid", W.INCEPTION_V3.filename, "inception-v3-compat"),
+                                   ("lpips_div", W.ALEXNET.filename, "alexnet")):
+        caplog.clear()
+        assert run(base + ["--metrics", metrics]) == 2
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "\n" not in errors[0], errors
+        assert name in errors[0] and f"not {network} weights" in errors[0]
+    assert not (tmp_path / "r.json").exists()
