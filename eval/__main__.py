@@ -27,6 +27,9 @@ from eval.weights import MissingWeightsError, WeightsChecksumError
 
 log = logging.getLogger("eval")
 
+DEFAULT_NUM_SAMPLES = 10000
+DEFAULT_LPIPS_SAMPLES = 1000
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -39,10 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
     parser.add_argument("--metrics", default=",".join(ALL_METRICS),
                         help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all)")
-    parser.add_argument("--num-samples", type=int, default=10000,
-                        help="generated images for FID/KID/precision-recall (default: 10000)")
-    parser.add_argument("--lpips-samples", type=int, default=1000,
-                        help="generated images for LPIPS diversity and the memorisation check (default: 1000)")
+    parser.add_argument("--num-samples", type=int,
+                        help=f"generated images for FID/KID/precision-recall (default: {DEFAULT_NUM_SAMPLES} from "
+                             "--checkpoint, every image of --samples; a folder with fewer is an error)")
+    parser.add_argument("--lpips-samples", type=int,
+                        help=f"generated images for LPIPS diversity and the memorisation check (default: "
+                             f"{DEFAULT_LPIPS_SAMPLES}, at most every image of --samples)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents and of KID's subsets (default: 0)")
     parser.add_argument("--weights-dir", help="folder holding pretrained weight files (searched before the torch cache)")
     parser.add_argument("--cache-dir", help="where reference statistics are cached (default: ~/.cache/atelier/fidelity)")
@@ -63,6 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("-v", "--verbose", action="store_true", help="progress bars and debug logging")
     return parser
+
+
+def sample_counts(args: argparse.Namespace, folder_size: int | None) -> None:
+    """Fill in --num-samples / --lpips-samples; a samples folder must hold as many as asked for.
+
+    Scoring 10 images when 10000 were asked for would give a number that looks like the
+    standard one but is not (FID in particular is strongly biased at small N).
+    """
+    if folder_size is None:
+        args.num_samples = DEFAULT_NUM_SAMPLES if args.num_samples is None else args.num_samples
+        args.lpips_samples = DEFAULT_LPIPS_SAMPLES if args.lpips_samples is None else args.lpips_samples
+        return
+    for name, default in (("num_samples", folder_size), ("lpips_samples", min(DEFAULT_LPIPS_SAMPLES, folder_size))):
+        asked = getattr(args, name)
+        if asked is not None and asked > folder_size:
+            raise ValueError(
+                f"--samples {args.samples} holds {folder_size} images, fewer than --{name.replace('_', '-')} {asked}: "
+                f"generate more or lower --{name.replace('_', '-')}"
+            )
+        setattr(args, name, default if asked is None else asked)
 
 
 def options_from_args(args: argparse.Namespace, grid_path: Path) -> EvalOptions:
@@ -87,6 +112,8 @@ def run(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     try:
+        folder = FolderImages(args.samples) if args.samples else None
+        sample_counts(args, len(folder) if folder is not None else None)
         options = options_from_args(args, out.with_name(f"{out.stem}_nn.png"))
         if args.checkpoint:
             from gan.export import load_generator
@@ -94,7 +121,7 @@ def run(argv: list[str] | None = None) -> int:
             generator = load_generator(args.checkpoint, device=options.device)
             report = evaluate(args.dataset, options, generator=generator, generator_path=args.checkpoint)
         else:
-            report = evaluate(args.dataset, options, samples=FolderImages(args.samples), samples_dir=args.samples)
+            report = evaluate(args.dataset, options, samples=folder, samples_dir=args.samples)
     except (MissingWeightsError, WeightsChecksumError, ValueError) as exc:
         log.error("%s", exc)
         return 2
@@ -104,15 +131,36 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_summary(report) -> None:
+FID_MIN_IMAGES = 2048  # below this many images per side the 2048-d covariance is rank-deficient
+
+
+def summary_lines(report) -> list[str]:
+    """What was measured, each number with the sample sizes and reference set it rests on."""
+    lines = []
+    reference = f"the {report.dataset} dataset"
     if report.fidelity:
-        print(" ".join(f"{k}={v:.6g}" for k, v in report.fidelity.metrics.items()),
-              f"(kid_subset_size={report.fidelity.kid_subset_size})" if report.fidelity.kid_subset_size else "")
+        f = report.fidelity
+        numbers = " ".join(f"{k}={v:.6g}" for k, v in f.metrics.items())
+        kid = f" (kid_subset_size={f.kid_subset_size})" if f.kid_subset_size else ""
+        lines.append(f"{numbers}{kid}: {f.num_generated} generated vs {f.num_reference} real images of {reference}")
+        if "fid" in f.metrics and min(f.num_generated, f.num_reference) < FID_MIN_IMAGES:
+            lines.append(f"note: FID from fewer than {FID_MIN_IMAGES} images a side is biased upwards and not "
+                         "comparable with published values; KID is the number to compare")
     if report.diversity:
-        print(f"lpips_div={report.diversity.lpips_diversity:.4f} (training set: {report.diversity.reference_lpips_diversity})")
+        d = report.diversity
+        train = (f"{d.reference_lpips_diversity:.4f} over {d.num_reference} real works"
+                 if d.reference_lpips_diversity is not None else "n/a")
+        lines.append(f"lpips_div={d.lpips_diversity:.4f} over {d.num_samples} samples (training set: {train})")
     if report.memorisation:
         m = report.memorisation
-        print(f"memorisation: {m.num_flagged}/{m.num_samples} flagged ({m.flagged_fraction:.1%}); grid: {m.grid}")
+        lines.append(f"memorisation: {m.num_flagged}/{m.num_samples} samples flagged as near-copies of the "
+                     f"{m.num_reference} real works ({m.flagged_fraction:.1%}); "
+                     f"closest pairs (sample | nearest real work): {m.grid}")
+    return lines
+
+
+def _print_summary(report) -> None:
+    print("\n".join(summary_lines(report)))
 
 
 if __name__ == "__main__":

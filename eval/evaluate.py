@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from eval import weights as W
+from gan.checkpoint import weights_sha256
 from eval.features import LpipsEmbedder, inception_extractor, inception_features, lpips_model
 from eval.fidelity import compute_fidelity
 from eval.lpips_diversity import compute_diversity
@@ -78,9 +79,12 @@ def evaluate(
     reference = load_reference(dataset, expected_resolution=resolution)
     W.resolve_all(weights_needed(metrics, options.lpips_net), options.weights_dir)
     device = torch.device(options.device)
+    weights_file = _generator_weights_file(generator_path)
     report = EvalReport(
         generator=generator_path,
-        generator_sha256=W.file_sha256(generator_path) if generator_path and Path(generator_path).is_file() else None,
+        generator_weights=str(weights_file) if weights_file else None,
+        generator_sha256=W.file_sha256(weights_file) if weights_file else None,
+        generator_weights_sha256=weights_sha256(generator) if generator is not None else None,
         samples_dir=samples_dir,
         dataset=str(dataset),
         dataset_content_sha256=reference.content_sha256,
@@ -94,7 +98,7 @@ def evaluate(
         samples = _generated(generator, options, fidelity=bool(fidelity_metrics), perceptual=perceptual)
     if fidelity_metrics:
         fidelity_input = samples
-        if isinstance(samples, GeneratedImages) and len(samples) > options.num_samples:
+        if len(samples) > options.num_samples:  # a generator's stream may run longer for LPIPS; a folder may hold more
             fidelity_input = Subset(samples, range(options.num_samples))
         report.fidelity = compute_fidelity(
             fidelity_input, reference, fidelity_metrics,
@@ -105,6 +109,19 @@ def evaluate(
     if perceptual:
         _perceptual_metrics(report, metrics, reference, options, samples, device)
     return report
+
+
+def _generator_weights_file(generator_path: Optional[str]) -> Optional[Path]:
+    """The safetensors file a checkpoint / run dir / export path resolves to: a run dir's
+    latest file changes as training goes on, so the report names (and hashes) the one scored."""
+    if not generator_path:
+        return None
+    from gan.export import GeneratorLoadError, describe_generator
+
+    try:
+        return Path(describe_generator(generator_path)["weights"])
+    except GeneratorLoadError:
+        return Path(generator_path) if Path(generator_path).is_file() else None
 
 
 def weights_needed(metrics: list[str], lpips_net: str = "alex") -> list[W.WeightSpec]:

@@ -90,13 +90,17 @@ class MemorisationResult:
 class EvalReport:
     """Everything ``python -m eval`` measured for one generator against one dataset."""
 
-    generator: Optional[str]  # checkpoint / export path, or None when scoring a samples folder
-    generator_sha256: Optional[str]
+    generator: Optional[str]  # checkpoint / export path as given, or None when scoring a samples folder
+    generator_sha256: Optional[str]  # sha256 of generator_weights
     samples_dir: Optional[str]
     dataset: str
     dataset_content_sha256: str
     resolution: int
     created: str
+    generator_weights: Optional[str] = None  # the safetensors file the path resolved to (a run dir's latest)
+    # Hash of the tensors themselves (gan.checkpoint.weights_sha256): the same value generate.py
+    # writes into each PNG as weights_sha256, so samples and reports can be matched up.
+    generator_weights_sha256: Optional[str] = None
     psi: Optional[float] = None  # truncation of the generated samples (None when scoring a samples folder)
     fidelity: Optional[FidelityResult] = None
     diversity: Optional[DiversityResult] = None

@@ -149,3 +149,41 @@ def test_cli_weights_of_another_network_are_a_one_line_error(isolated_caches, tm
         assert len(errors) == 1 and "\n" not in errors[0], errors
         assert name in errors[0] and f"not {network} weights" in errors[0]
     assert not (tmp_path / "r.json").exists()
+
+
+def test_report_names_and_hashes_the_weights_a_run_dir_resolved_to(exported, weights_dir, isolated_caches, tmp_path):
+    _, export = exported  # tmp_path/generator.safetensors: tmp_path is a run dir holding its export
+    dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
+    out = tmp_path / "r.json"
+    assert run(["--checkpoint", str(tmp_path), "--dataset", str(dataset), "--metrics", "lpips_div",
+                "--lpips-samples", "3", "--lpips-resolution", "64", "--weights-dir", str(weights_dir),
+                "--out", str(out), "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    assert report["generator"] == str(tmp_path)
+    assert report["generator_weights"] == str(export)
+    assert report["generator_sha256"] == W.file_sha256(export)
+    from gan.checkpoint import weights_sha256
+    from gan.export import load_generator
+
+    assert report["generator_weights_sha256"] == weights_sha256(load_generator(export))  # generate.py's PNG tag
+
+
+def test_samples_folder_smaller_than_the_requested_count_is_an_error(weights_dir, isolated_caches, tmp_path,
+                                                                     caplog, capsys):
+    from eval_support import save_pngs
+
+    dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
+    save_pngs(paintings(3, seed=2), tmp_path / "samples")
+    out = tmp_path / "r.json"
+    base = ["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--metrics", "lpips_div",
+            "--lpips-resolution", "64", "--weights-dir", str(weights_dir), "--out", str(out), "--device", "cpu"]
+    for option in ("--num-samples", "--lpips-samples"):
+        caplog.clear()
+        assert run(base + [option, "50"]) == 2 and not out.exists()
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "holds 3 images, fewer than " + option + " 50" in errors[0]
+    # By default a folder is scored whole, and the summary says on how many images.
+    assert run(base) == 0
+    summary = capsys.readouterr().out
+    assert "over 3 samples" in summary and "over 3 real works" in summary
+    assert json.loads(out.read_text())["diversity"]["num_samples"] == 3
