@@ -22,7 +22,7 @@ from eval.fidelity import compute_fidelity
 from eval.lpips_diversity import compute_diversity
 from eval.memorisation import DEFAULT_FACTOR, DEFAULT_PERCENTILE, Measure, check_memorisation
 from eval.report import EvalReport, WeightsUsed
-from eval.samples import EvalInputError, GeneratedImages, load_reference, stack_images
+from eval.samples import EvalInputError, FolderImages, GeneratedImages, load_reference, stack_images
 
 log = logging.getLogger(__name__)
 
@@ -175,4 +175,5 @@ def _perceptual_metrics(report, metrics, reference, options, samples, device) ->
             weights=[lpips_used, inception_used], seed=options.seed, lpips_resolution=options.lpips_resolution,
             worst_k=options.worst_k, grid_path=options.grid_path,
             percentile=options.nn_percentile, factor=options.nn_factor, sample_seeds=seeds,
+            sample_files=[f.name for f in samples.files] if isinstance(samples, FolderImages) else None,
         )

@@ -109,11 +109,13 @@ def check_memorisation(
     percentile: float = DEFAULT_PERCENTILE,
     factor: float = DEFAULT_FACTOR,
     sample_seeds: Optional[Sequence[int]] = None,
+    sample_files: Optional[Sequence[str]] = None,
 ) -> MemorisationResult:
     """Flag samples that are near-copies of training images; optionally write the worst-K grid.
 
     ``sample_seeds[i]`` is the ``generate.py`` seed of sample i; it is recorded in each row
-    (and labels the grid) so a flagged sample can be regenerated and looked at in full.
+    (and labels the grid) so a flagged sample can be regenerated and looked at in full;
+    ``sample_files[i]`` names sample i's file when a samples folder was scored.
     """
     if len(samples) == 0:
         raise EvalInputError("the memorisation check needs at least 1 generated sample")
@@ -134,8 +136,16 @@ def check_memorisation(
     worst = [_neighbour(i, by_lpips, by_inception, train_names, bool(flagged[i]), seed_of(i)) for i in order]
     grid = None
     if grid_path is not None and order:
-        labels = [f"seed {seed_of(i)}" if sample_seeds is not None else f"sample {i}" for i in order]
-        grid = str(write_pairs_grid(samples, train_images, by_lpips, order, grid_path, labels))
+        captions = [
+            PairCaption(
+                sample=_sample_label(i, sample_seeds, sample_files),
+                real=_name(train_names, by_lpips, i),
+                closeness=_closeness(i, by_lpips, by_inception),
+                flagged=bool(flagged[i]),
+            )
+            for i in order
+        ]
+        grid = str(write_pairs_grid(samples, train_images, by_lpips, order, grid_path, captions))
     return MemorisationResult(
         flagged_fraction=float(flagged.float().mean()),
         num_flagged=int(flagged.sum()),
@@ -153,6 +163,20 @@ def check_memorisation(
         lpips_resolution=lpips_resolution,
         weights=weights,
     )
+
+
+def _sample_label(i: int, seeds: Optional[Sequence[int]], files: Optional[Sequence[str]]) -> str:
+    if seeds is not None:
+        return f"seed {int(seeds[i])}"
+    return files[i] if files is not None and i < len(files) else f"sample {i}"
+
+
+def _closeness(i: int, by_lpips: NearestResult, by_inception: Optional[NearestResult]) -> str:
+    """``LPIPS 0.119 (copy < 0.011)``, naming Inception when only that measure flagged the sample."""
+    text = f"LPIPS {float(by_lpips.distance[i]):.3f} (copy < {by_lpips.threshold:.3f})"
+    if by_inception is not None and by_inception.distance[i] < by_inception.threshold <= by_lpips.distance[i]:
+        text += " by Inception"
+    return text
 
 
 def _name(names: Sequence[str], result: NearestResult, i: int) -> str:
@@ -177,36 +201,58 @@ def _tile(image: torch.Tensor, size: int) -> Image.Image:
     return tile.resize((size, size), Image.NEAREST) if tile.width < size else tile.resize((size, size))
 
 
+@dataclass
+class PairCaption:
+    """The words over one row of the grid: whose sample, which real work, how close, flagged or not."""
+
+    sample: str  # e.g. "seed 29" (regenerate with generate.py --seeds 29)
+    real: str  # the nearest real work's file name, "(flipped)" when its mirror image matched
+    closeness: str  # e.g. "LPIPS 0.119, flagged below 0.011"
+    flagged: bool
+
+
+FLAG_COLOUR = (200, 0, 0)
+_HEADER, _LINE, _GAP = 16, 12, 4
+
+
 def pairs_grid(
     samples: torch.Tensor,
     train_images: torch.Tensor,
     nearest: NearestResult,
     order: Sequence[int],
-    labels: Optional[Sequence[str]] = None,
+    captions: Sequence[PairCaption],
 ) -> Image.Image:
     """Rows of (generated sample | nearest real work as matched, mirrored if the mirror matched).
 
-    ``labels[row]`` names the sample of each row (default ``sample <index>``).
+    A header names the columns; over each row the sample's name, the real work's file name and
+    the LPIPS distance with the flagging threshold, in red with a red frame when flagged.
     """
     size = max(MIN_TILE, samples.shape[-1])
-    gap, label = 4, 14
-    grid = Image.new("RGB", (2 * size + 3 * gap, len(order) * (size + label + gap) + gap), "white")
+    row_height = 2 * _LINE + size + _GAP
+    grid = Image.new("RGB", (2 * size + 3 * _GAP, _HEADER + len(order) * row_height + _GAP), "white")
     draw = ImageDraw.Draw(grid)
-    for row, i in enumerate(order):
+    draw.text((_GAP, 2), "generated sample", fill="black")
+    draw.text((2 * _GAP + size, 2), "nearest real work", fill="black")
+    for row, (i, caption) in enumerate(zip(order, captions)):
         real = train_images[int(nearest.index[i])]
         real = real.flip(-1) if bool(nearest.flipped[i]) else real
-        top = gap + row * (size + label + gap)
-        grid.paste(_tile(samples[i], size), (gap, top + label))
-        grid.paste(_tile(real, size), (2 * gap + size, top + label))
-        label_text = labels[row] if labels is not None else f"sample {i}"
-        draw.text((gap, top), f"{label_text}  LPIPS {float(nearest.distance[i]):.3f}", fill="black")
+        top = _HEADER + row * row_height
+        colour = FLAG_COLOUR if caption.flagged else (0, 0, 0)
+        draw.text((_GAP, top), caption.sample, fill=colour)
+        draw.text((2 * _GAP + size, top), caption.real, fill=colour)
+        draw.text((_GAP, top + _LINE), ("FLAGGED  " if caption.flagged else "") + caption.closeness, fill=colour)
+        tiles_top = top + 2 * _LINE
+        grid.paste(_tile(samples[i], size), (_GAP, tiles_top))
+        grid.paste(_tile(real, size), (2 * _GAP + size, tiles_top))
+        if caption.flagged:
+            draw.rectangle([1, tiles_top - 2, grid.width - 2, tiles_top + size + 1], outline=FLAG_COLOUR, width=2)
     return grid
 
 
 def write_pairs_grid(
     samples, train_images, nearest: NearestResult, order: Sequence[int], path: str | Path,
-    labels: Optional[Sequence[str]] = None,
+    captions: Sequence[PairCaption],
 ) -> Path:
     """Write :func:`pairs_grid` as a PNG via a temporary file and rename."""
-    grid = pairs_grid(samples, train_images, nearest, order, labels)
+    grid = pairs_grid(samples, train_images, nearest, order, captions)
     return atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))

@@ -4,6 +4,7 @@ The LPIPS linear layers are the lpips package's real ones; only the AlexNet back
 Inception) are random. Random conv features still tell a copy from a different picture.
 """
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -95,3 +96,45 @@ def test_evaluate_runs_lpips_metrics_on_a_samples_folder(weights_dir, isolated_c
     report = evaluate(dataset, options, samples=FolderImages(tmp_path / "samples"))
     assert report.diversity.num_samples == 4 and report.diversity.weights[0].file == W.ALEXNET.filename
     assert report.fidelity is None and report.memorisation is None
+
+
+def test_grid_names_columns_real_works_and_marks_flagged_rows(lpips_embedder, tmp_path):
+    from eval.memorisation import FLAG_COLOUR
+
+    train = paintings(6, seed=1)
+    samples = torch.cat([train[:1], paintings(2, seed=9)])  # one exact copy, two new works
+    result = check_memorisation(
+        samples, train, [f"work{i}.png" for i in range(6)], lpips_measure=Measure("lpips", lpips_embedder.embed, True),
+        weights=[USED], seed=0, lpips_resolution=64, grid_path=tmp_path / "nn.png", sample_seeds=[10, 11, 12],
+    )
+    assert result.worst[0].seed == 10 and result.worst[0].flagged and result.num_flagged == 1
+    with Image.open(result.grid) as image:
+        grid = np.asarray(image.convert("RGB"))
+    size = 128
+    row_height = 2 * 12 + size + 4
+    red = np.all(grid == FLAG_COLOUR, axis=-1)
+    rows = [red[16 + r * row_height: 16 + (r + 1) * row_height] for r in range(3)]
+    assert rows[0].sum() > 2 * size  # the copy's row: red caption and frame
+    assert rows[1].sum() == 0 and rows[2].sum() == 0
+    assert (grid[:14] < 128).any()  # the column header is drawn
+
+
+def test_grid_rows_of_a_samples_folder_are_named_by_file(lpips_embedder, tmp_path):
+    from eval import memorisation
+
+    drawn = []
+    real_pairs_grid = memorisation.pairs_grid
+
+    def spy(samples, train, nearest, order, captions):
+        drawn.extend(captions)
+        return real_pairs_grid(samples, train, nearest, order, captions)
+
+    train = paintings(4, seed=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(memorisation, "pairs_grid", spy)
+        check_memorisation(
+            train[:2], train, [f"work{i}.png" for i in range(4)], lpips_measure=Measure("lpips", lpips_embedder.embed, True),
+            weights=[USED], seed=0, lpips_resolution=64, grid_path=tmp_path / "nn.png", sample_files=["a.png", "b.png"],
+        )
+    assert {(c.sample, c.real, c.flagged) for c in drawn} == {("a.png", "work0.png", True), ("b.png", "work1.png", True)}
+    assert all("copy <" in c.closeness for c in drawn)
