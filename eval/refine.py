@@ -285,6 +285,9 @@ def refine(args: argparse.Namespace) -> list[dict]:
         torch.backends.cudnn.benchmark = True  # fixed shapes for hundreds of iterations
     # Decode every sample once up front: a bad file fails in seconds, not after an hour of optimising.
     shapes = [tuple(load_image(sample, args.size).shape) for sample in samples]
+    styles = StyleImages(args.size)
+    for path in () if request.automatic else request.explicit.paths:
+        styles.get(path)  # explicit style images too: fail before the network loads and --out exists
     vgg = load_vgg19(FEATURE_LAYERS, weights=args.weights, weights_dir=args.weights_dir, pooling=settings.pooling, device=device)
     choices = select_styles(request, vgg, samples, args)
     extra = {
@@ -293,7 +296,6 @@ def refine(args: argparse.Namespace) -> list[dict]:
         "weights": weights_identity(vgg.weights_path),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    styles = StyleImages(args.size)
     reports: list[dict] = []
     groups = batches_by_shape(shapes, args.batch_size)
     with tqdm(total=len(samples), desc="refine", unit="img", disable=None) as images_bar:

@@ -263,6 +263,7 @@ def test_cli_strength_zero_copies_the_sample_byte_for_byte(cli_files, weights_di
     "case, expected",
     [
         ("unreadable", "cannot read image"),
+        ("unreadable_style", "cannot read image"),
         ("missing_style_dir", "no such style image or dataset folder"),
         ("size_zero", "--size must be at least 16 px, got 0"),
         ("strength_too_big", "--strength must be between 0 and 1"),
@@ -278,6 +279,9 @@ def test_cli_bad_input_fails_with_one_clear_line(case, expected, cli_files, weig
         inputs = tmp_path / "bad"
         _save(_smooth(), inputs / "fine.png")
         (inputs / "broken.png").write_bytes(b"<html>not a picture</html>")
+    elif case == "unreadable_style":
+        (tmp_path / "style.jpg").write_text("not a picture")
+        style = f"{tmp_path / 'style.jpg'}:1"
     elif case == "missing_style_dir":
         style = str(tmp_path / "no-such-dataset")
     elif case == "size_zero":
@@ -295,8 +299,8 @@ def test_cli_bad_input_fails_with_one_clear_line(case, expected, cli_files, weig
     assert refine.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err
-    if case == "unreadable":
-        assert "broken.png" in err[0]
+    if case.startswith("unreadable"):
+        assert ("broken.png" if case == "unreadable" else "style.jpg") in err[0]
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
