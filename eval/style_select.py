@@ -17,6 +17,7 @@ samples instead of being held in memory.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -80,9 +81,12 @@ def parse_style_args(values: Sequence[str]) -> StyleRequest:
         if path.is_dir():
             raise RefineInputError(f"--style {name}: a folder of works must be the only --style value")
         if not path.is_file():
+            head, _, tail = name.rpartition(":")
+            if head and Path(head).is_file():  # "a.jpg:abc": the file is there, the weight is not a number
+                raise RefineInputError(f"--style {name}: blend weight {tail!r} is not a number")
             raise RefineInputError(f"--style {name}: no such style image or dataset folder")
-        if not weight > 0:
-            raise RefineInputError(f"--style {name}: blend weight must be positive, got {weight}")
+        if not (weight > 0 and math.isfinite(weight)):
+            raise RefineInputError(f"--style {name}: blend weight must be a positive number, got {weight}")
         paths.append(path)
         weights.append(weight)
     total = sum(weights)

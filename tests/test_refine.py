@@ -207,8 +207,12 @@ def test_style_arguments_parse_weights_and_reject_bad_sources(tmp_path):
     assert parse_style_args([str(a)]).explicit.weights == (1.0,)
     with pytest.raises(RefineInputError, match="no such style image or dataset folder"):
         parse_style_args([str(tmp_path / "missing")])
-    with pytest.raises(RefineInputError, match="blend weight must be positive"):
+    with pytest.raises(RefineInputError, match="blend weight must be a positive number"):
         parse_style_args([f"{a}:0"])
+    with pytest.raises(RefineInputError, match="blend weight must be a positive number, got inf"):
+        parse_style_args([f"{a}:inf", f"{b}:1"])
+    with pytest.raises(RefineInputError, match="blend weight 'abc' is not a number"):
+        parse_style_args([f"{a}:abc"])
     with pytest.raises(RefineInputError, match="holds no images"):
         (tmp_path / "empty").mkdir()
         parse_style_args([str(tmp_path / "empty")])
