@@ -66,22 +66,54 @@ def read_ticks(run: Path) -> list[dict]:
     return rows
 
 
-def read_kid(run: Path) -> dict[int, float]:
-    """KID (mean) by cur_nimg from ``run``/eval/*.json reports and in-training metrics rows."""
+def kid_source(report: dict) -> str:
+    """What one KID value rests on: sample counts, subset size, the reference set and the Inception weights."""
+    fidelity = report.get("fidelity") or {}
+    weights = next((w for w in fidelity.get("weights") or [] if "inception" in w.get("extractor", "")), {})
+    return (
+        f"{fidelity.get('num_generated')} generated vs {fidelity.get('num_reference')} real images "
+        f"(dataset {str(report.get('dataset_content_sha256'))[:12]}), subset size {fidelity.get('kid_subset_size')}, "
+        f"Inception weights {weights.get('file')} sha256 {str(weights.get('sha256'))[:12]}"
+    )
+
+
+def read_kid(run: Path, sources: Optional[dict[str, set[str]]] = None) -> dict[int, float]:
+    """KID (mean) by cur_nimg from ``run``/eval/*.json reports and in-training metrics rows.
+
+    ``sources`` (when given) collects, per run name, what each KID value rests on, so the
+    table can say so and warn when values of different kinds share a column.
+    """
     kid: dict[int, float] = {}
+    found: set[str] = set()
     metrics = run / "metrics.jsonl"
     if metrics.is_file():
         for line in metrics.read_text(encoding="utf-8").splitlines():
             row = json.loads(line) if line.strip() else {}
             if "metrics/kid" in row:
                 kid[int(row["cur_nimg"])] = float(row["metrics/kid"])
+                found.add("in-training metrics (metrics.num_samples of the run's config)")
     for report in sorted((run / "eval").glob("*.json")):
         data = json.loads(report.read_text(encoding="utf-8"))
         value = ((data.get("fidelity") or {}).get("metrics") or {}).get("kid_mean")
         name = Path(data.get("generator") or "").name
         if value is not None and name.isdigit():  # a checkpoint dir is named by its cur_nimg
             kid[int(name)] = float(value)
+            found.add(kid_source(data))
+    if sources is not None:
+        sources[str(run)] = found
     return kid
+
+
+def kid_notes(sources: dict[str, set[str]]) -> list[str]:
+    """Footnotes under the table: the basis of the KID column, and a warning when it is mixed."""
+    every = set().union(*sources.values()) if sources else set()
+    if not every:
+        return []
+    notes = [f"KID: {source}" for source in sorted(every)]
+    if len(every) > 1:
+        notes.append("warning: the KID values rest on different sample counts, reference sets or weights; "
+                     "they are not comparable with each other")
+    return notes
 
 
 def summarise(ticks: list[dict], kid: dict[int, float], start_nimg: int, end_nimg: int) -> Window:
@@ -122,7 +154,8 @@ def _fmt(value: Optional[float], digits: int = 3, scale: float = 1.0) -> str:
 def comparison_table(runs: list[Path], labels: list[str], every_kimg: float) -> str:
     """The Markdown table (one row per kimg point, r_t / p / gap / KID columns per run)."""
     ticks = [read_ticks(run) for run in runs]
-    kids = [read_kid(run) for run in runs]
+    sources: dict[str, set[str]] = {}
+    kids = [read_kid(run, sources) for run in runs]
     points = row_points(sorted({t["cur_nimg"] for run in ticks for t in run}), every_kimg)
     header = ["kimg"]
     for label in labels:
@@ -142,7 +175,8 @@ def comparison_table(runs: list[Path], labels: list[str], every_kimg: float) -> 
             cells += [_fmt(w.kid, 2, 1000.0) for w in windows]
         lines.append("| " + " | ".join(cells) + " |")
         prev = point
-    return "\n".join(lines)
+    notes = kid_notes(sources)
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def build_parser() -> argparse.ArgumentParser:
