@@ -17,11 +17,12 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -385,9 +386,16 @@ def _run_all(items: list[SourceItem], opts: PrepareOptions, tmp_dir: Path, progr
     bar = dict(total=len(tasks), desc="prepare", unit="img", disable=None if progress else True)
     if opts.workers == 1 or len(tasks) < 2:
         return [_process_star(t) for t in tqdm(tasks, **bar)]
-    with ProcessPoolExecutor(max_workers=opts.workers) as pool:
-        # map keeps input order, so the output is identical for any worker count.
-        return list(tqdm(pool.map(_process_star, tasks, chunksize=4), **bar))
+    # multiprocessing.Pool rather than ProcessPoolExecutor: leaving its block terminates the
+    # workers, so Ctrl-C cannot leave the process waiting at exit for idle workers forever.
+    with multiprocessing.Pool(opts.workers, initializer=_ignore_sigint) as pool:
+        # imap keeps input order, so the output is identical for any worker count.
+        return list(tqdm(pool.imap(_process_star, tasks, chunksize=4), **bar))
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the main process, which stops them (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------- assembly
@@ -404,6 +412,7 @@ def prepare_dataset(opts: PrepareOptions, progress: bool = True) -> PrepareResul
         raise PrepareError(f"--out {out} must not be --src or contain it")
     if out.exists() and not out.is_dir():
         raise PrepareError(f"--out {out} exists and is not a directory")
+    _recover_from_a_kill(out)
     if out.is_dir() and any(out.iterdir()) and not opts.overwrite:
         raise PrepareError(f"--out {out} already exists and is not empty (pass --overwrite to replace it)")
 
@@ -509,6 +518,29 @@ def _dataset_info(
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _recover_from_a_kill(out: Path) -> None:
+    """Clean up after a run of this command that was killed (``kill -9``, a crash, a full node).
+
+    Its temp dir would otherwise stay forever (hidden, as large as the dataset); a killed
+    ``--overwrite`` may have moved the old dataset aside without putting the new one in place.
+    """
+    if not out.parent.is_dir():
+        return
+    for tmp in sorted(out.parent.glob(f".{out.name}.tmp-*")):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.info("removed %s, left by an interrupted run", tmp)
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if not old.is_dir():
+            continue
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            log.info("removed %s, the dataset an interrupted --overwrite had replaced", old)
+        else:
+            old.rename(out)
+            log.warning("put back %s: an interrupted --overwrite had moved it to %s", out, old)
 
 
 def _move_into_place(tmp_dir: Path, out: Path, overwrite: bool) -> None:
@@ -623,6 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PrepareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # prepare_dataset has removed its temp dir; --out is as it was
+        print(f"interrupted: nothing written to {args.out}", file=sys.stderr)
+        return 130
     print(format_summary(result))
     return 0
 

@@ -354,6 +354,36 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
+def test_leftovers_of_a_killed_run_are_cleaned_up(tmp_path):
+    src = tmp_path / "src"
+    save(painting(1), src / "x.png")
+    out = tmp_path / "out"
+    (tmp_path / ".out.tmp-k1ll3d").mkdir()  # killed while writing: a hidden, dataset-sized temp dir
+    (tmp_path / ".out.tmp-k1ll3d" / "00000.png").write_bytes(b"half")
+    (tmp_path / ".out.old-4242").mkdir()  # killed mid --overwrite: the old dataset moved aside
+    (tmp_path / ".out.old-4242" / "dataset.json").write_text("{}")
+    with pytest.raises(P.PrepareError, match="already exists"):
+        run_prepare(src, out)  # the old dataset is back in place, so it is not silently replaced
+    assert (out / "dataset.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
+    (tmp_path / ".out.old-4243").mkdir()
+    run_prepare(src, out, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
+
+
+def test_ctrl_c_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "src"
+    save(painting(1), src / "x.png")
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(P, "_write_json", ctrl_c)
+    assert P.main(["--src", str(src), "--out", str(tmp_path / "out"), "--resolution", "16", "--no-progress"]) == 130
+    assert capsys.readouterr().err.strip() == f"interrupted: nothing written to {tmp_path / 'out'}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
 def test_nothing_usable_is_an_error_without_output(tmp_path, capsys):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
