@@ -141,6 +141,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--fps must be positive, got {args.fps}")
     if args.interpolate and min(args.interpolate) < 0:
         raise ValueError(f"--interpolate seeds must be non-negative, got {args.interpolate}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a directory")
 
 
 def _software() -> str:
@@ -207,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     except (GeneratorLoadError, SeedError, ValueError) as exc:
         print(f"atelier-generate: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a full disk or a read-only --out; each file is written atomically
+        print(f"atelier-generate: error: cannot write to {args.out}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -142,9 +142,12 @@ def test_cli_bad_input_is_one_line(export, tmp_path, capsys):
     assert run_cli("--checkpoint", str(tmp_path / "missing"), "--seeds", "0", "--out", str(tmp_path)) == 2
     assert run_cli("--checkpoint", str(export), "--seeds", "3-1", "--out", str(tmp_path)) == 2
     assert run_cli("--checkpoint", str(export), "--out", str(tmp_path)) == 2
+    (tmp_path / "a-file").write_text("not a folder")
+    assert run_cli("--checkpoint", str(export), "--seeds", "0", "--out", str(tmp_path / "a-file")) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("atelier-generate: error:") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("atelier-generate: error:") for line in lines)
     assert "does not exist" in lines[0] and "backwards" in lines[1] and "nothing to do" in lines[2]
+    assert "a-file exists and is not a directory" in lines[3]
     assert not list(tmp_path.glob("*.png"))
 
 
