@@ -29,6 +29,19 @@ class DatasetError(ValueError):
     """A dataset dir that cannot be used; ``str()`` is one line naming the problem."""
 
 
+def _what_it_is(root: Path) -> str:
+    """For a dir without dataset.json: what it looks like, and the command that makes a dataset of it."""
+    command = f"`python -m scraping.prepare --src {root} --out data/datasets/<name> --resolution <R>`"
+    if (root / "manifest.jsonl").is_file():
+        return f"it is a scraper download, not a prepared dataset; make one with {command}"
+    if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in root.iterdir()):
+        return f"it holds images but is not a prepared dataset; make one with {command}"
+    return "it is empty or not a prepared dataset (make one with `python -m scraping.prepare`)"
+
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+
+
 def load_dataset_info(path: str | Path) -> dict:
     """Parse and sanity-check ``<path>/dataset.json``; return it as a dict."""
     root = Path(path)
@@ -38,9 +51,7 @@ def load_dataset_info(path: str | Path) -> dict:
         raise DatasetError(f"dataset path {root} is not a directory")
     info_path = root / INFO_NAME
     if not info_path.is_file():
-        has_png = any(root.glob("*.png"))
-        hint = "it has PNGs but no dataset.json" if has_png else "it is empty or not a prepared dataset"
-        raise DatasetError(f"{root} has no {INFO_NAME}: {hint} (make one with `python -m scraping.prepare`)")
+        raise DatasetError(f"{root} has no {INFO_NAME}: {_what_it_is(root)}")
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
