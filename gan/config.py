@@ -155,6 +155,13 @@ def _one_line(exc: OmegaConfBaseException) -> str:
     return f"{key}: {message}" if key else message
 
 
+def _presets_beside(path: Path) -> str:
+    """A hint for a mistyped preset name: the YAML files in the folder it names, if any."""
+    folder = path.parent if path.parent.is_dir() else None
+    names = sorted(p.name for p in folder.glob("*.yaml")) if folder else []
+    return f" (that folder has: {', '.join(names)})" if names else ""
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainingConfig:
     """Load a preset YAML (or the defaults) and apply ``key=value`` overrides.
 
@@ -165,7 +172,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(f"config file not found: {path}{_presets_beside(path)}")
         try:
             layers.append(OmegaConf.load(path))
         except Exception as exc:  # YAML syntax errors come from several libraries

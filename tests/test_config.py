@@ -49,6 +49,12 @@ def test_missing_file():
         load_config("configs/does-not-exist.yaml")
 
 
+def test_a_mistyped_preset_name_lists_the_presets_beside_it():
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    with pytest.raises(ConfigError, match=r"smok.yaml \(that folder has: .*smoke.yaml, .*stylegan2-256.yaml"):
+        load_config(configs / "smok.yaml")
+
+
 def test_save_and_reload_roundtrip(tmp_path):
     cfg = load_config("configs/smoke.yaml", ["train.seed=7"])
     save_config(cfg, tmp_path / "config.yaml")
