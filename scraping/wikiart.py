@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from .http import Fetched, PoliteClient
+from .http import Fetched, PoliteClient, RedirectedToErrorPage
 
 DEFAULT_BASE_URL = "https://www.wikiart.org"
 
@@ -90,7 +90,13 @@ class WikiArtClient:
     def list_works(self, artist_slug: str) -> list[WorkSummary]:
         """Every work of one artist (the endpoint returns the whole list, no pagination)."""
         url = self._url("/en/App/Painting/PaintingsByArtist", {"artistUrl": artist_slug, "json": "2"})
-        data = self._json(url, f"work list of {artist_slug!r}")
+        try:
+            data = self._json(url, f"work list of {artist_slug!r}")
+        except RedirectedToErrorPage as exc:  # how WikiArt answers a slug it does not know
+            raise SchemaError(
+                f"no WikiArt artist {artist_slug!r} (its work list redirects to an error page): --artist is the "
+                f"last part of the artist's page URL, e.g. claude-monet for https://www.wikiart.org/en/claude-monet"
+            ) from exc
         if not isinstance(data, list):
             raise SchemaError(f"work list of {artist_slug!r}: expected a JSON array, got {type(data).__name__}")
         return [parse_work_summary(row, f"work list of {artist_slug!r}") for row in data]

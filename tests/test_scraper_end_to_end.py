@@ -242,7 +242,8 @@ def test_unknown_artist_is_a_one_line_error(tmp_path, caplog):
     with FakeWikiArt() as site:
         code = main(["--artist", "nobody", "--out", str(tmp_path), "--base-url", site.url, *FAST_FLAGS])
     assert code == 1
-    assert "redirected to an HTML page" in caplog.text
+    assert "no WikiArt artist 'nobody' (its work list redirects to an error page)" in caplog.text
+    assert "--artist is the last part of the artist's page URL" in caplog.text
 
 
 def test_v2_api_listing_follows_pagination_tokens(tmp_path, monkeypatch):
