@@ -107,10 +107,16 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, Optional[P
     from gan.transfer import check_freeze_d, check_source
 
     check_freeze_d(cfg.transfer.freeze_d, cfg.data.resolution)
+    kind = None
     if resume is not None:
         check_architecture(read_state(resume), model, cfg.data.resolution, resume)
     elif cfg.transfer.init_from:
-        check_source(cfg.transfer.init_from, model, cfg.data.resolution)
+        kind, _ = check_source(cfg.transfer.init_from, model, cfg.data.resolution)
+    if resume is None and cfg.transfer.freeze_d > 0 and kind != "checkpoint":
+        # FreezeD keeps a *pretrained* D's first blocks; frozen random features are almost surely a mistake.
+        source = "a generator export (it has no discriminator)" if kind == "export" else "no --init-from source"
+        log.warning("transfer.freeze_d=%d with %s: the frozen discriminator blocks stay at random init; "
+                    "FreezeD needs --init-from a checkpoint or run dir", cfg.transfer.freeze_d, source)
     return cfg, resume
 
 

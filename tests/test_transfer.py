@@ -116,3 +116,21 @@ def test_freeze_d_range_follows_the_resolution():
         check_freeze_d(7, 256)
     with pytest.raises(ConfigError):
         check_freeze_d(-1, 16)
+
+
+@pytest.mark.parametrize("init", ["none", "export", "checkpoint"])
+def test_freeze_d_without_a_pretrained_discriminator_warns(source, tmp_path, caplog, init):
+    root, data, src = source
+    argv = ["--config", str(_config(root, data)), "--freeze-d", "1"]
+    if init == "export":
+        argv += ["--init-from", str(src / "generator.safetensors")]
+    elif init == "checkpoint":
+        argv += ["--init-from", str(src)]
+    with caplog.at_level("WARNING", logger="train"):
+        train.resolve_config(train.build_parser().parse_args(argv))
+    warned = [r.getMessage() for r in caplog.records if "freeze_d" in r.getMessage()]
+    if init == "checkpoint":
+        assert not warned  # a checkpoint carries D: FreezeD as intended
+    else:
+        assert len(warned) == 1 and "random init" in warned[0]
+        assert ("no discriminator" in warned[0]) == (init == "export")
