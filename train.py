@@ -216,8 +216,11 @@ def run(args: argparse.Namespace) -> int:
     accelerator = make_accelerator(cfg, tracker, args.run_dir or default_run_dir(cfg, resume))
     run_dir = Path(accelerator.project_dir)
     setup_logging(args.verbose, accelerator.is_main_process)
+    previous_config = None
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / "config.yaml").is_file():
+            previous_config = (run_dir / "config.yaml").read_bytes()
         save_config(cfg, run_dir / "config.yaml")
         log.info("run dir %s (device %s, %d process(es))", run_dir, accelerator.device, accelerator.num_processes)
     accelerator.wait_for_everyone()
@@ -229,6 +232,11 @@ def run(args: argparse.Namespace) -> int:
         with logging_redirect_tqdm():
             result = training_loop(cfg, accelerator, options)
     except (ConfigError, CheckpointError, GeneratorLoadError) as exc:  # found while building (process count, init_from)
+        if previous_config is not None:
+            # Nothing trained under this config: a later plain --resume must see the run's own settings.
+            from gan.fileio import atomic_write_bytes
+
+            atomic_write_bytes(run_dir / "config.yaml", previous_config)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as exc:

@@ -460,6 +460,19 @@ def test_resume_at_or_past_the_stop_point_trains_nothing_and_says_so(tmp_path, d
     assert (run / "metrics.jsonl").read_bytes() == metrics
 
 
+def test_a_resume_that_fails_to_load_keeps_the_runs_config(tmp_path, dataset, capsys):
+    """--resume --set ... with a damaged checkpoint: one-line error, and config.yaml still holds the run's settings."""
+    write_config(tmp_path / "c.yaml", tiny_config(dataset, checkpoint={"every_kimg": 0.008}))
+    run = tmp_path / "run"
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(run), "--max-kimg", "0.008"]) == 0
+    saved = (run / "config.yaml").read_bytes()
+    weights = ck.latest_checkpoint(run) / "G.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # cut short
+    assert train.main(["--resume", str(run), "--set", "train.g_lr=0.001"]) == train.EXIT_BAD_INPUT
+    assert "G.safetensors" in capsys.readouterr().err
+    assert (run / "config.yaml").read_bytes() == saved
+
+
 @pytest.mark.parametrize("before, after", [(False, True), (True, False)])
 def test_resume_runs_adam_the_way_this_run_is_configured(tmp_path, dataset, before, after):
     """perf.fused_adam is this run's choice: a checkpoint made with the other setting resumes and trains."""
