@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     G = load_generator(args.checkpoint, device=device)
     identity = weights_sha256(G)
     log.info(
-        "generator: %s (%s, %d px, kimg %s, sha256 %s) on %s",
+        "generator: %s (%s, %d px, kimg %s, weights_sha256 %s) on %s",
         info["weights"], info["kind"], info["resolution"], info.get("kimg", "?"), identity[:12], device,
     )
     out = Path(args.out)
