@@ -11,7 +11,8 @@ Examples:
 (RUN/checkpoints/<nimg>/) or a run dir (its export, else its latest checkpoint).
 
 Files: seed0042-psi0.70.png per seed, grid.png with --grid and
-interp-seed0003-seed0017-psi0.70.gif with --interpolate. Each PNG carries tEXt
+interp-seed0003-seed0017-psi0.70.gif with --interpolate; with --noise-mode random or none
+the names end in -noise-random / -noise-none, so they never overwrite the const images. Each PNG carries tEXt
 metadata: seed, psi, noise mode, resolution and weights_sha256, the SHA-256 of the generator's
 tensors (names, shapes, bytes), which is the same whether it came from an export or a checkpoint.
 
@@ -152,6 +153,11 @@ def _software() -> str:
         return "atelier"
 
 
+def noise_suffix(noise_mode: str) -> str:
+    """File-name suffix for a noise mode: none for the default (const), so the usual names stay short."""
+    return "" if noise_mode == "const" else f"-noise-{noise_mode}"
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     """Load the generator and write every requested file; returns the written paths."""
     _check_args(args)
@@ -179,7 +185,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     images = []
     with tqdm(total=len(seeds), unit="img", desc="generate", disable=args.no_progress or not seeds) as bar:
         for seed, image in iter_images(G, seeds, args.psi, args.noise_mode, args.batch, device, on_batch=bar.update):
-            name = f"seed{seed:04d}-psi{args.psi:.2f}.png"
+            name = f"seed{seed:04d}-psi{args.psi:.2f}{noise_suffix(args.noise_mode)}.png"
             written.append(save_png(image, out / name, {"seed": str(seed), **base_text}))
             if args.grid:
                 images.append(image)
@@ -192,7 +198,7 @@ def run(args: argparse.Namespace) -> list[Path]:
             frames = interpolate(
                 G, seed_a, seed_b, args.frames, args.psi, args.noise_mode, args.batch, device, on_batch=bar.update
             )
-        gif = out / f"interp-seed{seed_a:04d}-seed{seed_b:04d}-psi{args.psi:.2f}.gif"
+        gif = out / f"interp-seed{seed_a:04d}-seed{seed_b:04d}-psi{args.psi:.2f}{noise_suffix(args.noise_mode)}.gif"
         written.append(save_gif(frames, gif, args.fps))
     log.info("wrote %d file(s) to %s", len(written), out)
     return written

@@ -158,3 +158,17 @@ def test_script_runs_standalone_with_help():
     for option in ("--checkpoint", "--seeds", "--psi", "--noise-mode", "--grid", "--interpolate", "--frames", "--fps",
                    "--batch", "--device"):
         assert option in result.stdout
+
+
+def test_other_noise_modes_get_their_own_file_names(export, tmp_path):
+    """A random-noise run into a folder of const images adds files instead of overwriting them."""
+    out = tmp_path / "out"
+    for mode in ("const", "random", "none"):
+        assert run_cli("--checkpoint", str(export), "--seeds", "1", "--noise-mode", mode, "--out", str(out),
+                       "--interpolate", "1", "2", "--frames", "2") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "interp-seed0001-seed0002-psi0.70-noise-none.gif", "interp-seed0001-seed0002-psi0.70-noise-random.gif",
+        "interp-seed0001-seed0002-psi0.70.gif",
+        "seed0001-psi0.70-noise-none.png", "seed0001-psi0.70-noise-random.png", "seed0001-psi0.70.png"]
+    with Image.open(out / "seed0001-psi0.70-noise-random.png") as im:
+        assert im.text["noise_mode"] == "random"
