@@ -29,6 +29,8 @@ class DataConfig:
     xflip: bool = True  # random horizontal flips at training time (no copies on disk)
     workers: int = 2  # DataLoader worker processes
     cache: bool = True  # keep the decoded dataset in memory (one copy shared by the loader workers) when it fits
+    # Several processes per machine (GPUs): one decoded copy per machine, in a file here that all map; "" = one per process.
+    shm_dir: str = "/dev/shm"
 
 
 @dataclass

@@ -113,6 +113,7 @@ class ImageFolderDataset(Dataset):
         self.cache = cache
         self._cached: list[torch.Tensor | None] = [None] * len(self.files)
         self._images: torch.Tensor | None = None  # every image, decoded by preload()
+        self.mapped_file: Path | None = None  # the decode_to_file file _images maps, if any
 
     @property
     def content_sha256(self) -> str | None:
@@ -184,15 +185,46 @@ class ImageFolderDataset(Dataset):
             self.cache = False
             return False
         images = torch.empty(len(self.files), 3, self.resolution, self.resolution, dtype=torch.uint8)
+        self._decode_all_into(images, threads)
+        self._images, self._cached = images, [None] * len(self.files)
+        log.info("%s: %d images decoded into memory (%.1f GB)", self.root, len(self.files), need / 2**30)
+        return True
 
+    def decode_to_file(self, path: str | Path, threads: int | None = None) -> Path:
+        """Decode every image into a raw uint8 file (N x 3 x R x R) for :meth:`map_file`.
+
+        Written under a temp name, then renamed: a reader never sees a half-written file.
+        """
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        shape = (len(self.files), 3, self.resolution, self.resolution)
+        try:
+            array = np.memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # raw bytes, no header
+            self._decode_all_into(torch.from_numpy(array), threads)
+            array.flush()
+            del array
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def map_file(self, path: str | Path) -> None:
+        """Use a :meth:`decode_to_file` file as the decoded dataset, mapped read-only (no copy)."""
+        count = len(self.files) * 3 * self.resolution * self.resolution
+        if Path(path).stat().st_size != count:
+            raise DatasetError(f"{path} holds {Path(path).stat().st_size} bytes, the decoded dataset is {count}")
+        # shared=False maps the file copy-on-write: reads share the page cache, nothing writes back.
+        flat = torch.from_file(str(path), shared=False, size=count, dtype=torch.uint8)
+        self._images = flat.view(len(self.files), 3, self.resolution, self.resolution)
+        self._cached = [None] * len(self.files)
+        self.mapped_file = Path(path)
+
+    def _decode_all_into(self, images: torch.Tensor, threads: int | None) -> None:
         def fill(index: int) -> None:  # PNG decoding releases the GIL, so threads run in parallel
             images[index] = self._decode(index, keep=False)
 
         with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
             list(pool.map(fill, range(len(self.files))))
-        self._images, self._cached = images, [None] * len(self.files)
-        log.info("%s: %d images decoded into memory (%.1f GB)", self.root, len(self.files), need / 2**30)
-        return True
 
     def _decode(self, index: int, keep: bool) -> torch.Tensor:
         with Image.open(self.files[index], formats=("PNG",)) as img:

@@ -47,6 +47,7 @@ from gan.ema import ema_beta, update_ema
 from gan.fileio import atomic_write_text
 from gan.minibatches import EpochItems, MinibatchOrder
 from gan.perf import apply_perf, set_eager
+from gan.shared_cache import preload_per_machine
 from gan.trackers import log_image, log_scalars
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,11 @@ class Trainer:
         return phases
 
     def _data_iterator(self, position: int):
-        if self.cfg.data.cache and self.cfg.data.workers > 0 and not self.dataset.preloaded:
+        data = self.cfg.data
+        if data.cache and self.world > 1 and data.shm_dir and not self.dataset.preloaded:
+            # One decoded copy per machine for all its processes (and their workers), not one each.
+            preload_per_machine(self.dataset, self.acc, data.shm_dir)
+        if data.cache and data.workers > 0 and not self.dataset.preloaded:
             # One decoded copy that the workers share, instead of one lazy cache per worker.
             self.dataset.preload()
         order = MinibatchOrder(

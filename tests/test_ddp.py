@@ -34,6 +34,7 @@ def test_two_process_training_keeps_ranks_identical(tmp_path):
     proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es) x 2 images x 2 accumulation round(s)" in proc.stderr
+    assert "8 images decoded once for this machine's processes" in proc.stderr  # gan.shared_cache, not one copy each
     run_dirs = list((tmp_path / "runs").iterdir())
     assert len(run_dirs) == 1 and run_dirs[0].name.endswith("-tiny"), run_dirs
     run_dir = run_dirs[0]
