@@ -81,7 +81,11 @@ def preload_per_machine(dataset: ImageFolderDataset, accelerator, shm_dir: str |
         why_not = _fits(dataset, shm_dir, memory_fraction)
         if why_not is None:
             path = shm_dir / f"{PREFIX}{os.getpid()}-{token}.u8"
-            dataset.decode_to_file(path)
+            try:
+                dataset.decode_to_file(path)
+            except OSError as exc:  # e.g. shm filled up meanwhile: each process keeps its own copy instead
+                log.warning("%s: could not write the shared decoded dataset to %s (%s); each process decodes its own",
+                            dataset.root, shm_dir, exc)
         else:
             log.warning("%s: not sharing the decoded dataset between processes: %s", dataset.root, why_not)
     accelerator.wait_for_everyone()

@@ -95,3 +95,25 @@ def test_without_a_usable_shared_dir_nothing_is_shared(tmp_path):
     reports = _run_two(tmp_path, tmp_path / "no-such-dir")
     assert [r["shared"] for r in reports] == [False, False]
     assert [r["file"] for r in reports] == [None, None]
+
+
+def test_a_failed_write_leaves_no_file_and_nothing_mapped(tmp_path, monkeypatch):
+    """One process, shm filling up mid-write: a warning, no partial file, the dataset not preloaded."""
+    dataset = ImageFolderDataset(make_dataset(tmp_path / "data", count=4))
+    shm = tmp_path / "shm"
+    shm.mkdir()
+
+    def full(index, keep):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dataset, "_decode", full)
+
+    class OneProcess:
+        is_local_main_process = True
+
+        def wait_for_everyone(self):
+            pass
+
+    monkeypatch.setattr("accelerate.utils.broadcast_object_list", lambda objects, from_process=0: objects)
+    assert shared_cache.preload_per_machine(dataset, OneProcess(), shm) is False
+    assert not dataset.preloaded and not list(shm.iterdir())
