@@ -72,7 +72,7 @@ class OneProcess:
     """The part of accelerate.Accelerator the Trainer uses, for a plain single CPU process."""
 
     device = torch.device("cpu")
-    is_main_process, process_index, num_processes, scaler, trackers = True, 0, 1, None, []
+    is_main_process, is_local_main_process, process_index, num_processes, scaler, trackers = True, True, 0, 1, None, []
 
     def wait_for_everyone(self) -> None:
         pass
