@@ -88,8 +88,9 @@ def test_checkpoint_loads_only_tensors(tmp_path, cfg):
     snap = _snapshot(cfg, 8)
     path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
     torch.save({"state": {}, "param_groups": [{"lr": OneProcess()}]}, path / "optim_G.pt")  # pickled object
-    with pytest.raises(ck.CheckpointError, match="cannot be loaded safely"):
+    with pytest.raises(ck.CheckpointError, match="refused, since loading it could run code") as info:
         ck.load_checkpoint(path, snap.networks, snap.optimizers)
+    assert "weights_only=False" not in str(info.value)  # torch's own advice must never reach users
 
 
 def test_a_truncated_file_is_a_one_line_checkpoint_error(tmp_path, cfg):
@@ -101,7 +102,7 @@ def test_a_truncated_file_is_a_one_line_checkpoint_error(tmp_path, cfg):
         (path / name).write_bytes(data[: len(data) // 3])  # a copy cut short, a disk that filled up
         with pytest.raises(ck.CheckpointError, match=name.replace(".", r"\.")) as info:
             ck.load_checkpoint(path, snap.networks, snap.optimizers)
-        assert "\n" not in str(info.value)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 300
         (path / name).write_bytes(data)
 
 
