@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from gan.safe_load import load_tensors
 from scraping import hashing
 
 log = logging.getLogger(__name__)
@@ -229,10 +230,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a tensors-only PyTorch state dict ({str(exc).splitlines()[0]})") from exc
+    state = load_tensors(path)  # UnreadableTensorsFile is a ValueError naming the file
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a dict of tensors")
     return dict(state)

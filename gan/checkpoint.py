@@ -28,11 +28,9 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import random
 import shutil
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Protocol
@@ -40,6 +38,8 @@ from typing import Any, Mapping, Optional, Protocol
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from gan.safe_load import UnreadableTensorsFile, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -348,14 +348,10 @@ class Restored:
 def _load_pt(path: Path, device: torch.device | str) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: incomplete checkpoint, {path.name} is missing")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip; torch's own message for this is pages long
-        raise CheckpointError(f"{path}: truncated or corrupt (not a torch.save file)")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:  # torch's message suggests weights_only=False: never for a user file
-        raise CheckpointError(f"{path}: holds more than tensors and numbers; refused, since loading it could run code") from exc
-    except Exception as exc:  # a corrupt archive member
-        raise CheckpointError(f"{path}: cannot be loaded ({str(exc).split('. ')[0]})") from exc
+        return load_tensors(path, map_location=device)
+    except UnreadableTensorsFile as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def load_networks(ckpt: str | os.PathLike, networks: Mapping[str, torch.nn.Module], device: torch.device | str = "cpu") -> None:

@@ -219,3 +219,19 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     # And training did change the weights (the comparison is not between two untouched inits).
     first = load_file(str(tmp_path / "split" / "checkpoints" / "0000000012" / "G.safetensors"))
     assert any(not torch.equal(first[k], straight["G"][k]) for k in first)
+
+
+def test_safe_load_gives_one_short_reason(tmp_path):
+    """gan.safe_load is what checkpoints and eval weights use for .pt files."""
+    from gan.safe_load import UnreadableTensorsFile, load_tensors
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    assert torch.equal(load_tensors(good)["w"], torch.ones(3))
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    torch.save({"obj": OneProcess()}, tmp_path / "pickled.pt")
+    for name, reason in (("garbage.pt", "not a torch.save file"), ("pickled.pt", "could run code")):
+        with pytest.raises(UnreadableTensorsFile, match=reason) as info:
+            load_tensors(tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(str(tmp_path / name)) and "\n" not in message and "weights_only" not in message

@@ -272,7 +272,7 @@ def test_cli_strength_zero_copies_the_sample_byte_for_byte(cli_files, weights_di
         ("size_zero", "--size must be at least 16 px, got 0"),
         ("strength_too_big", "--strength must be between 0 and 1"),
         ("missing_weights", "missing pretrained weights vgg19-dcbb9e9d.pth"),
-        ("not_weights", "not a tensors-only PyTorch state dict"),
+        ("not_weights", "not a torch.save file"),
     ],
 )
 def test_cli_bad_input_fails_with_one_clear_line(case, expected, cli_files, weights_dir, tmp_path, monkeypatch, capsys):
