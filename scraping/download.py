@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from .http import ApiLimitExceeded, BodyTooLarge, HttpError, PoliteClient, RedirectedToErrorPage, TruncatedBody
+from .http import (
+    ApiLimitExceeded,
+    BodyTooLarge,
+    HttpError,
+    PoliteClient,
+    RedirectedToErrorPage,
+    TruncatedBody,
+    UnsafeRedirect,
+)
 from .imageio import MAX_PIXELS, BadImage, ImageInfo, inspect_image_bytes
 
 SIZES = ("Large", "HD", "original")
@@ -79,7 +87,12 @@ def fetch_image(http: PoliteClient, image_url: str, size: str, max_pixels: int =
     failures: list[ImageRejected] = []
     for url in image_candidates(image_url, size):
         try:
-            return _fetch_one(http, encode_url(url), max_pixels)
+            encoded = encode_url(url)
+        except ValueError as exc:  # UnicodeError from IDNA: a host name no DNS could hold
+            failures.append(ImageRejected("bad image URL", f"{url!r}: {exc}"))
+            break  # every candidate shares the host
+        try:
+            return _fetch_one(http, encoded, max_pixels)
         except ImageRejected as rejected:
             failures.append(rejected)
             if rejected.reason == "placeholder image":
@@ -98,6 +111,8 @@ def _fetch_one(http: PoliteClient, url: str, max_pixels: int) -> VerifiedImage:
         raise
     except RedirectedToErrorPage as exc:
         raise ImageRejected("redirected to an error page", str(exc)) from None
+    except UnsafeRedirect as exc:
+        raise ImageRejected("redirected off http(s)", str(exc)) from None
     except TruncatedBody as exc:
         raise ImageRejected("truncated download", str(exc)) from None
     except BodyTooLarge as exc:

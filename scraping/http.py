@@ -61,6 +61,10 @@ class RedirectedToErrorPage(HttpError):
     """A redirect ended on an HTML page where JSON or an image was expected."""
 
 
+class UnsafeRedirect(HttpError):
+    """A redirect to a scheme other than http(s) (file:, ftp:, data:): never followed."""
+
+
 class TruncatedBody(HttpError):
     """The body was shorter (or longer) than its Content-Length."""
 
@@ -243,6 +247,12 @@ class PoliteClient:
             raise HttpError(f"{url}: too many redirects", url) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Retryable(f"connection problem: {one_line(exc)}") from exc
+        except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
+            # Only http:// and https:// have adapters, so requests refuses to follow a redirect to
+            # file:, ftp: or data:; that refusal is a final answer for this URL, not a crash.
+            raise UnsafeRedirect(f"{url}: redirected to a URL that is not http(s) ({one_line(exc)})", url) from exc
+        except requests.exceptions.InvalidURL as exc:
+            raise HttpError(f"{url}: redirected to a malformed URL ({one_line(exc)})", url) from exc
         with resp:
             status = resp.status_code
             if status >= 400:
@@ -302,6 +312,9 @@ def _read_checked(resp: requests.Response, max_bytes: int) -> bytes:
         raise _Retryable(f"truncated body from {resp.url}: {one_line(exc)}", truncated=True) from exc
     except requests.Timeout as exc:
         raise _Retryable(f"read timeout from {resp.url}") from exc
+    except requests.exceptions.ContentDecodingError as exc:
+        # A gzip/deflate stream that does not decode is a corrupt download; another try may be whole.
+        raise _Retryable(f"undecodable {resp.headers.get('Content-Encoding')} body from {resp.url}") from exc
     body = b"".join(chunks)
     encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
     if declared is not None and not encoded and declared.isdigit() and int(declared) != len(body):

@@ -346,3 +346,18 @@ def test_leftovers_of_a_kill_are_removed_at_start(tmp_path):
         run(site, tmp_path)
     assert sorted(p.name for p in images.iterdir()) == ["claude-monet_work-0_1.jpg"]
     assert [r["file"] for r in rows(tmp_path)] == ["images/claude-monet_work-0_1.jpg"]
+
+
+def test_hostile_image_answers_fail_their_work_not_the_run(tmp_path):
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        site.add_work(ARTIST, 1, "first", image=jpeg_bytes(1))
+        site.add_work(ARTIST, 2, "to-file", image=Reply(302, b"", "text/html", {"Location": "file:///etc/passwd"}))
+        site.add_work(ARTIST, 3, "bad-gzip", image=Reply(200, b"not gzip", "image/jpeg", {"Content-Encoding": "gzip"}))
+        site.add_work(ARTIST, 4, "bad-host", image=jpeg_bytes(4))
+        bad_host = "http://" + "é" * 70 + ".example/a.jpg"  # IDNA refuses a 70-character label
+        site.listings[ARTIST][3]["image"] = site.details["4"]["image"] = bad_host
+        site.add_work(ARTIST, 5, "last", image=jpeg_bytes(5))
+        summary = run(site, tmp_path)
+    assert [r["id"] for r in rows(tmp_path)] == ["1", "5"]
+    assert summary.reasons[Outcome.FAILED] == {"redirected off http(s)": 1, "network error": 1, "bad image URL": 1}

@@ -183,3 +183,21 @@ def test_api_and_image_budgets_are_separate_and_shared_by_threads(site):
     assert burst(api_url, "api") >= 0.4 - 0.02  # 4 API calls at 2 per 0.4 s need a second window
     arrivals = sorted(t for t, raw in site.requests if raw.startswith("/en/"))
     assert len(arrivals) == 4 and arrivals[2] - arrivals[0] >= 0.35
+
+
+def test_redirect_to_a_non_http_scheme_is_a_final_http_error(site):
+    path = "/images/claude-monet/impression-sunrise.jpg"
+    site.always[path] = Reply(302, b"", "text/html", {"Location": "file:///etc/passwd"})
+    client = PoliteClient(FAST)
+    with pytest.raises(HttpError, match="not http"):
+        client.get(site.url + path, budget="image", expect="image")
+    assert site.hits(path) == 1  # final: a redirect to file:// is never retried nor followed
+
+
+def test_undecodable_gzip_body_is_retried_then_an_http_error(site):
+    path = "/images/claude-monet/impression-sunrise.jpg"
+    site.always[path] = Reply(200, b"not gzip at all", "image/jpeg", {"Content-Encoding": "gzip"})
+    client = PoliteClient(FAST)
+    with pytest.raises(HttpError, match="undecodable"):
+        client.get(site.url + path, budget="image", expect="image")
+    assert site.hits(path) == FAST.max_retries + 1
