@@ -6,10 +6,12 @@ characters or thousands of characters; what leaves this module is always one pla
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
 MAX_PART_CHARS = 60
+MAX_ID_CHARS = 40
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
 _DOTS = re.compile(r"\.{2,}")
 _DASHES = re.compile(r"-{2,}")
@@ -26,7 +28,21 @@ def safe_part(text: str | None, fallback: str = "untitled", max_chars: int = MAX
     return part or fallback
 
 
+def safe_id(work_id: str) -> str:
+    """The id as a name part, distinct for distinct ids.
+
+    WikiArt's ids (decimal or lower-case hex) pass through unchanged. Any other id loses
+    something when sanitised (case, separators, length), so two of them could meet in one
+    name and one file would overwrite the other; those get a digest of the raw id appended.
+    """
+    part = safe_part(work_id, "id", MAX_ID_CHARS)
+    if part == work_id:
+        return part
+    digest = hashlib.sha256(work_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{part[: MAX_ID_CHARS - 13]}-{digest}"
+
+
 def image_filename(artist: str | None, work: str | None, work_id: str, image_format: str) -> str:
     """``<artist>_<work>_<id>.<ext>``; the id makes it unique even when titles collide."""
     ext = EXTENSIONS.get(image_format.upper(), "img")
-    return f"{safe_part(artist, 'artist')}_{safe_part(work)}_{safe_part(work_id, 'id', 40)}.{ext}"
+    return f"{safe_part(artist, 'artist')}_{safe_part(work)}_{safe_id(work_id)}.{ext}"

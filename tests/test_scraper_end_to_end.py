@@ -361,3 +361,15 @@ def test_hostile_image_answers_fail_their_work_not_the_run(tmp_path):
         summary = run(site, tmp_path)
     assert [r["id"] for r in rows(tmp_path)] == ["1", "5"]
     assert summary.reasons[Outcome.FAILED] == {"redirected off http(s)": 1, "network error": 1, "bad image URL": 1}
+
+
+def test_ids_that_sanitise_alike_keep_separate_files(tmp_path):
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        site.add_work(ARTIST, "A" * 45 + "1", "same", image=jpeg_bytes(1), image_name="one")
+        site.add_work(ARTIST, "a" * 45 + "2", "same", image=jpeg_bytes(2), image_name="two")
+        run(site, tmp_path)
+    kept = rows(tmp_path)
+    assert len(kept) == 2 and kept[0]["file"] != kept[1]["file"]
+    for row in kept:
+        assert hashlib.sha256((tmp_path / row["file"]).read_bytes()).hexdigest() == row["sha256"]

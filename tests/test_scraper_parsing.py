@@ -145,3 +145,17 @@ def test_manifest_corruption_before_the_end_is_an_error(tmp_path):
     path.write_text(_row(1).to_json() + "\n{broken\n" + _row(2).to_json() + "\n")
     with pytest.raises(ManifestError, match="line 2"):
         read_manifest(path)
+
+
+@pytest.mark.parametrize("ids", [("x" * 50 + "1", "x" * 50 + "2"), ("ABC", "abc"), ("a/b", "a-b"), ("1\x00", "1")])
+def test_distinct_ids_never_share_a_file_name(ids):
+    # The id is what makes a name unique: sanitising it must not merge two works into one file.
+    first, second = (image_filename("artist", "same-title", work_id, "JPEG") for work_id in ids)
+    assert first != second
+    assert len(first) <= 200 and Path(first).name == first
+
+
+def test_plain_ids_keep_their_readable_names():
+    assert image_filename("claude-monet", "impression-sunrise", "9007199254740993", "JPEG") == \
+        "claude-monet_impression-sunrise_9007199254740993.jpg"
+    assert image_filename("a", "b", "577271cfedcba8d5e3a7b2f1", "PNG") == "a_b_577271cfedcba8d5e3a7b2f1.png"
