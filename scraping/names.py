@@ -12,19 +12,20 @@ import unicodedata
 
 MAX_PART_CHARS = 60
 MAX_ID_CHARS = 40
-_UNSAFE = re.compile(r"[^a-z0-9._-]+")
-_DOTS = re.compile(r"\.{2,}")
+# No dots: Windows takes the text before a name's first dot as its device name (NUL.txt is
+# NUL), so the only dot in a file name is the one before the extension.
+_UNSAFE = re.compile(r"[^a-z0-9_-]+")
 _DASHES = re.compile(r"-{2,}")
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "TIFF": "tif", "BMP": "bmp", "GIF": "gif", "MPO": "jpg"}
 
 
 def safe_part(text: str | None, fallback: str = "untitled", max_chars: int = MAX_PART_CHARS) -> str:
-    """One path-safe name part: NFKD to ASCII, lower case, ``[a-z0-9._-]`` only, no ``..``."""
+    """One path-safe name part: NFKD to ASCII, lower case, ``[a-z0-9_-]`` only (so no ``..``)."""
     ascii_text = unicodedata.normalize("NFKD", text or "").encode("ascii", "ignore").decode("ascii")
     part = _UNSAFE.sub("-", ascii_text.lower())
-    part = _DASHES.sub("-", _DOTS.sub(".", part))
-    part = part[:max_chars].strip("._-")
+    part = _DASHES.sub("-", part)
+    part = part[:max_chars].strip("_-")
     return part or fallback
 
 

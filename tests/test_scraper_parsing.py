@@ -92,13 +92,17 @@ def test_conflicting_labels_are_unknown():
     assert parse_copyright_label(html) is Licence.UNKNOWN
 
 
-@pytest.mark.parametrize("hostile", ["../../x", "..", "/etc/passwd", "a/../../b", "C:\\win\\x", "\x00\n..", "." * 300])
+@pytest.mark.parametrize("hostile", ["../../x", "..", "/etc/passwd", "a/../../b", "C:\\win\\x", "\x00\n..", "." * 300,
+                                     "\uff0e\uff0e\uff0fetc", "CON", "nul.txt", "x" * 5000, "a\u0301" * 40])
 def test_names_never_escape_or_hide(hostile):
     part = safe_part(hostile)
     assert "/" not in part and "\\" not in part and ".." not in part
     assert part and not part.startswith(".") and len(part) <= 60
     name = image_filename(hostile, hostile, "9007199254740993", "JPEG")
     assert Path(name).name == name and ".." not in name and name.endswith("_9007199254740993.jpg")
+    # Windows reads "NUL.txt_..." as the NUL device: the part before the first dot must be the whole stem.
+    stem = name.split(".")[0]
+    assert name == stem + ".jpg" and "_" in stem and len(name) < 255
 
 
 def test_names_transliterate_and_stay_unique():
