@@ -172,3 +172,81 @@ def test_a_non_finite_batch_leaves_pl_mean_and_w_avg_untouched(nets):
     # A finite batch afterwards blends as usual.
     _, stats = loss.g_pathlen(torch.randn(4, TINY.z_dim))
     torch.testing.assert_close(loss.pl_mean, pl_before.lerp(stats["pl/length"], 0.01))
+
+
+# ------------------------------------------------------- known values (hand-computed, stub networks)
+
+
+class _LinearSynthesis(torch.nn.Module):
+    """G stub: ws = (z M) broadcast to ``layers`` ws; img = sum_{l,d} ws[l, d] * A[l, d] (no randomness).
+
+    Its Jacobian is known in closed form: J^T y = <A[l, d], y> for every (l, d).
+    """
+
+    def __init__(self, z_dim=3, w_dim=2, layers=3, shape=(3, 4, 8)):
+        super().__init__()
+        gen = torch.Generator().manual_seed(5)
+        self.M = torch.nn.Parameter(torch.randn(z_dim, w_dim, generator=gen))
+        self.A = torch.randn(layers, w_dim, *shape, generator=gen)
+        self.layers = layers
+
+    def forward(self, z, style_mix_prob=0.0, return_ws=False, update_w_avg=False):
+        ws = (z @ self.M)[:, None, :].expand(-1, self.layers, -1)
+        img = torch.einsum("nld,ldchw->nchw", ws, self.A)
+        return (img, ws) if return_ws else img
+
+
+class _LinearCritic(torch.nn.Module):
+    """D stub: logit = scale * mean(img) (so reals and fakes get known logits)."""
+
+    def __init__(self, scale=2.0):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(scale))
+
+    def forward(self, img, mbstd_split=1):
+        return (img.mean(dim=[1, 2, 3]) * self.scale)[:, None]
+
+
+def test_path_length_penalty_matches_a_hand_computed_jacobian():
+    G, D = _LinearSynthesis(), _LinearCritic()
+    cfg = LossConfig(pl_weight=2.0, pl_decay=0.01, pl_batch_shrink=2)
+    loss = StyleGAN2Loss(G, D, cfg)
+    z = torch.randn(6, 3)
+    torch.manual_seed(11)
+    value, stats = loss.g_pathlen(z)
+    # Same draw as the loss: y ~ N(0, I) / sqrt(H * W) with H=4, W=8, on the first 6 // 2 samples.
+    torch.manual_seed(11)
+    y = torch.randn(3, 3, 4, 8) / math.sqrt(4 * 8)
+    jty = torch.einsum("ldchw,nchw->nld", G.A, y)  # J^T y w.r.t. every per-layer w
+    lengths = jty.square().sum(dim=2).mean(dim=1).sqrt()  # |J^T y|, averaged over the layers' ws
+    pl_mean = 0.01 * lengths.mean()  # first update of a zero running mean
+    torch.testing.assert_close(loss.pl_mean, pl_mean)
+    torch.testing.assert_close(stats["pl/length"], lengths.mean())
+    torch.testing.assert_close(value, 2.0 * (lengths - pl_mean).square().mean())
+
+
+def test_r1_is_taken_wrt_the_unaugmented_reals():
+    # D(aug(x)) with aug(x) = 3 * flip(x) and a linear D = 2 * mean: the gradient w.r.t. x is
+    # 3 * 2 / numel at every pixel, so R1 = gamma / 2 * (6 / numel)^2 * numel per sample.
+    G, D = _LinearSynthesis(), _LinearCritic(2.0)
+    loss = StyleGAN2Loss(G, D, LossConfig(r1_gamma=10.0), augment_pipe=lambda x: 3 * x.flip(3))
+    real = torch.randn(4, 3, 4, 8)
+    numel = 3 * 4 * 8
+    value, stats = loss.d_r1(real)
+    expected_penalty = torch.tensor((6 / numel) ** 2 * numel)
+    torch.testing.assert_close(stats["loss/r1"], expected_penalty)
+    torch.testing.assert_close(value, 5.0 * expected_penalty)
+
+
+def test_non_saturating_losses_on_known_logits():
+    G, D = _LinearSynthesis(), _LinearCritic(2.0)
+    with torch.no_grad():
+        G.M.zero_()  # every fake is the zero image: logit 0
+    loss = StyleGAN2Loss(G, D, LossConfig())
+    z, real = torch.randn(4, 3), torch.full((4, 3, 4, 8), 0.5)  # real logit 2 * 0.5 = 1
+    g_value, _ = loss.g_main(z)
+    torch.testing.assert_close(g_value, torch.tensor(math.log(2.0)))  # softplus(-0)
+    d_value, stats = loss.d_main(real, z)
+    # softplus(D(fake)) + softplus(-D(real)) = log 2 + log(1 + e^-1)
+    torch.testing.assert_close(d_value, torch.tensor(math.log(2.0) + math.log1p(math.exp(-1.0))))
+    assert stats["scores/real_sign"].item() == 1.0

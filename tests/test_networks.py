@@ -388,3 +388,21 @@ def test_depthwise_fir_equals_grouped_conv_and_differentiates_twice(stride, size
     torch.testing.assert_close(g, g_ref)
     assert torch.autograd.gradcheck(lambda t: depthwise_fir(t, k, stride), (x,))
     assert torch.autograd.gradgradcheck(lambda t: depthwise_fir(t, k, stride), (x,))
+
+
+def test_style_mixing_cutoff_is_uniform_over_the_crossover_points():
+    # StyleGAN Sec. 3.1 / StyleGAN2-ADA: with probability p one crossover point per minibatch,
+    # uniform over 1 .. num_ws - 1 (w1 before it, w2 from it on); otherwise no mixing.
+    torch.manual_seed(3)
+    G = Generator(TINY, 32)  # 8 ws: 7 possible crossover points
+    z = torch.randn(2, TINY.z_dim)
+    ws = G.mapping(z)
+    counts = torch.zeros(G.num_ws + 1)
+    draws = 1400
+    for _ in range(draws):
+        mixed = G.mix_styles(z, ws, prob=0.5)
+        counts[int((mixed == ws).all(dim=2).all(dim=0).sum())] += 1
+    assert counts[0] == 0  # the first layer always keeps w1
+    assert counts[G.num_ws] / draws == pytest.approx(0.5, abs=0.05)  # no mixing
+    per_cutoff = counts[1 : G.num_ws] / (draws / 2)
+    torch.testing.assert_close(per_cutoff, torch.full((G.num_ws - 1,), 1 / 7), atol=0.045, rtol=0)
