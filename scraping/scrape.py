@@ -139,9 +139,50 @@ class ScrapeSummary:
 
 
 def scrape(options: ScrapeOptions) -> ScrapeSummary:
-    """Run the scrape stage; returns the summary (``stopped`` set if the quota ended it)."""
+    """Run the scrape stage; returns the summary (``stopped`` set if the quota ended it).
+
+    A run that fails or stops early takes back what it created and left empty (folders,
+    record files without a row), so a mistyped --artist leaves no empty download folder;
+    anything that existed before is kept.
+    """
     images_dir = options.out / IMAGES_DIR
-    images_dir.mkdir(parents=True, exist_ok=True)
+    new_files = [p for p in (options.out / MANIFEST_NAME, options.out / REJECTED_NAME) if not p.exists()]
+    new_dirs = _make_dirs(images_dir)
+    try:
+        summary = _scrape_into(options, images_dir)
+    except BaseException:
+        _remove_if_empty(new_files, new_dirs)
+        raise
+    if summary.stopped:
+        _remove_if_empty(new_files, new_dirs)
+    return summary
+
+
+def _make_dirs(directory: Path) -> list[Path]:
+    """``mkdir -p``; returns the folders it created, innermost first."""
+    missing = []
+    probe = directory
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_if_empty(files: list[Path], dirs: list[Path]) -> None:
+    for path in files:
+        if path.is_file() and path.stat().st_size == 0:
+            path.unlink()
+    for directory in dirs:
+        try:
+            directory.rmdir()  # only succeeds when empty
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return  # not empty (or gone): its parents are not empty either
+
+
+def _scrape_into(options: ScrapeOptions, images_dir: Path) -> ScrapeSummary:
     manifest_path = options.out / MANIFEST_NAME
     rejected_path = options.out / REJECTED_NAME
     existing = read_manifest(manifest_path)

@@ -238,12 +238,29 @@ def test_quota_500_stops_the_run_with_a_clear_message(tmp_path, caplog):
     assert sum(detail_hits) <= 4 * 2, "workers must stop instead of working through the list"
 
 
-def test_unknown_artist_is_a_one_line_error(tmp_path, caplog):
+def test_unknown_artist_is_a_one_line_error_and_leaves_no_empty_folders(tmp_path, caplog):
+    fresh = tmp_path / "new" / "raw"
+    kept = tmp_path / "existing"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
     with FakeWikiArt() as site:
-        code = main(["--artist", "nobody", "--out", str(tmp_path), "--base-url", site.url, *FAST_FLAGS])
-    assert code == 1
+        codes = [main(["--artist", "nobody", "--out", str(out), "--base-url", site.url, *FAST_FLAGS])
+                 for out in (fresh, kept)]
+    assert codes == [1, 1]
     assert "no WikiArt artist 'nobody' (its work list redirects to an error page)" in caplog.text
     assert "--artist is the last part of the artist's page URL" in caplog.text
+    # Folders the failed run made are gone; what was there before stays.
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+
+
+def test_quota_before_the_listing_leaves_no_empty_folders(tmp_path):
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        site.always["/en/App/Painting/PaintingsByArtist"] = Reply(500, LIMIT_EXCEEDED_BODY)
+        code = main(["--artist", ARTIST, "--out", str(tmp_path / "raw"), "--base-url", site.url, *FAST_FLAGS])
+    assert code == 3
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_v2_api_listing_follows_pagination_tokens(tmp_path, monkeypatch):
