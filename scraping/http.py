@@ -19,6 +19,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -42,14 +43,38 @@ Expect = Literal["json", "html", "image"]
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 LIMIT_EXCEEDED_TEXT = "free api limit exceeded"
+# The v2 API takes its credentials and session key in the query string.
+_SECRET_QUERY = re.compile(r"(?i)\b(accessCode|secretCode|authSessionKey)=[^&#\s\"'<>]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of credential query parameters replaced by ``***``."""
+    return _SECRET_QUERY.sub(r"\1=***", text)
+
+
+class _RedactSecrets(logging.Filter):
+    """Keeps credentials out of urllib3's debug lines (they quote every request line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactSecrets())
 
 
 class HttpError(Exception):
-    """A request that did not produce a usable answer; ``str()`` is one line naming the URL."""
+    """A request that did not produce a usable answer; ``str()`` is one line naming the URL.
+
+    Credentials in the URL are redacted from both: these errors end up in logs.
+    """
 
     def __init__(self, message: str, url: str, status: int | None = None):
-        super().__init__(message)
-        self.url = url
+        super().__init__(redact(message))
+        self.url = redact(url)
         self.status = status
 
 
@@ -221,7 +246,7 @@ class PoliteClient:
                     final = TruncatedBody if exc.truncated else HttpError
                     raise final(f"giving up on {url} after {attempt} attempts: {exc}", url, exc.status) from None
                 delay = self._retry_delay(attempt, exc.retry_after, url)
-                log.info("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt + 1, exc)
+                log.info("retrying %s in %.1fs (attempt %d): %s", redact(url), delay, attempt + 1, redact(str(exc)))
                 if self.stop.wait(delay):
                     raise HttpError(f"run stopping, not retrying {url}", url, exc.status) from None
 

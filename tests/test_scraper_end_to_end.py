@@ -390,3 +390,19 @@ def test_ids_that_sanitise_alike_keep_separate_files(tmp_path):
     assert len(kept) == 2 and kept[0]["file"] != kept[1]["file"]
     for row in kept:
         assert hashlib.sha256((tmp_path / row["file"]).read_bytes()).hexdigest() == row["sha256"]
+
+
+def test_v2_secrets_never_reach_the_log(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("WIKIART_ACCESS_CODE", "access-XYZ")
+    monkeypatch.setenv("WIKIART_SECRET_CODE", "secret-XYZ")
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        site.script("/en/Api/2/login", Reply(503, b"busy", "text/plain"), Reply(401, b'{"Message":"bad key"}'))
+        code = main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, "--v2", "-v", *FAST_FLAGS])
+        site.add_work(ARTIST, 1, "work-1", image=jpeg_bytes(1))
+        site.script("/en/api/2/PaintingsByArtist", Reply(503, b"busy", "text/plain"))
+        assert main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, "--v2", "-v", *FAST_FLAGS]) == 0
+    assert code == 1 and "HTTP 401" in caplog.text and "retrying" in caplog.text
+    for secret in ("access-XYZ", "secret-XYZ", "session-0", "session-1"):
+        assert secret not in caplog.text
