@@ -14,7 +14,8 @@ licence could not be read are not recorded, so every run tries them again; pre-f
 cost no request and are decided afresh. ``recheck_rejected`` (``--recheck-rejected``) checks
 the recorded works again and rebuilds ``rejected.jsonl`` from that run's decisions. ``.part``
 leftovers and image files no manifest row names (renamed just before a kill, row never
-written) are removed at start.
+written) are removed at start; an ``images/`` folder with files but no manifest is someone
+else's and is refused, never emptied.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .manifest import (
     IMAGES_DIR,
     MANIFEST_NAME,
     REJECTED_NAME,
+    ManifestError,
     ManifestRow,
     ManifestWriter,
     RejectedRow,
@@ -151,10 +153,10 @@ def scrape(options: ScrapeOptions) -> ScrapeSummary:
     try:
         summary = _scrape_into(options, images_dir)
     except BaseException:
-        _remove_if_empty(new_files, new_dirs)
+        _remove_if_empty(images_dir, new_files, new_dirs)
         raise
     if summary.stopped:
-        _remove_if_empty(new_files, new_dirs)
+        _remove_if_empty(images_dir, new_files, new_dirs)
     return summary
 
 
@@ -169,7 +171,9 @@ def _make_dirs(directory: Path) -> list[Path]:
     return missing
 
 
-def _remove_if_empty(files: list[Path], dirs: list[Path]) -> None:
+def _remove_if_empty(images_dir: Path, files: list[Path], dirs: list[Path]) -> None:
+    if images_dir.is_dir() and any(images_dir.iterdir()):
+        return  # a committed image keeps its (possibly still empty) manifest as proof it is ours
     for path in files:
         if path.is_file() and path.stat().st_size == 0:
             path.unlink()
@@ -185,6 +189,8 @@ def _remove_if_empty(files: list[Path], dirs: list[Path]) -> None:
 def _scrape_into(options: ScrapeOptions, images_dir: Path) -> ScrapeSummary:
     manifest_path = options.out / MANIFEST_NAME
     rejected_path = options.out / REJECTED_NAME
+    if not manifest_path.exists():
+        _refuse_foreign_files(images_dir)
     existing = read_manifest(manifest_path)
     _remove_leftovers(images_dir, existing)
     kept_ids = {str(row["id"]) for row in existing}
@@ -248,6 +254,17 @@ def _artist_death_day(client: WikiArtClient, artist: str) -> str | None:
         log.warning("artist record unavailable (%s); every work goes to its page for the licence", exc)
         return None
     return record.death_day
+
+
+def _refuse_foreign_files(images_dir: Path) -> None:
+    """Without a manifest no run of ours committed here (it opens one before its first file),
+    so files in ``images/`` belong to someone else: refuse rather than delete them as leftovers."""
+    foreign = [p.name for p in images_dir.iterdir()]
+    if foreign:
+        raise ManifestError(
+            f"{images_dir} holds {len(foreign)} file(s) no {MANIFEST_NAME} names (e.g. {sorted(foreign)[0]}) "
+            "and is not a download folder of this scraper; choose another --out"
+        )
 
 
 def _remove_leftovers(images_dir: Path, rows: list[dict]) -> None:

@@ -355,6 +355,7 @@ def test_ctrl_c_is_one_line_and_leaves_no_temp_files(tmp_path, monkeypatch, capl
 def test_leftovers_of_a_kill_are_removed_at_start(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
+    (tmp_path / "manifest.jsonl").write_text("")  # opened by the killed run before its first file
     (images / "claude-monet_work-0_1.jpg.part").write_bytes(b"half")
     (images / "claude-monet_work-9_9.jpg").write_bytes(jpeg_bytes(9))  # renamed, row never written
     with FakeWikiArt() as site:
@@ -406,3 +407,17 @@ def test_v2_secrets_never_reach_the_log(tmp_path, monkeypatch, caplog):
     assert code == 1 and "HTTP 401" in caplog.text and "retrying" in caplog.text
     for secret in ("access-XYZ", "secret-XYZ", "session-0", "session-1"):
         assert secret not in caplog.text
+
+
+def test_foreign_images_folder_is_refused_not_emptied(tmp_path, caplog):
+    # No manifest.jsonl: no run of ours ever committed here (a run opens it before its first file).
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "holiday.jpg").write_bytes(jpeg_bytes(1))
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        site.add_work(ARTIST, 1, "work-0", image=jpeg_bytes(0))
+        code = main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, *FAST_FLAGS])
+    assert code == 1
+    assert "holds 1 file(s) no manifest.jsonl names" in caplog.text
+    assert [p.name for p in tmp_path.rglob("*")] == ["images", "holiday.jpg"]
