@@ -421,3 +421,17 @@ def test_foreign_images_folder_is_refused_not_emptied(tmp_path, caplog):
     assert code == 1
     assert "holds 1 file(s) no manifest.jsonl names" in caplog.text
     assert [p.name for p in tmp_path.rglob("*")] == ["images", "holiday.jpg"]
+
+
+def test_geo_block_placeholder_behind_a_redirect_is_never_kept(tmp_path):
+    with FakeWikiArt() as site:
+        site.add_artist(ARTIST, "Claude Monet")
+        site.files["/images/FRAME-600x480.jpg"] = Reply(200, jpeg_bytes(60), "image/jpeg")
+        to_frame = Reply(302, b"", "text/html", {"Location": "/images/FRAME-600x480.jpg"})
+        site.add_work(ARTIST, 1, "blocked", image=to_frame, large=to_frame)
+        site.add_work(ARTIST, 2, "visible", image=jpeg_bytes(2))
+        summary = run(site, tmp_path)
+        original_hits = site.hits(f"/images/{ARTIST}/blocked.jpg")
+    assert [r["id"] for r in rows(tmp_path)] == ["2"]
+    assert summary.reasons[Outcome.FAILED] == {"placeholder image": 1}
+    assert original_hits == 0  # blocked at one size means blocked at all: not asked twice

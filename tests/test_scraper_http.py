@@ -201,3 +201,13 @@ def test_undecodable_gzip_body_is_retried_then_an_http_error(site):
     with pytest.raises(HttpError, match="undecodable"):
         client.get(site.url + path, budget="image", expect="image")
     assert site.hits(path) == FAST.max_retries + 1
+
+
+def test_read_timeout_is_retried_then_given_up(site):
+    path = "/en/App/Painting/ImageJson/1"
+    site.always[path] = Reply(200, b"{}", delay=0.6)
+    settings = HttpSettings(api_rate=RateLimit(1000, 1.0), max_retries=1, backoff_base=0.01, read_timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(HttpError, match="after 2 attempts"):
+        PoliteClient(settings).get(site.url + path, budget="api", expect="json")
+    assert site.hits(path) == 2 and time.monotonic() - started < 1.5
