@@ -262,7 +262,7 @@ def _refuse_foreign_files(images_dir: Path) -> None:
     foreign = [p.name for p in images_dir.iterdir()]
     if foreign:
         raise ManifestError(
-            f"{images_dir} holds {len(foreign)} file(s) no {MANIFEST_NAME} names (e.g. {sorted(foreign)[0]}) "
+            f"{images_dir} holds {len(foreign)} file(s) no {MANIFEST_NAME} names (e.g. {min(foreign)}) "
             "and is not a download folder of this scraper; choose another --out"
         )
 
