@@ -164,6 +164,16 @@ class ImageFolderDataset(Dataset):
     def preloaded(self) -> bool:
         return self._images is not None
 
+    def memory_shortfall(self, memory_fraction: float = 0.5) -> str | None:
+        """None if the decoded dataset fits in ``memory_fraction`` of the free memory; else why not."""
+        import psutil
+
+        need, available = self.decoded_bytes(), psutil.virtual_memory().available
+        if need <= memory_fraction * available:
+            return None
+        return (f"the decoded dataset ({need / 2**30:.1f} GB) does not fit in {memory_fraction:.0%} "
+                f"of the free memory ({available / 2**30:.1f} GB)")
+
     def preload(self, threads: int | None = None, memory_fraction: float = 0.5) -> bool:
         """Decode every image into one uint8 tensor, unless it would take more than
         ``memory_fraction`` of the memory available now; returns whether it did.
@@ -173,21 +183,15 @@ class ImageFolderDataset(Dataset):
         If it does not fit, the lazy cache is switched off too (it would fill the same memory
         once per worker) and images are decoded on every use.
         """
-        import psutil
-
-        need, available = self.decoded_bytes(), psutil.virtual_memory().available
-        if need > memory_fraction * available:
-            log.warning(
-                "%s: the decoded dataset (%.1f GB) does not fit in %.0f%% of the free memory (%.1f GB); "
-                "decoding images on every use instead of caching them",
-                self.root, need / 2**30, memory_fraction * 100, available / 2**30,
-            )
+        too_big = self.memory_shortfall(memory_fraction)
+        if too_big:
+            log.warning("%s: %s; decoding images on every use instead of caching them", self.root, too_big)
             self.cache = False
             return False
         images = torch.empty(len(self.files), 3, self.resolution, self.resolution, dtype=torch.uint8)
         self._decode_all_into(images, threads)
         self._images, self._cached = images, [None] * len(self.files)
-        log.info("%s: %d images decoded into memory (%.1f GB)", self.root, len(self.files), need / 2**30)
+        log.info("%s: %d images decoded into memory (%.1f GB)", self.root, len(self.files), self.decoded_bytes() / 2**30)
         return True
 
     def decode_to_file(self, path: str | Path, threads: int | None = None) -> Path:

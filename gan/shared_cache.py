@@ -20,10 +20,6 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Optional
-
-import psutil
-import torch
 
 from gan.dataset import ImageFolderDataset
 
@@ -52,16 +48,12 @@ def remove_stale_files(shm_dir: Path) -> None:
             log.info("removed %s, left by a run that no longer exists", path)
 
 
-def _fits(dataset: ImageFolderDataset, shm_dir: Path, memory_fraction: float) -> Optional[str]:
+def _fits(dataset: ImageFolderDataset, shm_dir: Path, memory_fraction: float) -> str | None:
     """None if the decoded dataset fits in memory and in ``shm_dir``; else why not."""
-    need = dataset.decoded_bytes()
-    if not shm_dir.is_dir():
-        return f"{shm_dir} does not exist"
-    if need > memory_fraction * psutil.virtual_memory().available:
-        return f"{need / 2**30:.1f} GB is more than {memory_fraction:.0%} of the free memory"
-    if need > shutil.disk_usage(shm_dir).free:
-        return f"{shm_dir} has {shutil.disk_usage(shm_dir).free / 2**30:.1f} GB free, the dataset needs {need / 2**30:.1f} GB"
-    return None
+    need, free = dataset.decoded_bytes(), shutil.disk_usage(shm_dir).free
+    if need > free:
+        return f"{shm_dir} has {free / 2**30:.1f} GB free, the dataset needs {need / 2**30:.1f} GB"
+    return dataset.memory_shortfall(memory_fraction)
 
 
 def preload_per_machine(dataset: ImageFolderDataset, accelerator, shm_dir: str | Path,
