@@ -229,6 +229,31 @@ def test_upfirdn2d_matches_scipy_upfirdn(up, down):
     torch.testing.assert_close(out, torch.from_numpy(ref))
 
 
+def _naive_upfirdn2d(x, f2, up, down, padding):
+    """Zero insertion, explicit pad (negative = crop), flipped-filter conv, decimation."""
+    n, c, h, w = x.shape
+    z = x.new_zeros(n, c, h * up, w * up)
+    z[:, :, ::up, ::up] = x
+    z = F.pad(z, list(padding))
+    k = f2.flip([0, 1])[None, None].repeat(c, 1, 1, 1)
+    return F.conv2d(z, k, stride=down, groups=c)
+
+
+@pytest.mark.parametrize("padding", [(2, 1, 2, 1), (1, 0, 3, 2), (0, -1, 2, 2), (3, 3, 1, 1), (1, 1, 1, 1)])
+@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2)])
+def test_upfirdn2d_fast_paths_equal_zero_insert_pad_and_conv(up, down, padding):
+    # upfirdn2d folds symmetric padding into the conv and 2x upsampling into a transposed
+    # conv where the padding allows; every split must give the textbook result, twice differentiable.
+    gen = torch.Generator().manual_seed(2)
+    f2 = torch.rand(4, 3, generator=gen, dtype=torch.float64)  # asymmetric: checks the flips
+    x = torch.randn(2, 3, 6, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    out = upfirdn2d(x, f2, up=up, down=down, padding=padding, gain=2.0)
+    torch.testing.assert_close(out, _naive_upfirdn2d(x, f2, up, down, padding) * 2.0)
+    fn = lambda t: upfirdn2d(t, f2, up=up, down=down, padding=padding)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
 # ----------------------------------------------------------------- modulated convolution
 
 
@@ -374,20 +399,21 @@ def test_freeze_blocks_freezes_highest_resolution_first():
 
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (2, 1)])
 @pytest.mark.parametrize("size", [(8, 8), (9, 7)])  # 9x7: the strided conv drops a row/column
-def test_depthwise_fir_equals_grouped_conv_and_differentiates_twice(stride, size):
+@pytest.mark.parametrize("padding", [(0, 0), (2, 1)])
+def test_depthwise_fir_equals_grouped_conv_and_differentiates_twice(stride, size, padding):
     torch.manual_seed(0)
     c = 3
     x = torch.randn(2, c, *size, dtype=torch.float64, requires_grad=True)
     k = torch.rand(c, 1, 4, 3, dtype=torch.float64)
-    reference = F.conv2d(x, k, stride=stride, groups=c)
-    out = depthwise_fir(x, k, stride)
+    reference = F.conv2d(x, k, stride=stride, padding=padding, groups=c)
+    out = depthwise_fir(x, k, stride, padding)
     torch.testing.assert_close(out, reference)
     gy = torch.randn_like(out)
     (g_ref,) = torch.autograd.grad(reference, x, gy)
     (g,) = torch.autograd.grad(out, x, gy)
     torch.testing.assert_close(g, g_ref)
-    assert torch.autograd.gradcheck(lambda t: depthwise_fir(t, k, stride), (x,))
-    assert torch.autograd.gradgradcheck(lambda t: depthwise_fir(t, k, stride), (x,))
+    assert torch.autograd.gradcheck(lambda t: depthwise_fir(t, k, stride, padding), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: depthwise_fir(t, k, stride, padding), (x,))
 
 
 def test_style_mixing_cutoff_is_uniform_over_the_crossover_points():
