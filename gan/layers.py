@@ -222,8 +222,10 @@ def conv2d_resample(
     up: int = 1,
     down: int = 1,
     groups: int = 1,
+    bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """'Same' conv with an odd square kernel, optionally with 2x FIR up- or down-sampling.
+    """'Same' conv with an odd square kernel, optionally with 2x FIR up- or down-sampling,
+    plus an optional per-output-channel ``bias`` (added by the conv itself where it can).
 
     up=2 equals FIR-upsampling x with k//2 extra pixels of padding on each side and then a
     'valid' conv (i.e. ``upsample2d(x)`` then a 'same' conv, except that the conv sees the
@@ -250,7 +252,8 @@ def conv2d_resample(
         # Padding that makes the composite equal zero-insert + pad + FIR + 'valid' conv.
         p0 = (taps + 1) // 2 + k // 2 - (k - 1)
         p1 = taps + 1 - k - p0
-        return upfirdn2d(x, f, padding=(p0, p1, p0, p1), gain=4.0)
+        x = upfirdn2d(x, f, padding=(p0, p1, p0, p1), gain=4.0)
+        return x if bias is None else x + bias.reshape(1, -1, 1, 1)
     if down > 1:
         if down != 2 or f is None:
             raise ValueError("downsampling supports factor 2 with a FIR filter")
@@ -260,10 +263,10 @@ def conv2d_resample(
         if k == 1:
             # A 1x1 conv commutes with subsampling: subsample first, convolve 4x fewer pixels.
             x = upfirdn2d(x, f, down=2, padding=(p0, p1, p0, p1))
-            return F.conv2d(x, w, groups=groups)
+            return F.conv2d(x, w, bias, groups=groups)
         x = upfirdn2d(x, f, padding=(p0, p1, p0, p1))
-        return F.conv2d(x, w, stride=2, groups=groups)
-    return F.conv2d(x, w, padding=k // 2, groups=groups)
+        return F.conv2d(x, w, bias, stride=2, groups=groups)
+    return F.conv2d(x, w, bias, padding=k // 2, groups=groups)
 
 
 # ---------------------------------------------------------------------------------------
@@ -299,10 +302,11 @@ class FullyConnected(nn.Module):
         self.bias_gain = lr_mul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight * self.weight_gain
-        b = self.bias * self.bias_gain if self.bias is not None else None
-        x = F.linear(x, w.to(x.dtype))
-        return bias_act(x, b, self.activation, activation_gain(self.activation))
+        # (x * c) @ w.T equals x @ (c * w).T; scaling the [N, in] input instead of the
+        # [out, in] weight is a smaller multiply (and backward) when the batch is below `out`.
+        b = (self.bias * self.bias_gain).to(x.dtype) if self.bias is not None else None
+        x = F.linear(x * self.weight_gain, self.weight.to(x.dtype), b)
+        return bias_act(x, None, self.activation, activation_gain(self.activation))
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, activation={self.activation}"
@@ -335,10 +339,18 @@ class Conv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         """``gain`` scales the output (and the clamp), e.g. sqrt(0.5) on residual branches."""
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        x = conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, self.activation, activation_gain(self.activation) * gain, clamp)
+        out_gain = activation_gain(self.activation) * gain
+        c = self.weight_gain
+        if x.dtype == torch.float16:  # unscaled weights give ~sqrt(fan_in)x larger sums: fp16 could overflow
+            x = conv2d_resample(x, (self.weight * c).to(x.dtype), self.resample_filter, up=self.up, down=self.down)
+            return bias_act(x, self.bias, self.activation, out_gain, clamp)
+        # lrelu(conv(x, c*w) + b) = c * lrelu(conv(x, w) + b/c) for c > 0: the conv adds the
+        # bias and c joins the output gain, which saves a weight-sized multiply and a pass
+        # over the activations (each also in backward).
+        b = (self.bias / c).to(x.dtype) if self.bias is not None else None
+        x = conv2d_resample(x, self.weight.to(x.dtype), self.resample_filter, up=self.up, down=self.down, bias=b)
+        return bias_act(x, None, self.activation, out_gain * c, clamp)
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape
@@ -358,12 +370,19 @@ def modulated_conv2d(
     up: int = 1,
     resample_filter: Optional[torch.Tensor] = None,
     fused: bool = True,
+    weight_gain: float = 1.0,
+    bias: Optional[torch.Tensor] = None,
+    gain: float = 1.0,
 ) -> torch.Tensor:
     """Convolve each sample with its own style-modulated (and demodulated) weights.
 
     Eq. 1: w'_oik = s_i * w_oik.  Eq. 3: w''_oik = w'_oik / sqrt(sum_ik w'_oik^2 + eps).
-    ``x`` [N, I, H, W], ``weight`` [O, I, k, k] (already equalised-lr scaled),
-    ``styles`` [N, I].
+    ``x`` [N, I, H, W], ``weight`` [O, I, k, k] times the equalised-lr ``weight_gain``,
+    ``styles`` [N, I]. Returns ``gain * conv + bias`` (``bias`` [O]).
+
+    The weight gain is folded into the styles (s_i * (c w_oik) = (c s_i) w_oik) and the
+    output gain and bias into the demodulation multiply, so no weight-sized tensor is
+    scaled and the output costs one pass (and its backward) instead of three.
 
     Two equivalent formulations (StyleGAN2 App. B):
     - fused=True: build per-sample weights [N*O, I, k, k] and run ONE grouped conv with the
@@ -379,7 +398,7 @@ def modulated_conv2d(
     # I*k*k squares, which in bf16/fp16 loses most of its precision (or overflows in fp16)
     # and would then scale every output channel by a wrong factor.
     with torch.autocast(device_type=x.device.type, enabled=False):
-        w32, s32 = weight.float(), styles.float()
+        w32, s32 = weight.float(), styles.float() * weight_gain
         dcoefs = None
         if demodulate:
             # sum_{i,k} (s_i w_oik)^2 = sum_i s_i^2 * sum_k w_oik^2  ->  [N, O] by a matmul.
@@ -389,15 +408,21 @@ def modulated_conv2d(
             if dcoefs is not None:
                 wn = wn * dcoefs.reshape(n, out_ch, 1, 1, 1)
             wn = wn.reshape(n * out_ch, in_ch, k, k)
+            if gain != 1.0:
+                wn = wn * gain
+    b = bias.to(x.dtype).reshape(1, out_ch, 1, 1) if bias is not None else None
     if fused:
         x = x.reshape(1, n * in_ch, *x.shape[2:])
         x = conv2d_resample(x, wn.to(x.dtype), resample_filter, up=up, groups=n)
-        return x.reshape(n, out_ch, *x.shape[2:])
+        x = x.reshape(n, out_ch, *x.shape[2:])
+        return x if b is None else x + b
     x = x * s32.to(x.dtype).reshape(n, in_ch, 1, 1)
+    if dcoefs is None:
+        w = weight.to(x.dtype) if gain == 1.0 else weight.to(x.dtype) * gain
+        return conv2d_resample(x, w, resample_filter, up=up, bias=None if bias is None else bias.to(x.dtype))
     x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up=up)
-    if dcoefs is not None:
-        x = x * dcoefs.to(x.dtype).reshape(n, out_ch, 1, 1)
-    return x
+    scale = (dcoefs * gain).to(x.dtype).reshape(n, out_ch, 1, 1)
+    return x * scale if b is None else torch.addcmul(b, x, scale)
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,7 +447,8 @@ class NoiseInjection(nn.Module):
         self.strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("const", torch.randn(resolution, resolution))
 
-    def forward(self, x: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise_mode: str = "random", gain: float = 1.0) -> torch.Tensor:
+        """Add the scaled noise; ``gain`` multiplies the strength (the layer's output gain)."""
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
         elif noise_mode == "const":
@@ -431,7 +457,7 @@ class NoiseInjection(nn.Module):
             return x
         else:
             raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}; got {noise_mode!r}")
-        return x + noise * self.strength.to(x.dtype)
+        return x + noise * (self.strength * gain).to(x.dtype)
 
 
 def mbstd_group_size(batch: int, group_size: int) -> int:

@@ -150,12 +150,14 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         styles = self.affine(w)
+        # lrelu(y + noise + b) * g = lrelu(g*y + g*noise + g*b) for g > 0: the gain rides on
+        # the demodulation multiply, which also adds the bias, so one pass follows the conv.
         x = modulated_conv2d(
-            x, self.weight * self.weight_gain, styles, demodulate=True, up=self.up,
-            resample_filter=self.resample_filter, fused=self.fused,
+            x, self.weight, styles, demodulate=True, up=self.up, resample_filter=self.resample_filter,
+            fused=self.fused, weight_gain=self.weight_gain, bias=self.bias * LRELU_GAIN, gain=LRELU_GAIN,
         )
-        x = self.noise(x, noise_mode)
-        return bias_act(x, self.bias, "lrelu", LRELU_GAIN, self.conv_clamp)
+        x = self.noise(x, noise_mode, gain=LRELU_GAIN)
+        return bias_act(x, None, "lrelu", 1.0, self.conv_clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -174,8 +176,10 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w)
-        x = modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=False, fused=self.fused)
-        return bias_act(x, self.bias, "linear", 1.0, self.conv_clamp)
+        x = modulated_conv2d(
+            x, self.weight, styles, demodulate=False, fused=self.fused, weight_gain=self.weight_gain, bias=self.bias
+        )
+        return bias_act(x, None, "linear", 1.0, self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):

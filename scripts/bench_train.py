@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     timing.add_argument("--profile", metavar="FILE",
                         help="after the timed windows, run one more window under torch.profiler and write its "
                         "per-op tables (by total, and by input shape) to FILE; sorted by GPU time on CUDA")
+    timing.add_argument("--count-ops", action="store_true",
+                        help="after the timed windows, count the tensor ops (kernels, views excluded) one training "
+                        "step dispatches, averaged over one more window: on a GPU each is at least one kernel "
+                        "launch, so this predicts when small batches become launch-bound; the same on every device")
     timing.add_argument("--first-step-only", action="store_true",
                         help="only measure launch -> end of the first training step (all phases), then stop")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -214,6 +218,32 @@ def _time_phases(trainer, device) -> dict[str, float]:
     return seconds
 
 
+def count_ops_per_step(trainer, window: int) -> dict:
+    """Tensor ops dispatched per training step (mean over ``window`` steps), views excluded.
+
+    Counted below autograd, so backward ops are included and each count is one ATen kernel
+    call; composite ops that dispatch several kernels count each of them.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class OpCounter(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kernels = self.views = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.is_view:
+                self.views += 1
+            else:
+                self.kernels += 1
+            return func(*args, **(kwargs or {}))
+
+    with OpCounter() as counter:
+        for _ in range(window):
+            trainer.train_step()
+    return {"kernels": round(counter.kernels / window), "views": round(counter.views / window)}
+
+
 def profile_window(trainer, window: int, device, path: Path) -> None:
     """Run ``window`` more training steps under torch.profiler; write its op tables to ``path``.
 
@@ -309,6 +339,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         peak_gb = peak_memory_gb(device)  # before profiling: the profiler's own buffers are not the run's
         if args.profile:  # after timing, so the profiler's own overhead never enters a timed window
             profile_window(trainer, window, device, Path(args.profile))
+        ops = count_ops_per_step(trainer, window) if args.count_ops else None
         return {
             "device": device_name(device),
             "resolution": cfg.data.resolution,
@@ -336,6 +367,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "augment": cfg.augment.mode,
             "data": args.data or "synthetic",
             "profile": args.profile,
+            "ops_per_step": ops,
             "torch": torch.__version__,
             "commit": git_commit(),
         }

@@ -118,3 +118,17 @@ def test_bench_train_profile_writes_op_tables(tmp_path):
     assert "sorted by self_cpu_time_total" in text and "grouped by input shape" in text
     assert "aten::convolution" in text  # the real step ran under the profiler
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bench_train_counts_ops_per_step_and_clamp_adds_ops():
+    # Op counts are exact, so a layer change's effect on kernel launches shows without a GPU:
+    # conv_clamp adds a clamp (and its backward's masks) to every layer.
+    def ops(*extra: str) -> dict:
+        proc = run_script("bench_train.py", "--resolution", "16", *TINY, "--batch", "4", "--r1-interval", "2",
+                          "--pl-interval", "2", "--augment", "none", "--warmup", "1", "--threads", "1",
+                          "--count-ops", *extra)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["ops_per_step"]
+
+    clamped, unclamped = ops(), ops("--set", "model.conv_clamp=null")
+    assert clamped["kernels"] > unclamped["kernels"] > 100 and unclamped["views"] > 0

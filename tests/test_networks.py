@@ -284,6 +284,36 @@ def test_modulated_conv_equals_reference(fused, demodulate, up):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize("up", [1, 2])
+def test_modulated_conv_folds_weight_gain_bias_and_gain(fused, demodulate, up):
+    # The equalised-lr gain goes into the styles and gain/bias into the demodulation
+    # multiply: same result as scaling the weight and adding them afterwards.
+    gen = torch.Generator().manual_seed(3)
+    x, weight, styles = torch.randn(3, 6, 8, 8, generator=gen), torch.randn(5, 6, 3, 3, generator=gen), torch.randn(3, 6, generator=gen)
+    bias = torch.randn(5, generator=gen)
+    out = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up, resample_filter=fir_filter(),
+                           fused=fused, weight_gain=0.3, bias=bias, gain=1.7)
+    ref = _reference_modconv(x, weight * 0.3, styles, demodulate, up) * 1.7 + bias.reshape(1, -1, 1, 1)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("down", [1, 2])
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_conv2d_layer_equals_scaled_weight_conv_then_bias_act(down, kernel):
+    # Conv2d adds the bias inside the conv (divided by the weight gain) and applies the gain
+    # to the output; the textbook order is: scale the weight, conv, + bias, lrelu, * gain, clamp.
+    torch.manual_seed(4)
+    conv = Conv2d(6, 5, kernel, activation="lrelu", down=down, conv_clamp=1.5)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(2, 6, 8, 8)
+    y = conv2d_resample(x, conv.weight * conv.weight_gain, conv.resample_filter, down=down)
+    ref = (F.leaky_relu(y + conv.bias.reshape(1, -1, 1, 1), 0.2) * math.sqrt(2) * 0.7).clamp(-1.5 * 0.7, 1.5 * 0.7)
+    torch.testing.assert_close(conv(x, gain=0.7), ref)
+
+
 def test_grouped_and_unfused_generators_agree():
     G = Generator(TINY, 32)
     _set_noise_strength(G, 0.3)
