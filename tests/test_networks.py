@@ -462,3 +462,16 @@ def test_style_mixing_cutoff_is_uniform_over_the_crossover_points():
     assert counts[G.num_ws] / draws == pytest.approx(0.5, abs=0.05)  # no mixing
     per_cutoff = counts[1 : G.num_ws] / (draws / 2)
     torch.testing.assert_close(per_cutoff, torch.full((G.num_ws - 1,), 1 / 7), atol=0.045, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_conv2d_layer_in_half_precision_matches_fp32(dtype):
+    # fp16 keeps the scaled weight (unscaled sums could overflow it); bf16 takes the folded path.
+    torch.manual_seed(5)
+    conv = Conv2d(4, 5, 3, activation="lrelu", down=2, conv_clamp=256.0)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(2, 4, 8, 8)
+    out = conv(x.to(dtype))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), conv(x), rtol=0.05, atol=0.05)
