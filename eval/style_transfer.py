@@ -40,17 +40,28 @@ receptive fields are fixed in pixels, so a single pass at 2048 px would only see
 texture and miss the larger brush strokes) are optimised coarse to fine: the image is first refined at the largest half, quarter, ...
 size not above it, then upsampled and refined again at each doubling up to the full size,
 with half the steps at each finer scale because it starts from a good image.
+
+Regions (``MaskedStyles`` instead of a ``StyleBank``): one style per masked region, each with
+its own masked Gram loss and weight, and only the pixels of positive-weight regions free to
+move; colour preservation then matches each style's luminance to its own region. The rules
+are in :mod:`eval.masks`.
+
+For callers that drive the refiner themselves (the studio): :func:`transfer` takes a content
+tensor, style images or files, optional masks and a per-step callback that sees the
+intermediate images and can stop the run.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
+from eval.masks import MaskedStyles, free_pixels, masked_gram, masked_moments, region_shares, resize_masks
 from eval.vgg import VGG19Features
 
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
@@ -62,6 +73,8 @@ _EPS = 1e-12
 _LBFGS_CHUNK = 10
 
 Progress = Callable[[int], None]
+# on_step(iterations done so far, current images [N, 3, h, w] RGB in [0, 1]) -> True to stop now.
+StepCallback = Callable[[int, torch.Tensor], bool]
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,10 @@ class TransferResult:
     content_loss: list[float]  # Lc between the sample and its refined version
     iterations: int
     scales: list[tuple[int, int]] = field(default_factory=list)
+    # Masked runs: per image, each region's own style loss (None for a region with no pixels).
+    region_loss_before: list[list[Optional[float]]] = field(default_factory=list)
+    region_loss_after: list[list[Optional[float]]] = field(default_factory=list)
+    stopped: bool = False  # the on_step callback asked to stop early
 
 
 # ---------------------------------------------------------------------------- losses
@@ -149,14 +166,43 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
-def style_loss(features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-image style loss [N]: mean over style layers of |G - A|^2 / |A|^2."""
+def style_loss(
+    features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], share: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Per-image style loss [N]: mean over style layers of |G - A|^2 / |A|^2.
+
+    With ``share`` ([H, W]) the Gram is the region's masked Gram (:func:`eval.masks.masked_gram`).
+    """
     terms = []
     for layer in STYLE_LAYERS:
         target = targets[layer]
-        error = (gram_matrix(features[layer]) - target).square().sum(dim=(1, 2))
+        gram = gram_matrix(features[layer]) if share is None else masked_gram(features[layer], share)
+        error = (gram - target).square().sum(dim=(1, 2))
         terms.append(error / target.square().sum(dim=(1, 2)).clamp_min(_EPS))
     return torch.stack(terms).mean(dim=0)
+
+
+@dataclass
+class StyleTerm:
+    """One Gram loss term of the objective: its targets, the pixels it looks at, its weight.
+
+    An unmasked run has one term (weight 1, the whole image); a masked run one per region with
+    pixels, weighted by the style's weight times the region's area fraction.
+    """
+
+    targets: dict[str, torch.Tensor]  # layer -> [N, C, C]
+    weight: float = 1.0
+    share: Optional[torch.Tensor] = None  # [H, W] pixel shares at the working size; None = all
+    region: Optional[int] = None
+
+
+def objective_style_loss(features: dict[str, torch.Tensor], terms: Sequence[StyleTerm]) -> torch.Tensor:
+    """The style part of the objective, per image [N]: sum of weight * style loss over the terms."""
+    total = torch.zeros(next(iter(features.values())).shape[0], device=next(iter(features.values())).device)
+    for term in terms:
+        if term.weight > 0:
+            total = total + term.weight * style_loss(features, term.targets, term.share)
+    return total
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -199,10 +245,18 @@ def luminance(images: torch.Tensor) -> torch.Tensor:
     return rgb_to_ycbcr(images)[:, :1]
 
 
-def match_luminance(style_y: torch.Tensor, content_y: torch.Tensor) -> torch.Tensor:
-    """Shift and scale a style luminance to the content's mean and std (Gatys et al. 2016b, Eq. 1)."""
+def match_luminance(style_y: torch.Tensor, content_y: torch.Tensor, share: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Shift and scale a style luminance to the content's mean and std (Gatys et al. 2016b, Eq. 1).
+
+    With ``share`` ([H, W], a region's pixel shares) the content's statistics are those of that
+    region only, so each region's style takes the luminance of the part it paints.
+    """
     style_std = style_y.std().clamp_min(1e-6)
-    return (style_y - style_y.mean()) / style_std * content_y.std() + content_y.mean()
+    if share is None:
+        mean, std = content_y.mean(), content_y.std()
+    else:
+        mean, std = masked_moments(content_y, share)
+    return (style_y - style_y.mean()) / style_std * std + mean
 
 
 def recombine_chroma(y: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -279,6 +333,43 @@ def style_targets(
     return {layer: torch.stack(values) for layer, values in targets.items()}
 
 
+@torch.no_grad()
+def style_terms(
+    vgg: VGG19Features, styles: Union[StyleBank, MaskedStyles], content: torch.Tensor, scale: float, preserve_color: bool
+) -> list[StyleTerm]:
+    """The objective's Gram terms for a batch ``content`` (in the optimised space, at the working size).
+
+    A :class:`StyleBank` gives one whole-image term; :class:`MaskedStyles` one term per region
+    that has pixels here, its target the Gram of the region's whole style image (luminance
+    matched to the region's own content when colours are preserved).
+    """
+    if isinstance(styles, StyleBank):
+        return [StyleTerm(style_targets(vgg, styles, content, scale, preserve_color))]
+    shares = region_shares(resize_masks(styles.masks.to(content.device), tuple(content.shape[-2:])))
+    terms = []
+    for region, image in enumerate(styles.images):
+        area = float(shares[region].mean())
+        if area <= 0:
+            continue
+        scaled = _scaled(image.to(content.device), scale)
+        if preserve_color:
+            style_y = luminance(scaled)
+            per_sample = [_image_grams(vgg, match_luminance(style_y, content[i], shares[region])) for i in range(content.shape[0])]
+            targets = {layer: torch.stack([g[layer] for g in per_sample]) for layer in STYLE_LAYERS}
+        else:
+            grams = _image_grams(vgg, scaled)
+            targets = {layer: grams[layer].expand(content.shape[0], -1, -1) for layer in STYLE_LAYERS}
+        terms.append(StyleTerm(targets, styles.weights[region] * area, shares[region], region))
+    return terms
+
+
+def _free_pixels(styles: Union[StyleBank, MaskedStyles], size: tuple[int, int], device: torch.device) -> Optional[torch.Tensor]:
+    """``k`` [1, 1, h, w] of a masked run at ``size`` (None: every pixel is free)."""
+    if isinstance(styles, StyleBank):
+        return None
+    return free_pixels(region_shares(resize_masks(styles.masks.to(device), size)), styles.weights)
+
+
 # ---------------------------------------------------------------------------- optimisation
 
 
@@ -306,7 +397,7 @@ def total_iterations(settings: TransferSettings, height: int, width: int) -> int
 def _objective(
     vgg: VGG19Features,
     content_features: torch.Tensor,
-    targets: dict[str, torch.Tensor],
+    terms: Sequence[StyleTerm],
     settings: TransferSettings,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     factor = settings.strength_factor()
@@ -314,7 +405,7 @@ def _objective(
     def total_loss(x: torch.Tensor) -> torch.Tensor:
         features = vgg(_vgg_input(x))
         per_image = settings.content_weight * content_loss(features[CONTENT_LAYER], content_features)
-        per_image = per_image + factor * settings.style_weight * style_loss(features, targets)
+        per_image = per_image + factor * settings.style_weight * objective_style_loss(features, terms)
         if settings.tv_weight:
             per_image = per_image + factor * settings.tv_weight * tv_loss(x)
         # Summing keeps each image's gradient its own: the batch only shares the forward pass.
@@ -323,7 +414,13 @@ def _objective(
     return total_loss
 
 
-def _run_lbfgs(x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], steps: int, progress: Optional[Progress]) -> int:
+StopCheck = Callable[[int], bool]
+
+
+def _run_lbfgs(
+    x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], steps: int,
+    progress: Optional[Progress], should_stop: Optional[StopCheck] = None,
+) -> tuple[int, bool]:
     # Strong-Wolfe line search: the strength knob changes the loss scale by 10^3, and a fixed
     # first step (PyTorch's default) diverges at one end of that range or crawls at the other.
     optimizer = torch.optim.LBFGS([x], lr=1.0, history_size=50, line_search_fn="strong_wolfe")
@@ -345,24 +442,53 @@ def _run_lbfgs(x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
         if now == done:  # converged: gradient or change below L-BFGS' tolerance
             break
         done = now
-    return done
+        if should_stop is not None and should_stop(done):
+            return done, True
+    return done, False
 
 
-def _run_adam(x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], steps: int, lr: float, progress: Optional[Progress]) -> int:
+def _run_adam(
+    x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], steps: int, lr: float,
+    progress: Optional[Progress], should_stop: Optional[StopCheck] = None,
+) -> tuple[int, bool]:
     optimizer = torch.optim.Adam([x], lr=lr)
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         optimizer.zero_grad(set_to_none=True)
         loss_fn(x).backward()
         optimizer.step()
         if progress is not None:
             progress(1)
-    return steps
+        if should_stop is not None and should_stop(step):
+            return step, True
+    return steps, False
 
 
 @torch.no_grad()
-def _measure(vgg: VGG19Features, images: torch.Tensor, targets: dict[str, torch.Tensor], content_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _measure(
+    vgg: VGG19Features, images: torch.Tensor, terms: Sequence[StyleTerm], content_features: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Reported style loss [N] (the terms' weighted mean), content loss [N], each term's loss."""
     features = vgg(_vgg_input(images))
-    return style_loss(features, targets), content_loss(features[CONTENT_LAYER], content_features)
+    losses = [style_loss(features, term.targets, term.share) for term in terms]
+    total = sum(term.weight for term in terms)
+    if len(terms) == 1 and terms[0].share is None:
+        style = losses[0]
+    elif total > 0:
+        style = sum(term.weight * loss for term, loss in zip(terms, losses)) / total
+    else:  # every region has weight 0: nothing is optimised, report the plain mean
+        style = torch.stack(losses).mean(dim=0)
+    return style, content_loss(features[CONTENT_LAYER], content_features), losses
+
+
+def _region_table(styles: Union[StyleBank, MaskedStyles], terms: Sequence[StyleTerm], losses: Sequence[torch.Tensor], n: int) -> list[list[Optional[float]]]:
+    """Per image, each region's style loss (None for a region without pixels); [] when unmasked."""
+    if isinstance(styles, StyleBank):
+        return []
+    table: list[list[Optional[float]]] = [[None] * len(styles.images) for _ in range(n)]
+    for term, loss in zip(terms, losses):
+        for i in range(n):
+            table[i][term.region] = float(loss[i])
+    return table
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
@@ -373,53 +499,148 @@ def quantise(images: torch.Tensor) -> torch.Tensor:
 def stylise(
     vgg: VGG19Features,
     content: torch.Tensor,
-    bank: StyleBank,
+    bank: Union[StyleBank, MaskedStyles],
     settings: TransferSettings,
     progress: Optional[Progress] = None,
+    on_step: Optional[StepCallback] = None,
 ) -> TransferResult:
-    """Refine a batch ``content`` [N, 3, H, W] (RGB in [0, 1]) toward its style blends.
+    """Refine a batch ``content`` [N, 3, H, W] (RGB in [0, 1]) toward its style blends or regions.
 
-    Strength 0 returns ``content`` itself (values untouched, no optimisation). Losses in the
-    result are measured in the optimised space (luminance when ``preserve_color``) at full
-    size, on the 8-bit output.
+    ``bank``: a :class:`StyleBank` (each sample's blend of style images) or
+    :class:`~eval.masks.MaskedStyles` (one style per masked region, the same masks for the whole
+    batch, resized to it). Strength 0 returns ``content`` itself (values untouched, no
+    optimisation). Losses in the result are measured in the optimised space (luminance when
+    ``preserve_color``) at full size, on the 8-bit output. ``progress(n)`` is told of every
+    ``n`` iterations done; ``on_step(done, images)`` sees the current images (RGB, at the
+    current scale) every few iterations and returns True to stop: the result is then the
+    image as it stands, at full size.
     """
     settings.validate()
     if content.ndim != 4 or content.shape[1] != 3:
         raise ValueError(f"content must be [N, 3, H, W], got {tuple(content.shape)}")
-    if bank.mix.shape[0] != content.shape[0]:
+    if isinstance(bank, StyleBank) and bank.mix.shape[0] != content.shape[0]:
         raise ValueError(f"style bank has {bank.mix.shape[0]} rows for {content.shape[0]} samples")
     space = luminance if settings.preserve_color else (lambda images: images)
     height, width = content.shape[-2:]
-    full_targets = style_targets(vgg, bank, space(content), 1.0, settings.preserve_color)
+    n = content.shape[0]
+    full_terms = style_terms(vgg, bank, space(content), 1.0, settings.preserve_color)
     with torch.no_grad():
         full_content_features = vgg(_vgg_input(space(content)))[CONTENT_LAYER]
-    before, _ = _measure(vgg, space(content), full_targets, full_content_features)
+    before, _, region_before = _measure(vgg, space(content), full_terms, full_content_features)
+    regions_before = _region_table(bank, full_terms, region_before, n)
     if settings.strength == 0:
-        return TransferResult(content, before.tolist(), before.tolist(), [0.0] * content.shape[0], 0, [])
+        return TransferResult(
+            content, before.tolist(), before.tolist(), [0.0] * n, 0, [], regions_before, regions_before
+        )
 
     sizes = scale_schedule(height, width, settings.max_single_scale)
     x = space(content)
-    iterations = 0
+    iterations, stopped = 0, False
     for size, steps in zip(sizes, steps_per_scale(settings.steps, len(sizes))):
-        scaled_content = _resize(space(content), size)
+        base = _resize(space(content), size)
         if size == (height, width):
-            targets, content_features = full_targets, full_content_features
+            terms, content_features = full_terms, full_content_features
         else:
-            targets = style_targets(vgg, bank, scaled_content, size[0] / height, settings.preserve_color)
+            terms = style_terms(vgg, bank, base, size[0] / height, settings.preserve_color)
             with torch.no_grad():
-                content_features = vgg(_vgg_input(scaled_content))[CONTENT_LAYER]
+                content_features = vgg(_vgg_input(base))[CONTENT_LAYER]
+        free = _free_pixels(bank, size, content.device)
+
+        def compose(y: torch.Tensor, base: torch.Tensor = base, free: Optional[torch.Tensor] = free) -> torch.Tensor:
+            # Masked runs move only the free pixels: x = content + k * (y - content).
+            return y if free is None else base + free * (y - base)
+
         # Start from the content at the coarsest scale, from the upsampled previous result after.
         # A fresh contiguous leaf: L-BFGS flattens the gradient with view(), which needs contiguity.
-        x = _resize(x.detach(), size).clone(memory_format=torch.contiguous_format).requires_grad_(True)
-        loss_fn = _objective(vgg, content_features, targets, settings)
-        if settings.optimizer == "lbfgs":
-            iterations += _run_lbfgs(x, loss_fn, steps, progress)
-        else:
-            iterations += _run_adam(x, loss_fn, steps, settings.lr, progress)
+        y = _resize(x.detach(), size).clone(memory_format=torch.contiguous_format).requires_grad_(True)
+        objective = _objective(vgg, content_features, terms, settings)
+        loss_fn = lambda leaf, objective=objective, compose=compose: objective(compose(leaf))  # noqa: E731
+        should_stop = None
+        if on_step is not None:
 
+            def should_stop(done: int, y: torch.Tensor = y, compose=compose, size=size, offset: int = iterations) -> bool:
+                with torch.no_grad():
+                    current = compose(y)
+                    if settings.preserve_color:
+                        current = recombine_chroma(current, _resize(content, size))
+                    return bool(on_step(offset + done, current.clamp(0, 1)))
+
+        if settings.optimizer == "lbfgs":
+            done, stopped = _run_lbfgs(y, loss_fn, steps, progress, should_stop)
+        else:
+            done, stopped = _run_adam(y, loss_fn, steps, settings.lr, progress, should_stop)
+        iterations += done
+        x = compose(y.detach())
+        if stopped:
+            sizes = sizes[: sizes.index(size) + 1]
+            break
+
+    if tuple(x.shape[-2:]) != (height, width):  # stopped early at a coarse scale
+        base = space(content)
+        free = _free_pixels(bank, (height, width), content.device)
+        x = _resize(x, (height, width))
+        x = x if free is None else base + free * (x - base)
     refined = x.detach()
     if settings.preserve_color:
         refined = recombine_chroma(refined, content)
     output = quantise(refined)
-    after, distance = _measure(vgg, space(output), full_targets, full_content_features)
-    return TransferResult(output, before.tolist(), after.tolist(), distance.tolist(), iterations, sizes)
+    after, distance, region_after = _measure(vgg, space(output), full_terms, full_content_features)
+    return TransferResult(
+        output, before.tolist(), after.tolist(), distance.tolist(), iterations, sizes,
+        regions_before, _region_table(bank, full_terms, region_after, n), stopped,
+    )
+
+
+StyleSource = Union[str, Path, torch.Tensor]
+
+
+def transfer(
+    vgg: VGG19Features,
+    content: torch.Tensor,
+    styles: Sequence[StyleSource],
+    weights: Optional[Sequence[float]] = None,
+    masks: Optional[Sequence[Union[str, Path, torch.Tensor]]] = None,
+    settings: TransferSettings = TransferSettings(),
+    on_step: Optional[StepCallback] = None,
+    progress: Optional[Progress] = None,
+) -> TransferResult:
+    """Refine one content image toward style images: the entry point for programs (the studio).
+
+    ``vgg``: from :func:`eval.vgg.load_vgg19` with ``FEATURE_LAYERS`` (load it once, reuse it).
+    ``content``: [3, H, W] or [1, 3, H, W] RGB in [0, 1], at the size to refine at.
+    ``styles``: image files or [3, h, w] tensors in [0, 1] (shrink large ones first).
+    ``weights``: one per style (default 1 each). Without masks they are blend weights
+    (normalised to sum to 1; must be positive); with masks, each region's strength (0 keeps it).
+    ``masks``: one per style, files or [H, W] tensors in [0, 1] (white = this style); resized to
+    the content. ``on_step(done, images)`` is called every few iterations with the current
+    images [1, 3, h, w] and returns True to stop early (the result is then the current image).
+    Raises :class:`eval.refine_images.RefineInputError` (one line) for bad styles or masks.
+    """
+    from eval.masks import check_mask_set, load_mask  # noqa: PLC0415 - file decoding only when needed
+    from eval.refine_images import RefineInputError, load_image  # noqa: PLC0415
+
+    batch = content[None] if content.ndim == 3 else content
+    if not styles:
+        raise RefineInputError("no style image given")
+    weights = [1.0] * len(styles) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(styles):
+        raise RefineInputError(f"{len(weights)} weights for {len(styles)} styles")
+    device = batch.device
+    images = [s.float() if isinstance(s, torch.Tensor) else load_image(Path(s)) for s in styles]
+    images = [image.to(device) for image in images]
+    if masks is None:
+        if any(not (w > 0 and math.isfinite(w)) for w in weights):
+            raise RefineInputError(f"blend weights must be positive numbers, got {weights}")
+        total = sum(weights)
+        bank: Union[StyleBank, MaskedStyles] = StyleBank(images, torch.tensor([[w / total for w in weights]]))
+    else:
+        if len(masks) != len(styles):
+            raise RefineInputError(f"{len(masks)} masks for {len(styles)} styles: give one mask per style")
+        decoded = [m.float() if isinstance(m, torch.Tensor) else load_mask(Path(m)) for m in masks]
+        stacked = torch.stack([resize_masks(m[None], tuple(batch.shape[-2:]))[0] for m in decoded]).to(device)
+        check_mask_set(stacked)
+        try:
+            bank = MaskedStyles(images, stacked, tuple(weights))
+        except ValueError as exc:
+            raise RefineInputError(str(exc)) from exc
+    return stylise(vgg, batch, bank, settings, progress=progress, on_step=on_step)
