@@ -53,14 +53,14 @@ def test_pyramid_filters_match_hand_computed_binomial_weights():
 
 
 def test_wasserstein_1d_hand_computed_equal_and_unequal_sizes():
-    a = torch.tensor([[1.0], [0.0]])
-    assert S.wasserstein_1d(a, torch.tensor([[3.0], [0.0]])).item() == pytest.approx(1.0)  # |0-0| and |1-3|, mean 1
+    a = torch.tensor([[1.0, 0.0]])
+    assert S.wasserstein_1d(a, torch.tensor([[3.0, 0.0]])).item() == pytest.approx(1.0)  # |0-0| and |1-3|, mean 1
     # F_a = 1/2 on [0,1), F_b = 3/4 on [0,3): area |1/2-3/4| * 1 + |1-3/4| * 2 = 0.75
-    b = torch.tensor([[0.0], [0.0], [3.0], [0.0]])
+    b = torch.tensor([[0.0, 0.0, 3.0, 0.0]])
     assert S.wasserstein_1d(a, b).item() == pytest.approx(0.75)
     # the CDF path on equal sizes agrees with the sorted-difference path
-    x, y = torch.randn(50, 4), torch.randn(50, 4) + 0.3
-    doubled = torch.cat([y, y])  # same distribution as y, twice the size
+    x, y = torch.randn(4, 50), torch.randn(4, 50) + 0.3
+    doubled = torch.cat([y, y], dim=1)  # same distribution as y, twice the size
     assert torch.allclose(S.wasserstein_1d(x, doubled), S.wasserstein_1d(x, y), atol=1e-5)
 
 
