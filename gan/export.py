@@ -70,7 +70,7 @@ class GeneratorLoadError(ValueError):
 class GeneratorSource:
     """Where a generator's weights live and what architecture they describe."""
 
-    kind: str  # "export" | "checkpoint"
+    kind: str  # "export" | "checkpoint" | "nvidia-pickle"
     weights: Path  # the safetensors file holding the G_ema state dict
     meta: dict[str, Any]  # format, model, resolution, img_channels and any extras
 
@@ -113,8 +113,16 @@ def save_generator(
 
 
 def resolve_source(path: str | os.PathLike) -> GeneratorSource:
-    """Find the weights file and architecture metadata for an export file, checkpoint dir or run dir."""
-    path = Path(path)
+    """Find the weights file and architecture metadata for an export file, checkpoint dir or run dir,
+    an NVIDIA StyleGAN2(-ADA) ``.pkl`` (read safely, see gan.nvidia) or an https URL of one."""
+    from gan.nvidia import source as nvidia
+
+    try:
+        path, url, digest = nvidia.localize(path)  # an https URL is downloaded into the cache first
+        if nvidia.is_nvidia_pickle(path):
+            return GeneratorSource(nvidia.KIND, path, nvidia.generator_meta(path, FORMAT, url, digest))
+    except ValueError as exc:  # PickleRefused, UnsupportedNetwork, DownloadError: one line each
+        raise GeneratorLoadError(str(exc)) from None
     if not path.exists():
         raise GeneratorLoadError(f"generator not found: {path} does not exist")
     if path.is_file():
@@ -275,6 +283,10 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     or its weights do not match the architecture its metadata describes.
     """
     source = resolve_source(path)
+    if source.kind == "nvidia-pickle":
+        from gan.nvidia.source import pickle_generator
+
+        return pickle_generator(source.weights, device)
     cfg = model_config_from_meta(source.meta["model"], source.weights)
     _, shapes = _read_header(source.weights)
     rename = _prefix_stripper(shapes)
