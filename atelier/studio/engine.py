@@ -1,0 +1,309 @@
+"""The studio's state behind the web page: models loaded once, the session's paintings, the folders.
+
+:class:`Studio` holds the generator (loaded once, on the GPU when there is one), the
+originality judge and the refiner's VGG19 (both loaded on first use, or warmed up in the
+background at start), the :class:`~atelier.studio.curate.Collection` of paintings and the
+folders the browser may read. Every method is a plain function of its arguments, so the
+unit tests call them without a browser; :mod:`atelier.studio.app` only wires them to widgets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from atelier.common.hashing import weights_sha256
+from atelier.studio import paint as P
+from atelier.studio.curate import Collection, Item, export_gallery
+from atelier.studio.originality import OriginalityJudge, Verdict, build_judge
+from atelier.studio.overview import RunOverview, load_overview, run_dir_of
+from atelier.studio.refine import RefineRequest, RefineState, load_refiner_vgg, load_upload, run_refine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudioOptions:
+    """What ``atelier studio`` was started with."""
+
+    checkpoint: Path
+    dataset: Optional[Path] = None
+    export_dir: Optional[Path] = None  # default: <run>/studio/exports, or beside a bare export
+    weights_dir: Optional[Path] = None  # LPIPS / Inception / VGG19 files (eval's --weights-dir)
+    vgg_weights: Optional[Path] = None  # an explicit VGG19 file for the refiner
+    device: str = "auto"
+    inception: bool = True  # also judge originality by Inception features, as eval does
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the GPU when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Studio:
+    """Models, paintings and folders of one studio server."""
+
+    options: StudioOptions
+    G: torch.nn.Module = field(init=False)
+    info: dict = field(init=False)
+    device: torch.device = field(init=False)
+    run_dir: Optional[Path] = field(init=False)
+    export_root: Path = field(init=False)
+    collection: Collection = field(init=False)
+    _judge: Optional[OriginalityJudge] = field(default=None, init=False)
+    _judge_error: str = field(default="", init=False)
+    _vgg: object = field(default=None, init=False)
+    _vgg_error: str = field(default="", init=False)
+    _gpu: threading.Lock = field(default_factory=threading.Lock, init=False)  # one model call at a time
+    _loading: threading.Lock = field(default_factory=threading.Lock, init=False)
+    refines: dict[str, RefineState] = field(default_factory=dict, init=False)  # by browser session
+
+    def __post_init__(self) -> None:
+        from gan.export import describe_generator, load_generator
+
+        opts = self.options
+        self.device = pick_device(opts.device)
+        self.info = describe_generator(opts.checkpoint)
+        self.G = load_generator(opts.checkpoint, device=self.device)
+        self.run_dir = run_dir_of(opts.checkpoint)
+        base = self.run_dir if self.run_dir is not None else Path(opts.checkpoint).resolve().parent
+        self.export_root = Path(opts.export_dir) if opts.export_dir else base / "studio" / "exports"
+        self.export_root.mkdir(parents=True, exist_ok=True)
+        self.collection = Collection(base / "studio" / "feedback.jsonl", self._provenance())
+
+    # ------------------------------------------------------------------ facts
+
+    def _provenance(self) -> dict:
+        facts = {
+            "weights_sha256": weights_sha256(self.G),
+            "generator": {k: self.info.get(k) for k in ("kind", "weights", "resolution", "kimg")},
+            "run": str(self.run_dir) if self.run_dir else None,
+        }
+        if self.options.dataset is not None:
+            facts.update(dataset_facts(Path(self.options.dataset)))
+        return facts
+
+    def disclosure(self) -> dict:
+        """Facts for each exported image's disclosure packet."""
+        prov = self.collection.provenance
+        return {
+            "model_weights_sha256": prov.get("weights_sha256"),
+            "dataset_sha256": prov.get("dataset_sha256"),
+            "artist": prov.get("artist"),
+            "work_count": prov.get("work_count"),
+            "licence": prov.get("licence"),
+        }
+
+    def describe(self) -> str:
+        """One line about the model for the page header."""
+        kimg = self.info.get("kimg")
+        return (
+            f"{self.info['resolution']} px generator ({self.info['kind']} {Path(self.info['weights']).name}"
+            f"{f', kimg {kimg:g}' if isinstance(kimg, (int, float)) else ''}), weights sha256 "
+            f"{self.collection.provenance['weights_sha256'][:12]}, on {self.device.type}"
+        )
+
+    def allowed_paths(self) -> list[str]:
+        """The only folders the browser may read files from: the run, the dataset and the exports."""
+        paths = [self.run_dir or Path(self.options.checkpoint).resolve().parent, self.export_root]
+        if self.options.dataset is not None:
+            paths.append(Path(self.options.dataset))
+        return [str(Path(p).resolve()) for p in paths]
+
+    # ------------------------------------------------------------------ lazy models
+
+    def judge(self) -> Optional[OriginalityJudge]:
+        """The originality judge (built on first use); None with :attr:`judge_error` set when unavailable."""
+        with self._loading:
+            if self._judge is None and not self._judge_error:
+                if self.options.dataset is None:
+                    self._judge_error = "no --dataset given: originality cannot be checked"
+                else:
+                    try:
+                        self._judge = build_judge(self.options.dataset, self.options.weights_dir, self.device, self.options.inception)
+                    except Exception as exc:  # a broken dataset must not take the studio down
+                        self._judge_error = f"originality check unavailable: {' '.join(str(exc).split())}"
+                        log.warning("%s", self._judge_error)
+            return self._judge
+
+    @property
+    def judge_error(self) -> str:
+        return self._judge_error
+
+    def vgg(self):
+        """The refiner's VGG19 (loaded on first use); raises RuntimeError with the one-line reason when unavailable."""
+        with self._loading:
+            if self._vgg is None and not self._vgg_error:
+                try:
+                    self._vgg = load_refiner_vgg(self.options.vgg_weights, self.options.weights_dir, self.device)
+                except Exception as exc:
+                    self._vgg_error = f"refiner unavailable: {' '.join(str(exc).split())}"
+                    log.warning("%s", self._vgg_error)
+        if self._vgg is None:
+            raise RuntimeError(self._vgg_error)
+        return self._vgg
+
+    def warm_up(self) -> threading.Thread:
+        """Load the judge (and embed the dataset) and VGG19 in the background, so first clicks are quick."""
+
+        def work() -> None:
+            judge = self.judge()
+            if judge is not None:
+                judge.judge(np.zeros((self.G.resolution, self.G.resolution, 3), np.uint8))
+            try:
+                self.vgg()
+            except RuntimeError:
+                pass
+
+        thread = threading.Thread(target=work, name="studio-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    # ------------------------------------------------------------------ painting
+
+    def judge_painting(self, image: np.ndarray) -> tuple[Optional[Verdict], str]:
+        """(verdict, '') or (None, why there is none)."""
+        judge = self.judge()
+        if judge is None:
+            return None, self.judge_error
+        return judge.judge(image), ""
+
+    def register(self, paintings: Sequence[P.Painting], refine: Optional[dict] = None) -> list[Item]:
+        """Judge each painting and add it to the collection."""
+        items = []
+        for painting in paintings:
+            verdict, _ = self.judge_painting(painting.image)
+            items.append(self.collection.add(painting, verdict.record() if verdict else None, refine))
+        return items
+
+    def paint(self, seed_text: str, count: int, psi: float, noise_mode: str,
+              progress: Optional[Callable[[float, str], None]] = None,
+              cancelled: Optional[Callable[[], bool]] = None) -> list[Item]:
+        """Paint seeds (or ``count`` random ones) and register them."""
+        seeds = P.parse_seed_text(seed_text, int(count))
+        with self._gpu:
+            paintings = P.paint_seeds(self.G, seeds, float(psi), noise_mode, progress=progress, cancelled=cancelled)
+        return self.register(paintings)
+
+    def variations(self, item_id: str, count: int, step: float, seed: int = 0) -> list[Item]:
+        """Variations around a painting's w."""
+        base = self.collection.get(item_id).painting
+        with self._gpu:
+            paintings = P.variations(self.G, base, int(count), float(step), int(seed))
+        return self.register(paintings)
+
+    def style_mix(self, row_text: str, col_text: str, group: str, psi: float, noise_mode: str) -> tuple[list[Item], int]:
+        """A style-mixing grid, row-major; returns the items and the number of columns."""
+        rows = P.parse_seed_text(row_text, 1)
+        cols = P.parse_seed_text(col_text, 1)
+        if len(rows) * len(cols) > P.MAX_GRID:
+            raise ValueError(f"{len(rows)} x {len(cols)} mixes asked for; at most {P.MAX_GRID}")
+        with self._gpu:
+            grid = P.style_mix(self.G, rows, cols, group, float(psi), noise_mode)
+        return self.register([p for row in grid for p in row]), len(cols)
+
+    def latent_walk(self, seed_a: int, seed_b: int, frames: int, psi: float, noise_mode: str, fps: int = 24) -> tuple[Path, Path]:
+        """The walk written as GIF and MP4 under the export folder (which the browser may read)."""
+        with self._gpu:
+            images = P.latent_walk(self.G, int(seed_a), int(seed_b), int(frames), float(psi), noise_mode)
+        stem = f"walk-seed{int(seed_a)}-seed{int(seed_b)}-psi{float(psi):.2f}-{int(frames)}f"
+        folder = self.export_root / "walks"
+        return P.write_gif(images, folder / f"{stem}.gif", fps=fps), P.write_mp4(images, folder / f"{stem}.mp4", fps=fps)
+
+    # ------------------------------------------------------------------ refining
+
+    def style_sources(self, item_id: str, mode: str, picked: Sequence[str] = (), uploads: Sequence[str] = (), k: int = 3) -> tuple[list[np.ndarray], list[str]]:
+        """The style images for a refine: the painting's nearest works, picked dataset works, or uploads."""
+        if mode == "nearest":
+            item = self.collection.get(item_id)
+            judge = self.judge()
+            if judge is None:
+                raise ValueError(f"no nearest works: {self.judge_error}")
+            verdict = judge.judge(item.painting.image, k=k)
+            return [judge.real_image(n.index) for n in verdict.neighbours], [n.name for n in verdict.neighbours]
+        if mode == "picked":
+            judge = self.judge()
+            if judge is None:
+                raise ValueError(f"no dataset works to pick from: {self.judge_error}")
+            if not picked:
+                raise ValueError("pick at least one work from the dataset")
+            index = {name: i for i, name in enumerate(judge.names)}
+            unknown = [name for name in picked if name not in index]
+            if unknown:
+                raise ValueError(f"{unknown[0]!r} is not a work of the dataset")
+            return [judge.real_image(index[name]) for name in picked], list(picked)
+        if mode == "uploads":
+            if not uploads:
+                raise ValueError("upload at least one style image")
+            return [load_upload(path) for path in uploads], [Path(path).name for path in uploads]
+        raise ValueError(f"style source must be nearest, picked or uploads, got {mode!r}")
+
+    def start_refine(self, session: str, item_id: str, request: RefineRequest, styles: Sequence[np.ndarray],
+                     mask: Optional[np.ndarray] = None) -> RefineState:
+        """Start refining a painting in a worker thread; the UI polls the returned state."""
+        previous = self.refines.get(session)
+        if previous is not None and not previous.finished.is_set():
+            raise ValueError("a refine is already running in this tab: stop it first")
+        vgg = self.vgg()
+        painting = self.collection.get(item_id).painting.image
+        state = RefineState()
+        self.refines[session] = state
+
+        def work() -> None:
+            with self._gpu:
+                run_refine(vgg, painting, styles, request, state, mask=mask)
+
+        threading.Thread(target=work, name=f"refine-{session[:8]}", daemon=True).start()
+        return state
+
+    def stop_refine(self, session: str) -> bool:
+        """Ask the session's running refine to stop and keep its current image; False when none runs."""
+        state = self.refines.get(session)
+        if state is None or state.finished.is_set():
+            return False
+        state.stop.set()
+        return True
+
+    def finish_refine(self, item_id: str, state: RefineState) -> Item:
+        """Register a finished refine's image as a new painting."""
+        base = self.collection.get(item_id)
+        painting = P.Painting(state.result, "refined", seed=base.painting.seed, psi=base.painting.psi,
+                              noise_mode=base.painting.noise_mode, recipe={"base": base.painting.label, "base_id": base.id})
+        return self.register([painting], refine=state.report)[0]
+
+    # ------------------------------------------------------------------ curating and the run
+
+    def export(self, name: Optional[str] = None) -> Path:
+        """Export the starred paintings as a gallery folder."""
+        return export_gallery(self.collection, self.export_root, name, self.disclosure())
+
+    def overview(self) -> RunOverview:
+        return load_overview(self.options.checkpoint)
+
+
+def dataset_facts(dataset: Path) -> dict:
+    """Provenance of a prepared dataset from its dataset.json: content hash, work count, artist(s), licence."""
+    try:
+        info = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"dataset": str(dataset)}
+    rows = info.get("images") or []
+    artists = sorted({str(r.get("artist")) for r in rows if isinstance(r, dict) and r.get("artist")})
+    licences = sorted({str(r.get("license") or r.get("licence")) for r in rows if isinstance(r, dict) and (r.get("license") or r.get("licence"))})
+    return {
+        "dataset": str(dataset),
+        "dataset_sha256": info.get("content_sha256"),
+        "work_count": info.get("count", len(rows)),
+        "artist": ", ".join(artists[:3]) + (f" and {len(artists) - 3} more" if len(artists) > 3 else "") if artists else None,
+        "licence": ", ".join(licences) if licences else None,
+    }
