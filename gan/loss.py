@@ -99,16 +99,21 @@ class StyleGAN2Loss:
         noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
         (grads,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         lengths = grads.float().square().sum(dim=2).mean(dim=1).sqrt()
-        batch_mean = lengths.mean().detach()
+        local_mean = lengths.mean()
+        batch_mean = local_mean.detach().clone()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Average over ranks so every process (and every checkpoint) has one pl_mean.
             torch.distributed.all_reduce(batch_mean)
             batch_mean = batch_mean / torch.distributed.get_world_size()
+        # The target a = lerp(pl_mean, batch mean, pl_decay) is not detached, as in StyleGAN2's
+        # TF code and StyleGAN2-ADA's: the gradient also flows through this batch's mean length
+        # (docs/parity.md). Its value is the all-process mean, its gradient the local mean's.
+        pl_mean = self.pl_mean.to(batch_mean.device)
+        target = pl_mean.lerp(local_mean + (batch_mean - local_mean).detach(), self.cfg.pl_decay)
         # Blend only a finite batch mean: the loop skips a non-finite step, but a NaN already
         # blended into the running mean would poison every later step. torch.where: no host sync.
-        pl_mean = self.pl_mean.to(batch_mean.device)
-        self.pl_mean = torch.where(torch.isfinite(batch_mean), pl_mean.lerp(batch_mean, self.cfg.pl_decay), pl_mean)
-        penalty = (lengths - self.pl_mean).square().mean()
+        self.pl_mean = torch.where(torch.isfinite(batch_mean), target.detach(), pl_mean)
+        penalty = (lengths - target).square().mean()
         # img * 0 ties every G parameter into the graph (e.g. the last ToRGB bias has no
         # second derivative here), so each gets a (zero) gradient and the loop's flattened
         # gradient all-reduce has the same layout in every G phase.
