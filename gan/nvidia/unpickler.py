@@ -20,6 +20,7 @@ NVIDIA's own names. :mod:`gan.nvidia.convert` turns that into atelier's networks
 
 from __future__ import annotations
 
+import _compat_pickle
 import codecs
 import collections
 import io
@@ -224,10 +225,7 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "object"): object,
-    ("__builtin__", "set"): set,
-    ("__builtin__", "object"): object,
     ("copyreg", "_reconstructor"): _reconstructor,
-    ("copy_reg", "_reconstructor"): _reconstructor,
     ("_codecs", "encode"): _codecs_encode,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
@@ -252,6 +250,10 @@ class _SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so BUILD 
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3:  # Python 2 spellings (__builtin__, copy_reg ...), as pickle itself maps them
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         found = ALLOWED.get((module, name))
         if found is not None:
             return found
@@ -323,6 +325,11 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
                 raise PickleRefused(
                     f"{path}: a zip archive (torch.save's format), not a network pickle; nothing was loaded"
                 )
+            if not (head[:1] == b"\x80" and 2 <= head[1:2][0] <= 5 if len(head) >= 2 else False):
+                raise PickleRefused(
+                    f"{path}: not a network pickle (starts with bytes {head.hex(' ')}, expected a protocol 2-5 "
+                    "pickle header 80 0x); nothing was loaded"
+                )
             f.seek(0)
             try:
                 return _SafeUnpickler(_BoundedReader(f, size)).load()
@@ -330,8 +337,13 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
                 raise PickleRefused(f"{path}: refused: {exc}; nothing was loaded") from None
             except EOFError:
                 raise PickleRefused(f"{path}: truncated pickle (ends before its STOP opcode); nothing was loaded") from None
-            except (pickle.UnpicklingError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            except KeyError as exc:  # the pure-Python unpickler's answer to an unknown opcode
+                what = f"unknown opcode 0x{exc.args[0]:02x}" if exc.args and isinstance(exc.args[0], int) else _first_line(exc)
+                raise PickleRefused(f"{path}: not a readable pickle ({what}); nothing was loaded") from None
+            except (pickle.UnpicklingError, ValueError, IndexError, TypeError, AttributeError,
                     OverflowError, MemoryError, RuntimeError, UnicodeDecodeError) as exc:
+                if "exhausted" in str(exc) or "truncated" in str(exc):
+                    raise PickleRefused(f"{path}: truncated pickle ({_first_line(exc)}); nothing was loaded") from None
                 raise PickleRefused(f"{path}: not a readable pickle ({_first_line(exc)}); nothing was loaded") from None
     except OSError as exc:
         raise PickleRefused(f"{path}: cannot read ({exc.strerror or _first_line(exc)})") from exc
