@@ -168,7 +168,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         with gr.Row():
                             strength = gr.Slider(0.0, 1.0, value=0.75, step=0.05, label="Strength")
                             steps = gr.Slider(1, 500, value=100, step=1, label="Steps", elem_id="refine-steps")
-                            size = gr.Slider(MIN_WORK_SIZE, MAX_WORK_SIZE, value=256, step=32, label="Working size (px)")
+                            size = gr.Slider(MIN_WORK_SIZE, MAX_WORK_SIZE, value=256, step=32, label="Working size (px)", elem_id="refine-size")
                             keep_colour = gr.Checkbox(label="Preserve the painting's colours")
                         with gr.Row():
                             refine_btn = gr.Button("Refine", variant="primary", elem_id="refine-btn")

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class StudioOptions:
     """What ``atelier studio`` was started with."""
 
-    checkpoint: Path
+    checkpoint: Path | str  # a path, or an https URL of an NVIDIA .pkl (gan.export downloads it)
     dataset: Optional[Path] = None
     export_dir: Optional[Path] = None  # default: <run>/studio/exports, or beside a bare export
     weights_dir: Optional[Path] = None  # LPIPS / Inception / VGG19 files (eval's --weights-dir)
@@ -76,7 +76,7 @@ class Studio:
         self.info = describe_generator(opts.checkpoint)
         self.G = load_generator(opts.checkpoint, device=self.device)
         self.run_dir = run_dir_of(opts.checkpoint)
-        base = self.run_dir if self.run_dir is not None else Path(opts.checkpoint).resolve().parent
+        base = self.run_dir if self.run_dir is not None else home_of(opts.checkpoint)
         self.export_root = Path(opts.export_dir) if opts.export_dir else base / "studio" / "exports"
         self.export_root.mkdir(parents=True, exist_ok=True)
         self.collection = Collection(base / "studio" / "feedback.jsonl", self._provenance())
@@ -115,7 +115,7 @@ class Studio:
 
     def allowed_paths(self) -> list[str]:
         """The only folders the browser may read files from: the run, the dataset and the exports."""
-        paths = [self.run_dir or Path(self.options.checkpoint).resolve().parent, self.export_root]
+        paths = [self.run_dir or home_of(self.options.checkpoint), self.export_root]
         if self.options.dataset is not None:
             paths.append(Path(self.options.dataset))
         return [str(Path(p).resolve()) for p in paths]
@@ -289,6 +289,14 @@ class Studio:
 
     def overview(self) -> RunOverview:
         return load_overview(self.options.checkpoint)
+
+
+def home_of(checkpoint: Path | str) -> Path:
+    """Where a checkpoint without a run dir keeps the studio's files: beside the file, or ./studio-files for a URL."""
+    if str(checkpoint).startswith(("https://", "http://")):
+        return Path.cwd() / "studio-files"
+    path = Path(checkpoint).resolve()
+    return path.parent if path.is_file() else path
 
 
 def dataset_facts(dataset: Path) -> dict:

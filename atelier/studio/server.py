@@ -34,8 +34,9 @@ def build_parser() -> CommandParser:
         description="Open a local web app to paint with a trained generator, check each painting's originality "
         "against the real works, refine it with style transfer, and curate a gallery.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, metavar="RUN_OR_EXPORT",
-                        help="a run dir, checkpoint dir or generator.safetensors export")
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_OR_EXPORT_OR_PKL",
+                        help="a run dir, checkpoint dir, generator.safetensors export, or an NVIDIA StyleGAN2(-ADA) .pkl "
+                        "(read without unpickling code)")
     parser.add_argument("--dataset", type=Path, metavar="DIR",
                         help="the prepared training dataset: originality checks and style sources need it")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to serve on (0 = any free port)")
