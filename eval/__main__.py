@@ -20,11 +20,13 @@ import logging
 import sys
 from pathlib import Path
 
+from atelier.common.command import CommandParser, fail, prog_name, setup_logging
 from eval.evaluate import ALL_METRICS, EvalOptions, evaluate, parse_metrics
 from eval.report import to_json, write_report
 from eval.samples import FolderImages
 from eval.weights import MissingWeightsError, WeightsChecksumError
 
+CMD = "eval"
 log = logging.getLogger("eval")
 
 DEFAULT_NUM_SAMPLES = 10000
@@ -32,8 +34,8 @@ DEFAULT_LPIPS_SAMPLES = 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = CommandParser(
+        prog=prog_name(CMD), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="generator export (.safetensors), checkpoint dir or run dir")
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics", default=",".join(ALL_METRICS),
                         help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all)")
     parser.add_argument("--num-samples", type=int,
-                        help=f"generated images for FID/KID/precision-recall (default: {DEFAULT_NUM_SAMPLES} from "
+                        help=f"generated images for FID/KID/precision-recall and SWD (default: {DEFAULT_NUM_SAMPLES} from "
                              "--checkpoint, every image of --samples; a folder with fewer is an error)")
     parser.add_argument("--lpips-samples", type=int,
                         help=f"generated images for LPIPS diversity and the memorisation check (default: "
@@ -106,10 +108,10 @@ def options_from_args(args: argparse.Namespace, grid_path: Path) -> EvalOptions:
     )
 
 
-def run(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the process exit code."""
+def main(argv: list[str] | None = None) -> int:
+    """``atelier eval``; returns the exit status (README's table)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     out = Path(args.out)
     try:
         folder = FolderImages(args.samples) if args.samples else None
@@ -123,8 +125,7 @@ def run(argv: list[str] | None = None) -> int:
         else:
             report = evaluate(args.dataset, options, samples=folder, samples_dir=args.samples)
     except (MissingWeightsError, WeightsChecksumError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+        return fail(CMD, exc)
     write_report(report, out)
     log.info("report written to %s", out)
     print(to_json(report)) if args.verbose else _print_summary(report)
@@ -146,6 +147,11 @@ def summary_lines(report) -> list[str]:
         if "fid" in f.metrics and min(f.num_generated, f.num_reference) < FID_MIN_IMAGES:
             lines.append(f"note: FID from fewer than {FID_MIN_IMAGES} images a side is biased upwards and not "
                          "comparable with published values; KID is the number to compare")
+    if report.swd:
+        s = report.swd
+        levels = " ".join(f"{resolution}px={value:.2f}" for resolution, value in s.levels.items())
+        lines.append(f"swd={s.swd:.2f} (x10^3; per level {levels}; {s.feature_space}): "
+                     f"{s.num_generated} generated vs {s.num_reference} real images of {reference}")
     if report.diversity:
         d = report.diversity
         train = (f"{d.reference_lpips_diversity:.4f} over {d.num_reference} real works"
@@ -163,5 +169,7 @@ def _print_summary(report) -> None:
     print("\n".join(summary_lines(report)))
 
 
+run = main  # the name this command had before `atelier eval`
+
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(main())

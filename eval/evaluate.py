@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from eval import weights as W
-from gan.checkpoint import weights_sha256
+from atelier.common.hashing import weights_sha256
 from eval.features import LpipsEmbedder, inception_extractor, inception_features, lpips_model
 from eval.fidelity import compute_fidelity
 from eval.lpips_diversity import compute_diversity

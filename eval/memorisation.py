@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from eval.features import squared_distances
-from gan.fileio import atomic_write
+from atelier.common.fileio import atomic_write
 from eval.report import MemorisationResult, NearestNeighbour, WeightsUsed
 from eval.samples import EvalInputError
 

@@ -1,6 +1,6 @@
 """Refine generated paintings with neural style transfer toward the master's own works.
 
-    python -m eval.refine --input SAMPLES_DIR --style DATASET_OR_IMAGES --out DIR \\
+    atelier refine --input SAMPLES_DIR --style DATASET_OR_IMAGES --out DIR \\
         [--strength 0..1] [--preserve-color] [--steps N] [--size PX]
 
 Each GAN sample is the content image; the style is either the sample's K nearest works
@@ -43,10 +43,11 @@ from eval.style_transfer import (
 )
 from eval.vgg import VGG19Features, load_vgg19
 from eval.weights import MissingWeightsError, WeightsChecksumError, weights_identity
-from gan.fileio import atomic_write_bytes
-from scraping.imageio import one_line
+from atelier.common.fileio import atomic_write_bytes
+from atelier.common.command import CommandParser, fail, prog_name, setup_logging
 
 log = logging.getLogger("eval.refine")
+CMD = "refine"
 
 REPORT_FORMAT = "atelier-refine/1"
 SUMMARY_NAME = "refine_summary.json"
@@ -54,18 +55,11 @@ MIN_SIZE = 16  # VGG19 halves the image four times before conv5_1
 _STYLE_CACHE_LIMIT = 64  # decoded style images kept between batches
 
 
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad option as one line (no usage dump) and exits with 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m eval.refine``; every option explains itself in --help."""
+    """The command line of ``atelier refine``; every option explains itself in --help."""
     defaults = TransferSettings()
-    parser = OneLineArgumentParser(
-        prog="python -m eval.refine",
+    parser = CommandParser(
+        prog=prog_name(CMD),
         description="Refine generated paintings with Gatys neural style transfer (VGG19) toward the "
         "master's works. Writes <out>/<stem>.png and a JSON report per sample.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -348,15 +342,14 @@ def log_to_wandb(reports: Sequence[dict], args: argparse.Namespace, config: dict
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point; returns the process exit code (0 ok, 1 bad input or missing weights)."""
+    """``atelier refine``; returns the exit status (README's table: 2 bad input or missing weights)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         reports = refine(args)
     except (RefineInputError, MissingWeightsError, WeightsChecksumError, FileNotFoundError, ValueError) as exc:
         log.debug("refine failed", exc_info=True)
-        print(f"python -m eval.refine: error: {one_line(exc, limit=None)}", file=sys.stderr)
-        return 1
+        return fail(CMD, exc)
     print(f"refined {len(reports)} image(s) into {args.out} (reports: *.json, {SUMMARY_NAME})")
     return 0
 

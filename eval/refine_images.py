@@ -1,6 +1,6 @@
 """Image files in and out of the refiner: listing, safe decoding to tensors, atomic PNG writes.
 
-Decoding goes through ``scraping.imageio`` (pixel-count cap read from the header before
+Decoding goes through ``atelier.common.images`` (pixel-count cap read from the header before
 any pixel is decoded, truncated files rejected), so every bad file becomes a
 :class:`RefineInputError` with a one-line message naming the file.
 """
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gan.fileio import atomic_write_bytes
-from scraping.imageio import BadImage, open_image_rgb
+from atelier.common.fileio import atomic_write_bytes
+from atelier.common.images import BadImage, open_image_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 

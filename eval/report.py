@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from gan.fileio import atomic_write_text
+from atelier.common.fileio import atomic_write_text
 
 
 @dataclass

@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from gan import sampling
-from scraping.imageio import BadImage, open_image_rgb
+from atelier.common.dataset_format import load_dataset_info
+from atelier.common.images import BadImage, open_image_rgb
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class TensorImages(Dataset):
 
 
 def read_image_uint8(path: Path) -> torch.Tensor:
-    """Decode one image file to uint8 CHW RGB via ``scraping.imageio`` (size cap before decoding,
+    """Decode one image file to uint8 CHW RGB via ``atelier.common.images`` (size cap before decoding,
     allowed formats only, truncated files refused); EvalInputError naming the file otherwise."""
     try:
         image = open_image_rgb(path, max_pixels=MAX_IMAGE_PIXELS)
@@ -172,9 +173,9 @@ class DatasetImages(Dataset):
 def load_reference(path: str | Path, expected_resolution: int | None = None) -> ReferenceSet:
     """Open a prepared dataset dir; with ``expected_resolution``, refuse one of another resolution.
 
-    Raises gan.dataset.DatasetError or EvalInputError (both ValueError, one line).
+    Raises atelier.common.dataset_format.DatasetError or EvalInputError (both ValueError, one line).
     """
-    from gan.dataset import ImageFolderDataset, load_dataset_info
+    from gan.dataset import ImageFolderDataset
 
     path = Path(path)
     info = load_dataset_info(path)
@@ -185,7 +186,7 @@ def load_reference(path: str | Path, expected_resolution: int | None = None) -> 
             f"{expected_resolution}x{expected_resolution} images; evaluate against a dataset of the same resolution"
         )
     if not info.get("content_sha256"):
-        raise EvalInputError(f"{path}/dataset.json has no content_sha256 (re-run python -m scraping.prepare)")
+        raise EvalInputError(f"{path}/dataset.json has no content_sha256 (re-run atelier prepare)")
     # No in-memory cache: torch-fidelity reads through DataLoader workers, whose copies would be thrown away.
     dataset = ImageFolderDataset(path, resolution=resolution, xflip=False, cache=False)
     return ReferenceSet(

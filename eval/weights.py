@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-from gan.safe_load import load_tensors
-from scraping import hashing
+from atelier.common.safe_load import load_tensors
+from atelier.common import hashing
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file (``scraping.hashing``), memoised by path, size and mtime: weights are large."""
+    """sha256 hex digest of a file (``atelier.common.hashing``), memoised by path, size and mtime: weights are large."""
     path = Path(path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)

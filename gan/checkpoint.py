@@ -24,7 +24,6 @@ main process logs an error when files of some processes are missing).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from gan.safe_load import UnreadableTensorsFile, load_tensors
+from atelier.common.safe_load import UnreadableTensorsFile, load_tensors
+from atelier.common.errors import first_line
+from atelier.common.hashing import tensors_sha256, weights_sha256  # noqa: F401 (part of the checkpoint contract)
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def read_state(ckpt: str | os.PathLike) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not readable JSON ({str(exc).splitlines()[0]})") from exc
+        raise CheckpointError(f"{path}: not readable JSON ({first_line(exc)})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: not an atelier training checkpoint (format {found!r}, expected {FORMAT!r})")
@@ -212,21 +213,6 @@ def _rng_file(rank: int) -> str:
 
 def _process_file(rank: int) -> str:
     return f"process-{rank}.json"
-
-
-def weights_sha256(module: torch.nn.Module) -> str:
-    """SHA-256 over a module's state dict (names, dtypes, shapes, bytes): equal iff bit-identical."""
-    return tensors_sha256(module.state_dict())
-
-
-def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over named tensors in sorted name order (so a saved safetensors file hashes the same)."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def process_digests(ckpt: str | os.PathLike) -> dict[int, dict[str, str]]:
@@ -364,11 +350,11 @@ def load_networks(ckpt: str | os.PathLike, networks: Mapping[str, torch.nn.Modul
         try:
             tensors = load_file(str(path), device=str(device))
         except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
-            raise CheckpointError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from exc
+            raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(exc)})") from exc
         try:
             module.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"{path}: weights do not fit the network ({str(exc).splitlines()[0]})") from exc
+            raise CheckpointError(f"{path}: weights do not fit the network ({first_line(exc)})") from exc
 
 
 def _with_implementation_of(opt: torch.optim.Optimizer, saved: dict) -> dict:

@@ -15,7 +15,8 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gan.fileio import atomic_write_text
+from atelier.common.fileio import atomic_write_text
+from atelier.common.errors import first_line
 
 
 class ConfigError(ValueError):
@@ -152,7 +153,7 @@ _CHOICES = {
 
 
 def _one_line(exc: OmegaConfBaseException) -> str:
-    message = str(exc).strip().splitlines()[0]
+    message = first_line(exc)
     key = getattr(exc, "full_key", None)
     return f"{key}: {message}" if key else message
 
@@ -178,7 +179,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             layers.append(OmegaConf.load(path))
         except Exception as exc:  # YAML syntax errors come from several libraries
-            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+            raise ConfigError(f"{path}: not valid YAML: {first_line(exc)}") from exc
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")

@@ -32,7 +32,8 @@ from gan.checkpoint import CHECKPOINTS_DIR, NETWORK_FILES, STATE_FILE
 from gan.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from gan.checkpoint import latest_checkpoint
 from gan.config import ModelConfig
-from gan.fileio import atomic_write
+from atelier.common.fileio import atomic_write
+from atelier.common.errors import first_line, one_line
 from gan.networks import Generator
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def _read_header(path: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
             metadata = f.metadata() or {}
             shapes = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for bad headers
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise GeneratorLoadError(f"{path}: not a safetensors file ({reason})") from exc
     return metadata, shapes
 
@@ -305,7 +306,7 @@ def _build(cfg: ModelConfig, source: GeneratorSource, device: str) -> Generator:
         with torch.device(device):
             return Generator(cfg, resolution=source.meta["resolution"], img_channels=source.meta["img_channels"])
     except Exception as exc:  # an impossible combination of in-range values fails inside the constructor
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = one_line(exc, None)
         raise GeneratorLoadError(f"{source.weights}: cannot build the described generator ({reason})") from exc
 
 

@@ -1,10 +1,9 @@
-#!/usr/bin/env python
-"""Paint new works with a trained generator: PNGs per seed, an optional grid and a latent-walk GIF.
+"""``atelier generate``: paint new works with a trained generator: PNGs per seed, an optional grid and a latent-walk GIF.
 
 Examples:
 
-    python scripts/generate.py --checkpoint runs/my-run --seeds 0-63 --psi 0.7 --out out/ --grid
-    python scripts/generate.py --checkpoint runs/my-run/generator.safetensors \\
+    atelier generate --checkpoint runs/my-run --seeds 0-63 --psi 0.7 --out out/ --grid
+    atelier generate --checkpoint runs/my-run/generator.safetensors \\
         --out out/ --interpolate 3 17 --frames 48 --fps 24
 
 --checkpoint takes a generator export (generator.safetensors), a checkpoint dir
@@ -31,15 +30,13 @@ import sys
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python scripts/generate.py` from a plain checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from tqdm import tqdm
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from gan.checkpoint import weights_sha256  # noqa: E402
-from gan.export import GeneratorLoadError, describe_generator, load_generator  # noqa: E402
-from gan.sampling import (  # noqa: E402
+from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
+from atelier.common.hashing import weights_sha256
+from gan.export import GeneratorLoadError, describe_generator, load_generator
+from gan.sampling import (
     NOISE_MODES,
     SeedError,
     interpolate,
@@ -51,11 +48,12 @@ from gan.sampling import (  # noqa: E402
 )
 
 log = logging.getLogger("atelier.generate")
+CMD = "generate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="atelier-generate",
+    parser = CommandParser(
+        prog=prog_name(CMD),
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -205,19 +203,17 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``atelier-generate``); returns the process exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    """``atelier generate``; returns the exit status (README's table)."""
+    setup_logging()
     # Deterministic cuBLAS needs this before CUDA initialises.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     args = build_parser().parse_args(argv)
     try:
         run(args)
     except (GeneratorLoadError, SeedError, ValueError) as exc:
-        print(f"atelier-generate: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(CMD, exc)
     except OSError as exc:  # e.g. a full disk or a read-only --out; each file is written atomically
-        print(f"atelier-generate: error: cannot write to {args.out}: {exc}", file=sys.stderr)
-        return 1
+        return fail_write(CMD, exc, args.out)
     return 0
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from atelier.common.errors import first_line
 from gan.config import PerfConfig
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class CompiledOrEager(nn.Module):
     def _fall_back(self, exc: BaseException) -> None:
         self.failed = True
         object.__setattr__(self, "_compiled", None)
-        warnings.warn(f"torch.compile of {self.name} failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+        warnings.warn(f"torch.compile of {self.name} failed ({type(exc).__name__}: {first_line(exc)}); "
                       "running it eagerly", RuntimeWarning, stacklevel=3)
         log.warning("torch.compile of %s failed; running it eagerly", self.name)
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from gan.fileio import atomic_write
+from atelier.common.fileio import atomic_write
 from gan.layers import NOISE_MODES
 
 MAX_SEED = 2**32 - 1  # numpy RandomState accepts seeds in [0, 2**32)

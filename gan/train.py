@@ -103,8 +103,12 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, Optional[P
     if args.freeze_d is not None:
         overrides.append(f"transfer.freeze_d={args.freeze_d}")
     cfg = load_config(config_path, overrides)
+    from gan.transfer import check_freeze_d, check_source, pickle_overrides
+
+    derived = [] if resume is not None else pickle_overrides(cfg.transfer.init_from, config_path, overrides)
+    if derived:  # an NVIDIA .pkl decides model.* and data.resolution (a contradicting value is a ConfigError)
+        cfg = load_config(config_path, overrides + derived)
     model = to_dict(cfg)["model"]
-    from gan.transfer import check_freeze_d, check_source
 
     check_freeze_d(cfg.transfer.freeze_d, cfg.data.resolution)
     kind = None
@@ -112,7 +116,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, Optional[P
         check_architecture(read_state(resume), model, cfg.data.resolution, resume)
     elif cfg.transfer.init_from:
         kind, _ = check_source(cfg.transfer.init_from, model, cfg.data.resolution)
-    if resume is None and cfg.transfer.freeze_d > 0 and kind != "checkpoint":
+    if resume is None and cfg.transfer.freeze_d > 0 and kind not in ("checkpoint", "nvidia-pickle"):
         # FreezeD keeps a *pretrained* D's first blocks; frozen random features are almost surely a mistake.
         source = "a generator export (it has no discriminator)" if kind == "export" else "no --init-from source"
         log.warning("transfer.freeze_d=%d with %s: the frozen discriminator blocks stay at random init; "

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from gan import checkpoint as ckpt_io
 from gan.config import ConfigError, TrainingConfig, to_dict
 from gan.ema import ema_beta, update_ema
-from gan.fileio import atomic_write_text
+from atelier.common.fileio import atomic_write_text
 from gan.minibatches import EpochItems, MinibatchOrder
 from gan.perf import apply_perf, set_eager
 from gan.shared_cache import preload_per_machine

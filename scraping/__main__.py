@@ -1,12 +1,13 @@
-"""``python -m scraping``: collect one WikiArt artist's public-domain works into a folder.
+"""``atelier scrape``: collect one WikiArt artist's public-domain works into a folder.
 
 Writes ``DIR/manifest.jsonl`` (one verified work per line), ``DIR/images/`` and
 ``DIR/rejected.jsonl`` (works left out for good: labelled other than public domain, or a
 duplicate image). Safe to interrupt and re-run: neither kept nor recorded works are requested
 again (``--recheck-rejected`` checks the recorded ones again); failed works are retried.
 
-Exit status: 0 when the run finished (also when the artist has no public-domain works),
-1 for bad input or an unexpected server answer, 3 when WikiArt's quota stopped the run.
+Exit status (README's table): 0 when the run finished (also when the artist has no
+public-domain works), 2 for bad input, 3 when WikiArt's quota or an unexpected server answer
+stopped the run, 5 when the download folder cannot be written, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,23 +18,25 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
+from atelier.common.errors import ExitCode
+from atelier.common.images import MAX_PIXELS
+
 from .download import SIZES
 from .http import HttpError, HttpSettings, RateLimit
-from .imageio import MAX_PIXELS
 from .manifest import MANIFEST_NAME, ManifestError, read_manifest
 from .scrape import ScrapeOptions, scrape
 from .v2api import ACCESS_ENV, SECRET_ENV, V2Credentials
-from .wikiart import DEFAULT_BASE_URL, SchemaError
+from .wikiart import DEFAULT_BASE_URL, SchemaError, UnknownArtist
 
 log = logging.getLogger("scraping")
 
-EXIT_OK, EXIT_ERROR, EXIT_QUOTA = 0, 1, 3
-EXIT_INTERRUPTED = 130  # the shell's convention for a run stopped by Ctrl-C (128 + SIGINT)
+CMD = "scrape"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m scraping",
+    parser = CommandParser(
+        prog=prog_name(CMD),
         description=(
             "Download every public-domain work of one WikiArt artist into DIR "
             "(DIR/manifest.jsonl + DIR/images/). A work is kept only when its WikiArt page is "
@@ -44,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
             f"Keyed v2 API: set {ACCESS_ENV} and {SECRET_ENV} (from your WikiArt account) and pass "
             "--v2 to list works through the keyed API (login once, then 60 works per page; each "
             "page's paginationToken is sent back verbatim; larger hourly quota). "
-            "Exit status: 0 done (also when nothing is public domain), 1 error, 3 quota exceeded."
+            "Exit status: 0 done (also when nothing is public domain), 2 bad input, 3 quota exceeded or "
+            "the server failed, 5 cannot write, 130 interrupted."
         ),
     )
     parser.add_argument("--artist", required=True, help="the artist's WikiArt slug, e.g. claude-monet")
@@ -101,19 +105,14 @@ def _rate(text: str) -> RateLimit:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("urllib3").setLevel(logging.WARNING)
+    setup_logging(args.verbose)
     if urlsplit(args.base_url).scheme not in ("http", "https") or not urlsplit(args.base_url).netloc:
-        log.error("--base-url %r is not an http(s) URL", args.base_url)
-        return EXIT_ERROR
+        return fail(CMD, f"--base-url {args.base_url!r} is not an http(s) URL")
     credentials = None
     if args.v2:
         credentials = V2Credentials.from_env()
         if credentials is None:
-            log.error("--v2 needs the environment variables %s and %s", ACCESS_ENV, SECRET_ENV)
-            return EXIT_ERROR
+            return fail(CMD, f"--v2 needs the environment variables {ACCESS_ENV} and {SECRET_ENV}")
     options = ScrapeOptions(
         artist=args.artist,
         out=args.out,
@@ -131,24 +130,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         summary = scrape(options)
-    except (HttpError, SchemaError, ManifestError, OSError) as exc:
-        log.error("scrape of %r failed: %s", args.artist, exc)
-        return EXIT_ERROR
+    except (UnknownArtist, ManifestError) as exc:
+        return fail(CMD, f"scrape of {args.artist!r} failed: {exc}")
+    except (HttpError, SchemaError) as exc:
+        return fail(CMD, f"scrape of {args.artist!r} failed: {exc}", ExitCode.REFUSED)
+    except OSError as exc:
+        return fail_write(CMD, exc)
     except KeyboardInterrupt:
-        log.error("interrupted: %d works kept in %s; run the same command again to go on",
-                  _kept_rows(args.out / MANIFEST_NAME), args.out)
-        return EXIT_INTERRUPTED
+        print(f"{prog_name(CMD)}: interrupted: {_kept_rows(args.out / MANIFEST_NAME)} works kept in {args.out}; "
+              "run the same command again to go on", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
     for line in summary.lines():
         log.info("%s", line)
     if summary.stopped:
-        log.error("stopped early: %s", summary.stopped)
-        return EXIT_QUOTA
+        return fail(CMD, f"stopped early: {summary.stopped}", ExitCode.REFUSED)
     if summary.kept_total == 0:
         log.warning("no public-domain works found for %r in %d listed works; nothing to train on",
                     args.artist, summary.listed)
     else:
         log.info("%d works in %s", summary.kept_total, args.out / "manifest.jsonl")
-    return EXIT_OK
+    return int(ExitCode.OK)
 
 
 def _kept_rows(manifest: Path) -> int:

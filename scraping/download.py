@@ -24,7 +24,7 @@ from .http import (
     TruncatedBody,
     UnsafeRedirect,
 )
-from .imageio import MAX_PIXELS, BadImage, ImageInfo, inspect_image_bytes
+from atelier.common.images import MAX_PIXELS, BadImage, ImageInfo, inspect_image_bytes
 
 SIZES = ("Large", "HD", "original")
 PLACEHOLDER_NAME = "frame-600x480.jpg"

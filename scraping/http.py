@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from scraping.imageio import one_line
+from atelier.common.errors import one_line
 
 log = logging.getLogger(__name__)
 

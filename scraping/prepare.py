@@ -32,12 +32,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from scraping.hashing import file_sha256
-from scraping.imageio import MAX_PIXELS, BadImage, open_image_rgb
+from atelier.common.hashing import file_sha256
+from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
+from atelier.common.dataset_format import DATASET_FORMAT, content_sha256
+from atelier.common.errors import ExitCode
+from atelier.common.images import MAX_PIXELS, BadImage, open_image_rgb
 
+CMD = "prepare"
 log = logging.getLogger("scraping.prepare")  # not __main__ under `python -m`
 
-DATASET_FORMAT = "atelier-dataset/1"
 MODES = ("center-crop", "tiles")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 # Manifest fields copied into each dataset row so a generated sample can be traced to a work.
@@ -493,11 +496,6 @@ def _pixels(res: SourceResult) -> int:
     return res.source_size[0] * res.source_size[1] if res.source_size else 0
 
 
-def content_sha256(image_sha256s: Iterable[str]) -> str:
-    """Identity of a dataset's pixels: sha256 over its sorted PNG sha256s, one per line."""
-    return hashlib.sha256("\n".join(sorted(image_sha256s)).encode()).hexdigest()
-
-
 def _dataset_info(
     opts: PrepareOptions, src: Path, rows: list[dict], dropped: list[Dropped], manifest_sha: str | None, n_sources: int
 ) -> dict:
@@ -588,8 +586,8 @@ def format_summary(result: PrepareResult, max_lines: int = 50) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m scraping.prepare",
+    parser = CommandParser(
+        prog=prog_name(CMD),
         description=(
             "Turn a raw download dir (manifest.jsonl + images/) or any folder of images into a "
             "training dataset: square RGB PNGs at one power-of-two resolution plus dataset.json "
@@ -597,8 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
             "training-time option, not done here."
         ),
         epilog=(
-            "example: python -m scraping.prepare --src data/raw/claude-monet --out data/datasets/monet-256 "
-            "--resolution 256. Exit status 0 on success, 1 when nothing usable was found or an option is bad; "
+            "example: atelier prepare --src data/raw/claude-monet --out data/datasets/monet-256 "
+            "--resolution 256. Exit status 0 on success, 2 when nothing usable was found or an option is bad; "
             "a summary lists every dropped input with its reason."
         ),
     )
@@ -647,17 +645,18 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the process exit code (0 ok, 1 error, 2 bad usage)."""
+    """``atelier prepare``; returns the exit status (README's table)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     try:
         result = prepare_dataset(options_from_args(args), progress=not args.no_progress)
     except PrepareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(CMD, exc)
+    except OSError as exc:  # a full or read-only disk; prepare_dataset has removed its temp dir
+        return fail_write(CMD, exc, args.out)
     except KeyboardInterrupt:  # prepare_dataset has removed its temp dir; --out is as it was
-        print(f"interrupted: nothing written to {args.out}", file=sys.stderr)
-        return 130
+        print(f"{prog_name(CMD)}: interrupted: nothing written to {args.out}", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
     print(format_summary(result))
     return 0
 

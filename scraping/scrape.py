@@ -34,7 +34,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .download import PART_SUFFIX, ImageRejected, commit_part, fetch_image, write_part
 from .http import ApiLimitExceeded, HttpError, HttpSettings, PoliteClient, RedirectedToErrorPage
-from .imageio import MAX_PIXELS
+from atelier.common.images import MAX_PIXELS
 from .licence import Licence, parse_copyright_label, prefilter_work
 from .manifest import (
     IMAGES_DIR,

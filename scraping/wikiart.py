@@ -25,6 +25,10 @@ class SchemaError(ValueError):
     """An answer whose shape is not what the scraper understands."""
 
 
+class UnknownArtist(SchemaError):
+    """WikiArt does not know the artist slug the user gave (bad input, not a server fault)."""
+
+
 @dataclass(frozen=True)
 class WorkSummary:
     """One row of an artist's work list."""
@@ -93,7 +97,7 @@ class WikiArtClient:
         try:
             data = self._json(url, f"work list of {artist_slug!r}")
         except RedirectedToErrorPage as exc:  # how WikiArt answers a slug it does not know
-            raise SchemaError(
+            raise UnknownArtist(
                 f"no WikiArt artist {artist_slug!r} (its work list redirects to an error page): --artist is the "
                 f"last part of the artist's page URL, e.g. claude-monet for https://www.wikiart.org/en/claude-monet"
             ) from exc

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-import train
+from gan import train
 from gan import checkpoint as ck
 from gan import training_loop as tl
 from gan.augment import AugmentPipe

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import train
+from gan import train
 from gan import checkpoint as ck
 from gan.config import load_config
 from gan.networks import Discriminator, Generator
@@ -222,8 +222,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
 
 
 def test_safe_load_gives_one_short_reason(tmp_path):
-    """gan.safe_load is what checkpoints and eval weights use for .pt files."""
-    from gan.safe_load import UnreadableTensorsFile, load_tensors
+    """atelier.common.safe_load is what checkpoints and eval weights use for .pt files."""
+    from atelier.common.safe_load import UnreadableTensorsFile, load_tensors
 
     good = tmp_path / "good.pt"
     torch.save({"w": torch.ones(3)}, good)

@@ -55,24 +55,32 @@ def test_cli_scores_a_checkpoint_and_writes_report_and_grid(exported, weights_di
     assert report["dataset_content_sha256"] == json.loads((dataset / "dataset.json").read_text())["content_sha256"]
 
 
-def test_cli_bad_inputs_exit_with_one_line_errors(exported, weights_dir, isolated_caches, tmp_path, caplog):
+def error_lines(capsys) -> list[str]:
+    """The command's error lines (atelier eval: error: ...), without the prefix."""
+    prefix = "atelier eval: error: "
+    lines = capsys.readouterr().err.strip().splitlines()
+    return [line[len(prefix):] for line in lines if line.startswith(prefix)]
+
+
+def test_cli_bad_inputs_exit_with_one_line_errors(exported, weights_dir, isolated_caches, tmp_path, capsys):
     _, export = exported
     wrong = write_dataset(paintings(4, seed=1, size=16), tmp_path / "ds16")
     out = tmp_path / "r.json"
     base = ["--checkpoint", str(export), "--out", str(out), "--device", "cpu", "--num-samples", "4"]
     assert run(base + ["--dataset", str(wrong), "--weights-dir", str(weights_dir)]) == 2
-    assert "16x16 but the generator makes 32x32" in caplog.text
+    assert "16x16 but the generator makes 32x32" in error_lines(capsys)[0]
     right = write_dataset(paintings(4, seed=1), tmp_path / "ds32")
     assert run(base + ["--dataset", str(right), "--metrics", "kid", "--weights-dir", str(tmp_path / "empty")]) == 2
-    assert W.INCEPTION_V3.filename in caplog.text and "put it in" in caplog.text
+    err = error_lines(capsys)[0]
+    assert W.INCEPTION_V3.filename in err and "put it in" in err
     assert run(base + ["--dataset", str(right), "--metrics", "kid", "--kid-subset-size", "50",
                        "--weights-dir", str(weights_dir)]) == 2
-    assert "too few samples for KID subset size 50" in caplog.text
+    assert "too few samples for KID subset size 50" in error_lines(capsys)[0]
     assert run(base + ["--dataset", str(right), "--metrics", "fid,bogus"]) == 2
     assert not out.exists()
 
 
-def test_cli_truncated_sample_png_is_a_one_line_error(weights_dir, isolated_caches, tmp_path, caplog):
+def test_cli_truncated_sample_png_is_a_one_line_error(weights_dir, isolated_caches, tmp_path, capsys):
     from eval_support import save_pngs
 
     dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
@@ -83,9 +91,9 @@ def test_cli_truncated_sample_png_is_a_one_line_error(weights_dir, isolated_cach
     code = run(["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--metrics", "lpips_div",
                 "--lpips-resolution", "64", "--weights-dir", str(weights_dir), "--out", str(out), "--device", "cpu"])
     assert code == 2 and not out.exists()
-    errors = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1 and "\n" not in errors[0].getMessage() and not errors[0].exc_info
-    assert "00001.png" in errors[0].getMessage() and "truncated" in errors[0].getMessage()
+    errors = error_lines(capsys)
+    assert len(errors) == 1
+    assert "00001.png" in errors[0] and "truncated" in errors[0]
 
 
 def test_in_training_hook_returns_scalars_and_writes_under_the_run(weights_dir, isolated_caches, tmp_path):
@@ -104,7 +112,7 @@ def test_in_training_hook_returns_scalars_and_writes_under_the_run(weights_dir, 
 
 
 def test_cli_names_every_missing_weights_file_before_generating(exported, weights_dir, isolated_caches, tmp_path,
-                                                                monkeypatch, caplog):
+                                                                monkeypatch, capsys):
     from gan import sampling
 
     _, export = exported
@@ -118,14 +126,14 @@ def test_cli_names_every_missing_weights_file_before_generating(exported, weight
     base = ["--checkpoint", str(export), "--dataset", str(dataset), "--out", str(out), "--device", "cpu",
             "--num-samples", "4", "--lpips-samples", "4"]
     assert run(base + ["--metrics", "kid,pr,lpips_div", "--weights-dir", str(only_inception)]) == 2
-    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    errors = error_lines(capsys)
     assert len(errors) == 1 and "\n" not in errors[0]
     assert W.VGG16.filename in errors[0] and W.ALEXNET.filename in errors[0]
     assert W.INCEPTION_V3.filename not in errors[0]
     assert generated == [] and not out.exists()  # nothing computed before the missing files were named
 
 
-def test_cli_weights_of_another_network_are_a_one_line_error(isolated_caches, tmp_path, caplog):
+def test_cli_weights_of_another_network_are_a_one_line_error(isolated_caches, tmp_path, capsys):
     import torch
     import torchvision
 
@@ -143,9 +151,9 @@ def test_cli_weights_of_another_network_are_a_one_line_error(isolated_caches, tm
             "--out", str(tmp_path / "r.json"), "--device", "cpu", "--lpips-resolution", "64"]
     for metrics, name, network in (("kid", W.INCEPTION_V3.filename, "inception-v3-compat"),
                                    ("lpips_div", W.ALEXNET.filename, "alexnet")):
-        caplog.clear()
+        capsys.readouterr()
         assert run(base + ["--metrics", metrics]) == 2
-        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        errors = error_lines(capsys)
         assert len(errors) == 1 and "\n" not in errors[0], errors
         assert name in errors[0] and f"not {network} weights" in errors[0]
     assert not (tmp_path / "r.json").exists()
@@ -169,7 +177,7 @@ def test_report_names_and_hashes_the_weights_a_run_dir_resolved_to(exported, wei
 
 
 def test_samples_folder_smaller_than_the_requested_count_is_an_error(weights_dir, isolated_caches, tmp_path,
-                                                                     caplog, capsys):
+                                                                     capsys):
     from eval_support import save_pngs
 
     dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
@@ -178,9 +186,9 @@ def test_samples_folder_smaller_than_the_requested_count_is_an_error(weights_dir
     base = ["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--metrics", "lpips_div",
             "--lpips-resolution", "64", "--weights-dir", str(weights_dir), "--out", str(out), "--device", "cpu"]
     for option in ("--num-samples", "--lpips-samples"):
-        caplog.clear()
+        capsys.readouterr()
         assert run(base + [option, "50"]) == 2 and not out.exists()
-        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        errors = error_lines(capsys)
         assert len(errors) == 1 and "holds 3 images, fewer than " + option + " 50" in errors[0]
     # By default a folder is scored whole, and the summary says on how many images.
     assert run(base) == 0

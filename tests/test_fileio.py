@@ -1,10 +1,10 @@
-"""gan.fileio: the one atomic-write helper every writer in gan/ and eval/ uses."""
+"""atelier.common.fileio: the one atomic-write helper every writer in gan/ and eval/ uses."""
 
 import os
 
 import pytest
 
-from gan.fileio import atomic_write, atomic_write_bytes, atomic_write_text
+from atelier.common.fileio import atomic_write, atomic_write_bytes, atomic_write_text
 
 
 def test_writes_creates_parents_and_uses_normal_permissions(tmp_path):

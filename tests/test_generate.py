@@ -51,10 +51,9 @@ def export(G, tmp_path_factory) -> Path:
 
 
 def _load_cli():
-    spec = importlib.util.spec_from_file_location("generate_cli", REPO / "scripts" / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from gan import generate
+
+    return generate
 
 
 def run_cli(*args: str) -> int:
@@ -145,7 +144,7 @@ def test_cli_bad_input_is_one_line(export, tmp_path, capsys):
     (tmp_path / "a-file").write_text("not a folder")
     assert run_cli("--checkpoint", str(export), "--seeds", "0", "--out", str(tmp_path / "a-file")) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 4 and all(line.startswith("atelier-generate: error:") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("atelier generate: error:") for line in lines)
     assert "does not exist" in lines[0] and "backwards" in lines[1] and "nothing to do" in lines[2]
     assert "a-file exists and is not a directory" in lines[3]
     assert not list(tmp_path.glob("*.png"))

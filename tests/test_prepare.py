@@ -15,7 +15,7 @@ from PIL import Image, ImageFile
 
 from helpers_images import jpeg_bytes, painting, png_claiming_size, save, write_raw_download
 from scraping import prepare as P
-from scraping.imageio import BadImage, inspect_image_bytes, open_image_rgb
+from atelier.common.images import BadImage, inspect_image_bytes, open_image_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -380,7 +380,7 @@ def test_ctrl_c_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(P, "_write_json", ctrl_c)
     assert P.main(["--src", str(src), "--out", str(tmp_path / "out"), "--resolution", "16", "--no-progress"]) == 130
-    assert capsys.readouterr().err.strip() == f"interrupted: nothing written to {tmp_path / 'out'}"
+    assert capsys.readouterr().err.strip() == f"atelier prepare: interrupted: nothing written to {tmp_path / 'out'}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
@@ -390,17 +390,17 @@ def test_nothing_usable_is_an_error_without_output(tmp_path, capsys):
     (src / "sub" / "page.jpg").write_bytes(b"<html></html>")
     code = P.main(["--src", str(src), "--out", str(tmp_path / "out"), "--resolution", "32", "--no-progress"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and err.startswith("error: no usable images") and "\n" not in err
+    assert code == 2 and err.startswith("atelier prepare: error: no usable images") and "\n" not in err
     assert not (tmp_path / "out").exists()
-    assert P.main(["--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert P.main(["--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "is not a directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag, value", [("--resolution", "48"), ("--tile-overlap", "0.95"), ("--tiles-per-image", "0")])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, flag, value):
     save(painting(1), tmp_path / "src" / "x.png")
-    assert P.main(["--src", str(tmp_path / "src"), "--out", str(tmp_path / "o"), flag, value]) == 1
-    assert capsys.readouterr().err.startswith(f"error: {flag} must")
+    assert P.main(["--src", str(tmp_path / "src"), "--out", str(tmp_path / "o"), flag, value]) == 2
+    assert capsys.readouterr().err.startswith(f"atelier prepare: error: {flag} must")
 
 
 def test_help_documents_every_option():

@@ -300,7 +300,7 @@ def test_cli_bad_input_fails_with_one_clear_line(case, expected, cli_files, weig
         weights = ["--weights", str(tmp_path / "fake.pth")]
     argv = ["--input", str(inputs), "--style", style, "--out", str(tmp_path / "out"), *weights, *extra]
     capsys.readouterr()
-    assert refine.main(argv) == 1
+    assert refine.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err
     if case.startswith("unreadable"):
@@ -315,7 +315,7 @@ def test_cli_missing_weights_in_a_real_process(cli_files, tmp_path):
         [sys.executable, "-m", "eval.refine", "--input", str(samples[0]), "--style", str(works), "--out", str(tmp_path / "o")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "vgg19-dcbb9e9d.pth" in lines[0] and "dcbb9e9d" in lines[0], proc.stderr
 

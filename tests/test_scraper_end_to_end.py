@@ -224,7 +224,7 @@ def test_artist_without_public_domain_works_exits_zero_with_message(tmp_path, ca
     assert (tmp_path / "manifest.jsonl").read_text() == ""
 
 
-def test_quota_500_stops_the_run_with_a_clear_message(tmp_path, caplog):
+def test_quota_500_stops_the_run_with_a_clear_message(tmp_path, caplog, capsys):
     caplog.set_level(logging.INFO)
     with FakeWikiArt() as site:
         build_trap_site(site)
@@ -233,12 +233,13 @@ def test_quota_500_stops_the_run_with_a_clear_message(tmp_path, caplog):
         code = main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, *FAST_FLAGS])
         detail_hits = [site.hits(f"/en/App/Painting/ImageJson/{w}") for w in site.details]
     assert code == 3
-    assert "Free API limit exceeded" in caplog.text and "run the same command again" in caplog.text
+    err = capsys.readouterr().err
+    assert "Free API limit exceeded" in err and "run the same command again" in err
     assert max(detail_hits) == 1, "the quota answer must never be retried"
     assert sum(detail_hits) <= 4 * 2, "workers must stop instead of working through the list"
 
 
-def test_unknown_artist_is_a_one_line_error_and_leaves_no_empty_folders(tmp_path, caplog):
+def test_unknown_artist_is_a_one_line_error_and_leaves_no_empty_folders(tmp_path, caplog, capsys):
     fresh = tmp_path / "new" / "raw"
     kept = tmp_path / "existing"
     kept.mkdir()
@@ -246,9 +247,11 @@ def test_unknown_artist_is_a_one_line_error_and_leaves_no_empty_folders(tmp_path
     with FakeWikiArt() as site:
         codes = [main(["--artist", "nobody", "--out", str(out), "--base-url", site.url, *FAST_FLAGS])
                  for out in (fresh, kept)]
-    assert codes == [1, 1]
-    assert "no WikiArt artist 'nobody' (its work list redirects to an error page)" in caplog.text
-    assert "--artist is the last part of the artist's page URL" in caplog.text
+    assert codes == [2, 2]
+    err = capsys.readouterr().err
+    assert err.count("atelier scrape: error: ") == 2 and len(err.strip().splitlines()) == 2
+    assert "no WikiArt artist 'nobody' (its work list redirects to an error page)" in err
+    assert "--artist is the last part of the artist's page URL" in err
     # Folders the failed run made are gone; what was there before stays.
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
@@ -330,7 +333,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert tree(killed) == tree(clean)
 
 
-def test_ctrl_c_is_one_line_and_leaves_no_temp_files(tmp_path, monkeypatch, caplog):
+def test_ctrl_c_is_one_line_and_leaves_no_temp_files(tmp_path, monkeypatch, caplog, capsys):
     import scraping.scrape as scrape_module
 
     real_commit, commits = scrape_module._commit, []
@@ -348,7 +351,7 @@ def test_ctrl_c_is_one_line_and_leaves_no_temp_files(tmp_path, monkeypatch, capl
             site.add_work(ARTIST, i, f"work-{i}", image=jpeg_bytes(i))
         code = main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, "--workers", "2", *FAST_FLAGS])
     assert code == 130
-    assert f"interrupted: 1 works kept in {tmp_path}; run the same command again" in caplog.text
+    assert f"interrupted: 1 works kept in {tmp_path}; run the same command again" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "images").iterdir()] == ["claude-monet_work-1_1.jpg"]
 
 
@@ -393,7 +396,7 @@ def test_ids_that_sanitise_alike_keep_separate_files(tmp_path):
         assert hashlib.sha256((tmp_path / row["file"]).read_bytes()).hexdigest() == row["sha256"]
 
 
-def test_v2_secrets_never_reach_the_log(tmp_path, monkeypatch, caplog):
+def test_v2_secrets_never_reach_the_log(tmp_path, monkeypatch, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("WIKIART_ACCESS_CODE", "access-XYZ")
     monkeypatch.setenv("WIKIART_SECRET_CODE", "secret-XYZ")
@@ -404,12 +407,12 @@ def test_v2_secrets_never_reach_the_log(tmp_path, monkeypatch, caplog):
         site.add_work(ARTIST, 1, "work-1", image=jpeg_bytes(1))
         site.script("/en/api/2/PaintingsByArtist", Reply(503, b"busy", "text/plain"))
         assert main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, "--v2", "-v", *FAST_FLAGS]) == 0
-    assert code == 1 and "HTTP 401" in caplog.text and "retrying" in caplog.text
+    assert code == 3 and "HTTP 401" in capsys.readouterr().err and "retrying" in caplog.text
     for secret in ("access-XYZ", "secret-XYZ", "session-0", "session-1"):
         assert secret not in caplog.text
 
 
-def test_foreign_images_folder_is_refused_not_emptied(tmp_path, caplog):
+def test_foreign_images_folder_is_refused_not_emptied(tmp_path, caplog, capsys):
     # No manifest.jsonl: no run of ours ever committed here (a run opens it before its first file).
     images = tmp_path / "images"
     images.mkdir()
@@ -418,8 +421,8 @@ def test_foreign_images_folder_is_refused_not_emptied(tmp_path, caplog):
         site.add_artist(ARTIST, "Claude Monet")
         site.add_work(ARTIST, 1, "work-0", image=jpeg_bytes(0))
         code = main(["--artist", ARTIST, "--out", str(tmp_path), "--base-url", site.url, *FAST_FLAGS])
-    assert code == 1
-    assert "holds 1 file(s) no manifest.jsonl names" in caplog.text
+    assert code == 2
+    assert "holds 1 file(s) no manifest.jsonl names" in capsys.readouterr().err
     assert [p.name for p in tmp_path.rglob("*")] == ["images", "holiday.jpg"]
 
 

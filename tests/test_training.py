@@ -11,7 +11,8 @@ import shutil
 import pytest
 import torch
 
-import train
+from atelier.common.errors import ExitCode
+from gan import train
 from gan import checkpoint as ck
 from gan.config import load_config
 from gan.ema import ema_beta, update_ema
@@ -217,7 +218,7 @@ def test_non_finite_losses_skip_steps_then_stop(tmp_path, dataset, monkeypatch):
     assert all(torch.equal(v, trainer.D.state_dict()[k]) for k, v in D_before.items()), "a NaN step changed D"
 
     code = train.main(["--resume", str(good_run), "--max-kimg", "1"])
-    assert code == train.EXIT_DIVERGED
+    assert code == ExitCode.DIVERGED
     assert ck.latest_checkpoint(good_run) == good and (good / "G.safetensors").read_bytes() == before
 
 
@@ -295,7 +296,7 @@ def test_in_training_metrics_hook_logs_scores_without_touching_training_noise(tm
     assert a == b, "running metrics changed the training trajectory"
 
     bad = write_config(tmp_path / "bad.yaml", {**base, "metrics": {"metrics": ["fdi"]}})
-    assert train.main(["--config", str(bad), "--run-dir", str(tmp_path / "c")]) == train.EXIT_BAD_INPUT
+    assert train.main(["--config", str(bad), "--run-dir", str(tmp_path / "c")]) == ExitCode.BAD_INPUT
     assert not (tmp_path / "c").exists()
 
 
@@ -440,9 +441,9 @@ def test_ctrl_c_ends_in_one_line_naming_the_checkpoint_to_resume(tmp_path, datas
         real_step(self)
 
     monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
-    assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(run)]) == train.EXIT_INTERRUPTED
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(run)]) == ExitCode.INTERRUPTED
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("interrupted: ") and "Traceback" not in err
+    assert err.startswith("atelier train: interrupted: ") and "Traceback" not in err
     assert f"checkpoints/{ck.checkpoint_name(8)} (kimg 0.008)" in err and f"--resume {run}" in err
 
 
@@ -468,7 +469,7 @@ def test_a_resume_that_fails_to_load_keeps_the_runs_config(tmp_path, dataset, ca
     saved = (run / "config.yaml").read_bytes()
     weights = ck.latest_checkpoint(run) / "G.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # cut short
-    assert train.main(["--resume", str(run), "--set", "train.g_lr=0.001"]) == train.EXIT_BAD_INPUT
+    assert train.main(["--resume", str(run), "--set", "train.g_lr=0.001"]) == ExitCode.BAD_INPUT
     assert "G.safetensors" in capsys.readouterr().err
     assert (run / "config.yaml").read_bytes() == saved
 

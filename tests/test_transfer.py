@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import train
+from gan import train
 from gan import checkpoint as ck
 from gan.checkpoint import CheckpointError
 from gan.config import ConfigError, load_config

@@ -100,13 +100,14 @@ def one_thread():
 
 
 def assert_one_line_error(capsys, argv, *needles) -> str:
-    """Run train.py's main on ``argv``; it must exit with bad input and one 'error: ' line holding every needle."""
-    import train
+    """Run ``atelier train`` on ``argv``; it must exit with bad input and one error line holding every needle."""
+    from atelier.common.errors import ExitCode
+    from gan import train
 
     code = train.main(argv)
     err = capsys.readouterr().err.strip()
-    assert code == train.EXIT_BAD_INPUT, err
-    assert err.startswith("error: ") and "\n" not in err, err
+    assert code == ExitCode.BAD_INPUT, err
+    assert err.startswith("atelier train: error: ") and "\n" not in err, err
     for needle in needles:
         assert needle in err, err
     return err

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 import numpy as np
+from atelier.common.errors import one_line
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Same default cap as Pillow's own bomb warning (~ 89.5 MP, a 9459 x 9459 image).
@@ -199,13 +200,3 @@ def _sniff(fp: BinaryIO) -> str:
     if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         return "looks like text"
     return "unrecognised format"
-
-
-def one_line(exc: BaseException, limit: int | None = 200) -> str:
-    """An exception's text on one line (whitespace collapsed), cut to ``limit`` characters.
-
-    Falls back to the exception's type name when it has no text. Shared by every CLI that
-    reports bad input as a one-line error.
-    """
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if limit is None else text[:limit]
