@@ -49,6 +49,7 @@ class StyleRequest:
     explicit: Optional[StyleChoice] = None
     works: tuple[Path, ...] = ()
     folder: Optional[Path] = None
+    raw_weights: tuple[float, ...] = ()  # explicit weights as given (masked regions use these)
 
     @property
     def automatic(self) -> bool:
@@ -67,8 +68,12 @@ def _split_weight(value: str) -> tuple[str, float]:
     return value, 1.0
 
 
-def parse_style_args(values: Sequence[str]) -> StyleRequest:
-    """Turn ``--style`` values into a :class:`StyleRequest`; raise RefineInputError on bad ones."""
+def parse_style_args(values: Sequence[str], allow_zero: bool = False) -> StyleRequest:
+    """Turn ``--style`` values into a :class:`StyleRequest`; raise RefineInputError on bad ones.
+
+    ``allow_zero``: a weight of 0 is accepted (masked regions: that region keeps its content),
+    as long as one weight is positive.
+    """
     if not values:
         raise RefineInputError("no --style given: pass the master's dataset folder or style image(s)")
     parsed = [_split_weight(value) for value in values]
@@ -85,12 +90,15 @@ def parse_style_args(values: Sequence[str]) -> StyleRequest:
             if head and Path(head).is_file():  # "a.jpg:abc": the file is there, the weight is not a number
                 raise RefineInputError(f"--style {name}: blend weight {tail!r} is not a number")
             raise RefineInputError(f"--style {name}: no such style image or dataset folder")
-        if not (weight > 0 and math.isfinite(weight)):
-            raise RefineInputError(f"--style {name}: blend weight must be a positive number, got {weight}")
+        if not ((weight > 0 or (allow_zero and weight == 0)) and math.isfinite(weight)):
+            kind = "a number >= 0" if allow_zero else "a positive number"
+            raise RefineInputError(f"--style {name}: blend weight must be {kind}, got {weight}")
         paths.append(path)
         weights.append(weight)
     total = sum(weights)
-    return StyleRequest(explicit=StyleChoice(tuple(paths), tuple(w / total for w in weights)))
+    if total <= 0:
+        raise RefineInputError("every --style weight is 0: nothing to style")
+    return StyleRequest(explicit=StyleChoice(tuple(paths), tuple(w / total for w in weights)), raw_weights=tuple(weights))
 
 
 def dataset_works(folder: Path) -> list[Path]:

@@ -201,3 +201,78 @@ def test_mask_files_are_decoded_checked_and_resized(tmp_path, caplog):
     (tmp_path / "text.png").write_text("not a picture")
     with pytest.raises(RefineInputError, match="--mask .*text.png is not a readable image"):
         load_masks([a, tmp_path / "text.png"])
+
+
+def _png(array: np.ndarray, path: Path) -> Path:
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("masks-cli")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.vgg19(weights=None).features.state_dict(), root / "vgg.pth")
+    to_uint8 = lambda t: (t.permute(1, 2, 0).numpy() * 255).round()  # noqa: E731
+    half = np.zeros((16, 16), np.uint8)
+    half[:, :8] = 255
+    return {
+        "weights": root / "vgg.pth",
+        "sample": _png(to_uint8(_content()[0]), root / "sample.png"),
+        "a": _png(to_uint8(_texture(0)), root / "a.png"),
+        "b": _png(to_uint8(_texture(1)), root / "b.png"),
+        "left": _png(half, root / "left.png"),  # 16 px: another size than the 32 px sample
+        "right": _png(255 - half, root / "right.png"),
+        "black": _png(np.zeros((16, 16)), root / "black.png"),
+        "text": root / "notes.txt",
+    }
+
+
+def test_cli_masked_run_writes_region_reports(cli_files, tmp_path, caplog):
+    f = cli_files
+    out = tmp_path / "out"
+    argv = [
+        "--input", str(f["sample"]), "--out", str(out), "--size", str(SIZE), "--steps", "5", "--strength", "1",
+        "--style", str(f["a"]), "--mask", str(f["left"]), "--style", f"{f['b']}:0", "--mask", str(f["right"]),
+        "--weights", str(f["weights"]), "--preserve-color",
+    ]
+    with caplog.at_level(logging.INFO):
+        assert refine.main(argv) == 0
+    assert "masks resized to fit" in caplog.text
+    report = __import__("json").loads((out / "sample.json").read_text())
+    assert report["settings"]["style_mode"] == "masked" and report["loss_space"] == "luminance"
+    assert [s["weight"] for s in report["style"]] == [1.0, 0.0] and report["style"][1]["mask"].endswith("right.png")
+    assert report["region_loss_after"][0] < report["region_loss_before"][0]
+    with Image.open(out / "sample.png") as refined, Image.open(f["sample"]) as sample:
+        change = np.abs(np.asarray(refined, float) - np.asarray(sample, float))
+    # The 16 px masks are enlarged bilinearly: one soft column at the seam, then the kept half.
+    assert change[:, SIZE // 2 + 1 :].max() <= 1 and change[:, : SIZE // 2].mean() > 2
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("count", "1 --mask for 2 --style"),
+        ("not_image", "is not a readable image"),
+        ("all_black", "every --mask is black"),
+        ("folder_style", "--mask needs explicit --style images"),
+        ("all_zero", "every --style weight is 0"),
+    ],
+)
+def test_cli_bad_masks_fail_in_one_line_before_vgg_loads(case, expected, cli_files, tmp_path, monkeypatch, capsys):
+    f = cli_files
+    f["text"].write_text("not a picture")
+    monkeypatch.setattr(refine, "load_vgg19", lambda *a, **k: pytest.fail("VGG19 loaded"))
+    styles = {
+        "count": ["--style", str(f["a"]), "--mask", str(f["left"]), "--style", str(f["b"])],
+        "not_image": ["--style", str(f["a"]), "--mask", str(f["text"])],
+        "all_black": ["--style", str(f["a"]), "--mask", str(f["black"]), "--style", str(f["b"]), "--mask", str(f["black"])],
+        "folder_style": ["--style", str(f["a"].parent), "--mask", str(f["left"])],
+        "all_zero": ["--style", f"{f['a']}:0", "--mask", str(f["left"])],
+    }[case]
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert refine.main(["--input", str(f["sample"]), "--out", str(out), *styles]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("atelier refine: error:") and expected in err[0], err
+    assert not out.exists()
