@@ -1,11 +1,12 @@
-"""Train a StyleGAN2-ADA generator on a prepared dataset.
+"""``atelier train``: train a StyleGAN2-ADA generator on a prepared dataset.
 
 Single process (CPU or one GPU)::
 
-    python train.py --config configs/smoke.yaml
+    atelier train --config configs/smoke.yaml
 
 Several GPUs or nodes (accelerate starts one process per GPU; DDP-style gradient averaging)::
 
+    accelerate launch --multi_gpu --num_processes 8 -m atelier train --config configs/stylegan2-256.yaml
     accelerate launch --multi_gpu --num_processes 8 train.py --config configs/stylegan2-256.yaml
 
 (``accelerate launch --multi_gpu --num_processes 2`` on a machine without GPUs runs two CPU
@@ -18,7 +19,7 @@ master; ``--freeze-d K`` keeps D's first K blocks fixed); see docs/transfer.md.
 
 Bad input (missing or empty dataset, a resolution that does not match the config, a config
 typo, a resume path that is not a checkpoint, a checkpoint of another architecture) stops
-with a one-line ``error:`` message and exit status 2 before any training starts.
+with a one-line ``atelier train: error:`` message and exit status 2 before any training starts.
 """
 
 from __future__ import annotations
@@ -32,14 +33,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
+from atelier.common.command import CommandParser, fail, prog_name, setup_logging
+from atelier.common.errors import ExitCode
 from gan.checkpoint import CheckpointError, check_architecture, read_state, resolve_checkpoint
 from gan.config import ConfigError, TrainingConfig, load_config, save_config, to_dict
 
-log = logging.getLogger("train")
-
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130  # the shell's convention for a run stopped by Ctrl-C (128 + SIGINT)
+log = logging.getLogger("atelier.train")
+CMD = "train"
 # How long a process may wait in a collective. While the main process computes in-training
 # metrics (FID/KID over thousands of generated images can take most of an hour on a big run)
 # the others wait at a barrier; accelerate's default (10 min with NCCL) would end the run.
@@ -47,15 +47,15 @@ PROCESS_GROUP_TIMEOUT = timedelta(hours=3)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="train.py",
+    parser = CommandParser(
+        prog=prog_name(CMD),
         description="Train StyleGAN2-ADA with Hugging Face accelerate (CPU, one GPU, many GPUs or nodes).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n"
-        "  python train.py --config configs/smoke.yaml\n"
-        "  accelerate launch --multi_gpu --num_processes 4 train.py --config configs/stylegan2-256.yaml --data data/datasets/monet-256\n"
-        "  python train.py --resume runs/20250101-120000-smoke --max-kimg 10\n"
-        "  python train.py --config configs/stylegan2-256.yaml --data data/datasets/monet-256 "
+        "  atelier train --config configs/smoke.yaml\n"
+        "  accelerate launch --multi_gpu --num_processes 4 -m atelier train --config configs/stylegan2-256.yaml --data data/datasets/monet-256\n"
+        "  atelier train --resume runs/20250101-120000-smoke --max-kimg 10\n"
+        "  atelier train --config configs/stylegan2-256.yaml --data data/datasets/monet-256 "
         "--init-from runs/impressionism-256 --freeze-d 2\n",
     )
     parser.add_argument("--config", type=Path, help="YAML preset (configs/*.yaml). Default: the resumed run's "
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one config value, e.g. --set train.batch=16 (repeatable)")
     parser.add_argument("--run-dir", type=Path, help="where the run writes config, metrics, samples and checkpoints "
                         "(default: runs/<YYYYmmdd-HHMMSS>-<preset>, or the resumed run's dir)")
-    parser.add_argument("--data", help="prepared dataset dir (scraping.prepare output); overrides data.path")
+    parser.add_argument("--data", help="prepared dataset dir (atelier prepare output); overrides data.path")
     parser.add_argument("--max-kimg", type=float, help="stop after this many thousand real images "
                         "(earlier than train.total_kimg); a checkpoint is written at the stop")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
@@ -193,11 +193,6 @@ def make_accelerator(cfg: TrainingConfig, tracker: Optional[str], proposed_run_d
     return accelerator
 
 
-def setup_logging(verbose: bool, is_main: bool) -> None:
-    level = logging.DEBUG if verbose else logging.INFO if is_main else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-
 def run(args: argparse.Namespace) -> int:
     from gan.dataset import DatasetError
 
@@ -206,8 +201,7 @@ def run(args: argparse.Namespace) -> int:
         check_dataset(cfg)
         check_metrics(cfg)
     except (ConfigError, CheckpointError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(CMD, exc)
     if cfg.train.deterministic:  # from --deterministic, the preset, --set or the resumed run's config
         # cuBLAS needs this before CUDA initialises to pick deterministic workspaces.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -238,18 +232,16 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError, GeneratorLoadError) as exc:  # found while building (process count, init_from)
         if previous_config is not None:
             # Nothing trained under this config: a later plain --resume must see the run's own settings.
-            from gan.fileio import atomic_write_bytes
+            from atelier.common.fileio import atomic_write_bytes
 
             atomic_write_bytes(run_dir / "config.yaml", previous_config)
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(CMD, exc)
     except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_DIVERGED
+        return fail(CMD, exc, ExitCode.DIVERGED)
     except KeyboardInterrupt:
         if accelerator.is_main_process:
-            print(interrupted_message(run_dir), file=sys.stderr)
-        return EXIT_INTERRUPTED
+            print(f"{prog_name(CMD)}: {interrupted_message(run_dir)}", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
     finally:
         end_tracking(accelerator, tracker)
     if accelerator.is_main_process:
@@ -265,10 +257,11 @@ def interrupted_message(run_dir: Path) -> str:
     if latest is None:
         return f"interrupted before the first checkpoint: nothing to resume in {run_dir}"
     return (f"interrupted: the run is kept up to its latest checkpoint {latest} (kimg {int(latest.name) / 1000:g}); "
-            f"continue with `python train.py --resume {run_dir}`")
+            f"continue with `atelier train --resume {run_dir}`")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """``atelier train``: parse the options and train; returns the exit status (README's table)."""
     args = build_parser().parse_args(argv)
     return run(args)
 
