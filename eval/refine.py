@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from eval.masks import MaskedStyles, load_masks, mask_size_note, pair_masks, uncovered_fraction
 from eval.refine_images import RefineInputError, list_image_files, load_image, save_png
 from eval.style_select import StyleChoice, StyleRequest, choices_for, nearest_works, parse_style_args
 from eval.style_transfer import (
@@ -46,12 +47,13 @@ from eval.weights import MissingWeightsError, WeightsChecksumError, weights_iden
 from atelier.common.fileio import atomic_write_bytes
 from atelier.common.command import CommandParser, fail, prog_name, setup_logging
 
-log = logging.getLogger("eval.refine")
 CMD = "refine"
+log = logging.getLogger("eval.refine")
 
 REPORT_FORMAT = "atelier-refine/1"
 SUMMARY_NAME = "refine_summary.json"
 MIN_SIZE = 16  # VGG19 halves the image four times before conv5_1
+DEFAULT_SIZE = 512  # Gatys' working size when --size is not given
 _STYLE_CACHE_LIMIT = 64  # decoded style images kept between batches
 
 
@@ -67,10 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--input", required=True, type=Path, metavar="SAMPLES", help="a folder of generated samples (or one image file)")
     io.add_argument(
-        "--style", required=True, action="append", metavar="DATASET_OR_IMAGE[:WEIGHT]",
+        "--style", action="append", metavar="DATASET_OR_IMAGE[:WEIGHT]",
         help="the master's works: a prepared dataset / folder of images (each sample then uses its --k "
         "nearest works), or one or more image files with optional blend weights, e.g. "
-        "--style a.jpg:0.7 --style b.jpg:0.3 (weights are normalised to sum to 1)",
+        "--style a.jpg:0.7 --style b.jpg:0.3 (weights are normalised to sum to 1); required unless --fast",
+    )
+    io.add_argument(
+        "--mask", action="append", metavar="MASK_IMAGE",
+        help="one mask per --style image, paired in order (--style a.jpg --mask a.png --style b.jpg --mask b.png): "
+        "white = that style, black = not, grey = partly; resized to each sample. A style's weight is then its "
+        "region's strength (0 keeps the content there); overlaps blend; pixels no mask covers keep the content",
     )
     io.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder for refined PNGs and JSON reports")
 
@@ -87,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     look.add_argument("--steps", type=int, default=defaults.steps, metavar="N", help="optimiser iterations (L-BFGS iterations or Adam steps); finer scales of a multi-scale run get half")
     look.add_argument(
-        "--size", type=int, default=512, metavar="PX",
+        "--size", type=int, default=None, metavar="PX",
         help="working size: samples are resized so their longer side is PX (style images are only ever "
-        "shrunk to it); above --max-single-scale the image is refined coarse to fine",
+        f"shrunk to it); above --max-single-scale the image is refined coarse to fine. Default: {DEFAULT_SIZE} "
+        "(Gatys), each image's own size (--fast)",
     )
     look.add_argument("--max-single-scale", type=int, default=defaults.max_single_scale, metavar="PX", help="largest size optimised in one go; bigger sizes start at half, quarter, ... and double up")
 
@@ -106,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     pick = parser.add_argument_group("automatic style selection (when --style is a folder)")
     pick.add_argument("--k", type=int, default=3, help="number of nearest works blended (equal weights) per sample")
     pick.add_argument("--select-size", type=int, default=256, metavar="PX", help="size (longer side) at which samples and works are compared")
+
+    fast = parser.add_argument_group("fast transfer network (Johnson et al. 2016)")
+    fast.add_argument(
+        "--fast", type=Path, metavar="MODEL",
+        help="stylise with a network trained by `atelier refine-train` (OUT/transfer_net.safetensors): one "
+        "forward pass per image, any size, no VGG19 needed; --strength blends its output with the sample",
+    )
 
     weights = parser.add_argument_group("pretrained VGG19 weights")
     weights.add_argument("--weights", type=Path, metavar="PATH", help="load this VGG19 state dict file directly (.pth or .safetensors, never unpickled)")
@@ -137,7 +153,7 @@ def settings_from_args(args: argparse.Namespace) -> TransferSettings:
     except ValueError as exc:
         raise RefineInputError(f"--{str(exc).replace('_', '-')}") from exc
     for name in ("size", "select_size"):
-        if getattr(args, name) < MIN_SIZE:
+        if getattr(args, name) is not None and getattr(args, name) < MIN_SIZE:
             raise RefineInputError(f"--{name.replace('_', '-')} must be at least {MIN_SIZE} px, got {getattr(args, name)}")
     for name in ("batch_size", "k"):
         if getattr(args, name) < 1:
@@ -272,8 +288,22 @@ def select_styles(
 def refine(args: argparse.Namespace) -> list[dict]:
     """Run the whole refinement described by parsed options; return the per-image reports."""
     settings = settings_from_args(args)
+    if args.fast is not None:
+        from eval.refine_fast import refine_fast  # noqa: PLC0415 - the fast path needs no VGG19
+
+        return refine_fast(args)
+    if args.size is None:
+        args.size = DEFAULT_SIZE
     samples = list_samples(args.input, args.out)
-    request = parse_style_args(args.style)
+    if not args.style:
+        raise RefineInputError("no --style given: pass the master's dataset folder or style image(s), or --fast MODEL")
+    pair_masks(args.style, args.mask or [])
+    request = parse_style_args(args.style, allow_zero=bool(args.mask))
+    if args.mask and request.automatic:
+        raise RefineInputError("--mask needs explicit --style images (one per mask), not a dataset folder")
+    masks = load_masks(args.mask) if args.mask else None  # before VGG19 loads: bad masks fail in seconds
+    if masks is not None and uncovered_fraction(masks) > 0:
+        log.warning("%.1f%% of the image is covered by no --mask: it keeps the content", 100 * uncovered_fraction(masks))
     device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes for hundreds of iterations
@@ -292,17 +322,35 @@ def refine(args: argparse.Namespace) -> list[dict]:
     args.out.mkdir(parents=True, exist_ok=True)
     reports: list[dict] = []
     groups = batches_by_shape(shapes, args.batch_size)
+    notes: set[str] = set()
+    if masks is not None:
+        extra = {**extra, "style_mode": "masked", "masks": [str(path) for path in args.mask]}
     with tqdm(total=len(samples), desc="refine", unit="img", disable=None) as images_bar:
         for group in groups:
             batch = torch.stack([load_image(samples[i], args.size) for i in group]).to(device)
             steps = total_iterations(settings, batch.shape[-2], batch.shape[-1])
             started = time.perf_counter()
+            if masks is None:
+                bank = styles.bank([choices[i] for i in group])
+            else:
+                note = mask_size_note(tuple(masks.shape[-2:]), tuple(batch.shape[-2:]))
+                if note is not None and note not in notes:
+                    notes.add(note)
+                    log.info(note)
+                bank = MaskedStyles([styles.get(path) for path in request.explicit.paths], masks, request.raw_weights)
             with tqdm(total=steps, desc="optimise", unit="it", leave=False, disable=None) as steps_bar:
-                result = stylise(vgg, batch, styles.bank([choices[i] for i in group]), settings, progress=steps_bar.update)
+                result = stylise(vgg, batch, bank, settings, progress=steps_bar.update)
             seconds = (time.perf_counter() - started) / len(group)
             for row, index in enumerate(group):
                 output = write_output(samples[index], result.images[row], args.out, settings.strength == 0)
                 report = image_report(samples[index], output, choices[index], result, row, settings, extra, seconds)
+                if masks is not None:
+                    report["style"] = [
+                        {**entry, "weight": weight, "mask": str(mask)}
+                        for entry, weight, mask in zip(report["style"], request.raw_weights, args.mask)
+                    ]
+                    report["region_loss_before"] = result.region_loss_before[row]
+                    report["region_loss_after"] = result.region_loss_after[row]
                 write_json(args.out / f"{samples[index].stem}.json", report)
                 reports.append(report)
                 log.info(
