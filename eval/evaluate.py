@@ -21,12 +21,12 @@ from eval.features import LpipsEmbedder, inception_extractor, inception_features
 from eval.fidelity import compute_fidelity
 from eval.lpips_diversity import compute_diversity
 from eval.memorisation import DEFAULT_FACTOR, DEFAULT_PERCENTILE, Measure, check_memorisation
-from eval.report import EvalReport, WeightsUsed
+from eval.report import EvalReport, SWDResult, WeightsUsed
 from eval.samples import EvalInputError, FolderImages, GeneratedImages, load_reference, stack_images
 
 log = logging.getLogger(__name__)
 
-ALL_METRICS = ("fid", "kid", "pr", "lpips_div", "nn")
+ALL_METRICS = ("fid", "kid", "pr", "lpips_div", "nn", "swd")
 MAX_IMAGE_SIZE_NN = 256  # LPIPS / nearest-neighbour images are held in memory at most at this size
 
 
@@ -35,7 +35,7 @@ class EvalOptions:
     """What to measure and how; the CLI's options."""
 
     metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "pr", "lpips_div", "nn"])
-    num_samples: int = 10000  # generated images for FID/KID/PR
+    num_samples: int = 10000  # generated images for FID/KID/PR and SWD
     lpips_samples: int = 1000  # generated images for LPIPS diversity and the memorisation check
     seed: int = 0
     weights_dir: Optional[str] = None
@@ -95,7 +95,8 @@ def evaluate(
     perceptual = "lpips_div" in metrics or "nn" in metrics
     if generator is not None:
         report.psi = options.psi
-        samples = _generated(generator, options, fidelity=bool(fidelity_metrics), perceptual=perceptual)
+        samples = _generated(generator, options, fidelity=bool(fidelity_metrics) or "swd" in metrics,
+                             perceptual=perceptual)
     if fidelity_metrics:
         fidelity_input = samples
         if len(samples) > options.num_samples:  # a generator's stream may run longer for LPIPS; a folder may hold more
@@ -106,9 +107,35 @@ def evaluate(
             cache_dir=options.cache_dir, kid_subset_size=options.kid_subset_size, kid_subsets=options.kid_subsets,
             batch_size=options.batch_size, device=device, verbose=options.verbose,
         )
+    if "swd" in metrics:
+        report.swd = _swd(samples, reference, options, device)
     if perceptual:
         _perceptual_metrics(report, metrics, reference, options, samples, device)
     return report
+
+
+_SWD_REFERENCE: dict[tuple, object] = {}  # the last dataset's SWD descriptors, reused by every training tick
+
+
+def _swd(samples: Dataset, reference, options: EvalOptions, device: torch.device) -> SWDResult:
+    """SWD of the first ``num_samples`` samples against every image of the reference set."""
+    from eval import swd as S
+
+    key = (str(reference.path), reference.content_sha256, options.seed, str(device))
+    real = _SWD_REFERENCE.get(key)
+    if real is None:
+        real = S.describe(reference.images, seed=options.seed, batch_size=options.batch_size, device=device)
+        _SWD_REFERENCE.clear()  # one dataset at a time: descriptors of a large set take memory
+        _SWD_REFERENCE[key] = real
+    if len(samples) > options.num_samples:
+        samples = Subset(samples, range(options.num_samples))
+    fake = S.describe(samples, seed=options.seed, batch_size=options.batch_size, device=device)
+    result = S.swd_between(real, fake, seed=options.seed)
+    return SWDResult(
+        swd=result["swd"], levels=result["levels"], num_generated=fake.num_images, num_reference=real.num_images,
+        seed=options.seed, patches_per_image=result["patches_per_image"], patch_size=result["patch_size"],
+        directions=result["directions"],
+    )
 
 
 def _generator_weights_file(generator_path: Optional[str]) -> Optional[Path]:

@@ -9,13 +9,18 @@ counts used in training a single GPU takes seconds. Writes the full report to
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import torch
 
-from eval.evaluate import EvalOptions, evaluate
+from eval import weights as W
+from eval.evaluate import EvalOptions, evaluate, weights_needed
 from eval.report import EvalReport, write_report
+
+log = logging.getLogger(__name__)
+_SKIPPED: set[str] = set()  # metrics already reported as skipped for missing weights (once per process)
 
 
 class TrainingMetrics(NamedTuple):
@@ -34,11 +39,30 @@ def scalars_of(report: EvalReport) -> dict[str, float]:
         out["lpips_div"] = report.diversity.lpips_diversity
         if report.diversity.reference_lpips_diversity is not None:
             out["lpips_div_train"] = report.diversity.reference_lpips_diversity
+    if report.swd:  # x 10^3, the mean over pyramid levels and each level (swd_32, swd_16, ...)
+        out["swd"] = report.swd.swd
+        out.update({f"swd_{resolution}": value for resolution, value in report.swd.levels.items()})
     if report.memorisation:
         out["nn_flagged_fraction"] = report.memorisation.flagged_fraction
         if report.memorisation.worst:
             out["nn_min_lpips"] = min(n.lpips_distance for n in report.memorisation.worst)
     return out
+
+
+def runnable_metrics(metrics: list[str], weights_dir: Optional[str]) -> list[str]:
+    """The metrics whose pretrained weights are at hand (or download); the others are skipped with
+    one warning each, so an offline run still gets its weight-free curves (SWD)."""
+    kept = []
+    for metric in metrics:
+        try:
+            W.resolve_all(weights_needed([metric]), weights_dir)
+        except W.MissingWeightsError as exc:
+            if metric not in _SKIPPED:
+                _SKIPPED.add(metric)
+                log.warning("in-training metric %s skipped: %s", metric, exc)
+            continue
+        kept.append(metric)
+    return kept
 
 
 def run_training_metrics(
@@ -58,8 +82,11 @@ def run_training_metrics(
     """
     out_dir = Path(run_dir) / "metrics"
     tag = f"kimg{kimg:08.1f}"
+    metrics = runnable_metrics(list(metrics_cfg.metrics), metrics_cfg.weights_dir)
+    if not metrics:
+        raise W.MissingWeightsError(f"no metric of {list(metrics_cfg.metrics)} has its weights (see the warnings)")
     options = EvalOptions(
-        metrics=list(metrics_cfg.metrics),
+        metrics=metrics,
         num_samples=metrics_cfg.num_samples,
         lpips_samples=min(metrics_cfg.num_samples, 256),
         seed=seed,

@@ -87,6 +87,21 @@ class MemorisationResult:
 
 
 @dataclass
+class SWDResult:
+    """ProGAN's sliced Wasserstein distance (eval/swd.py), x 10^3, per pyramid level and their mean."""
+
+    swd: float
+    levels: dict[int, float]  # {resolution: SWD x 10^3}, finest first
+    num_generated: int
+    num_reference: int
+    seed: int
+    patches_per_image: int
+    patch_size: int
+    directions: int
+    feature_space: str = "Laplacian-pyramid 7x7 RGB patches (no pretrained network)"
+
+
+@dataclass
 class EvalReport:
     """Everything ``python -m eval`` measured for one generator against one dataset."""
 
@@ -105,6 +120,7 @@ class EvalReport:
     fidelity: Optional[FidelityResult] = None
     diversity: Optional[DiversityResult] = None
     memorisation: Optional[MemorisationResult] = None
+    swd: Optional[SWDResult] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -108,7 +108,9 @@ class LogConfig:
 
 @dataclass
 class MetricsConfig:
-    metrics: list[str] = field(default_factory=list)  # e.g. [kid, lpips_div, nn]
+    # SWD is on by default: it needs no pretrained weights, so every run has a quality curve
+    # offline. Add e.g. kid, fd_dinov2, lpips_div, nn; [] turns in-training metrics off.
+    metrics: list[str] = field(default_factory=lambda: ["swd"])
     every_kimg: float = 200.0
     num_samples: int = 1000
     weights_dir: Optional[str] = None  # folder of pretrained feature-extractor weights
