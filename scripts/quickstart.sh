@@ -16,10 +16,10 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 # The smoke networks are tiny: one thread per process beats oversubscribing small CPUs.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 echo "== 1/3 prepare the bundled sample set (data/sample -> data/datasets/sample-32)"
-.venv/bin/python -m scraping.prepare --src data/sample --out data/datasets/sample-32 --resolution 32 --min-size 32 --overwrite
+.venv/bin/atelier prepare --src data/sample --out data/datasets/sample-32 --resolution 32 --min-size 32 --overwrite
 echo "== 2/3 train the smoke preset on CPU (runs/quickstart)"
 rm -rf runs/quickstart
-.venv/bin/python train.py --config configs/smoke.yaml --run-dir runs/quickstart --no-wandb
+.venv/bin/atelier train --config configs/smoke.yaml --run-dir runs/quickstart --no-wandb
 echo "== 3/3 paint 16 new works and a grid (outputs/quickstart/grid.png)"
-.venv/bin/python scripts/generate.py --checkpoint runs/quickstart --seeds 0-15 --psi 0.7 --grid --out outputs/quickstart --no-progress
+.venv/bin/atelier generate --checkpoint runs/quickstart --seeds 0-15 --psi 0.7 --grid --out outputs/quickstart --no-progress
 echo "done: see outputs/quickstart/grid.png and runs/quickstart/samples/"

@@ -1,6 +1,6 @@
 """Every command shown in the docs uses options its CLI really has.
 
-For each ``python -m X ...``, ``python scripts/Y.py ...`` and ``python train.py ...`` (also
+For each ``atelier <command> ...``, ``python -m X ...``, ``python scripts/Y.py ...`` and ``python train.py ...`` (also
 ``.venv/bin/python``, ``accelerate launch ... train.py``) in a fenced code block of README.md
 and docs/*.md, every ``--flag`` after the script must be an option of that script's argparse
 parser. The parsers are built in-process (``build_parser()``, or by capturing the parser a
@@ -21,18 +21,21 @@ from unittest import mock
 
 import pytest
 
+from atelier.cli import COMMANDS
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 PYTHON = re.compile(r"(^|/)python3?$")
 SHELL_SEPARATORS = {";", "&&", "||", "|", "do", "then", "done", "fi"}
+COMMAND_TABLE = COMMANDS  # atelier <command> -> "module:function"
 
 
 @dataclass(frozen=True)
 class DocCommand:
     doc: str  # file name relative to the repo
     line: int  # line of the command in that file (1-based)
-    cli: str  # "module:eval" or "script:scripts/generate.py"
+    cli: str  # "atelier:eval", "module:eval" or "script:scripts/compare_runs.py"
     flags: tuple[str, ...]
 
 
@@ -65,7 +68,9 @@ def _commands_in_tokens(tokens: list[str]):
     while i < len(tokens):
         token = tokens[i]
         cli, args_start = None, None
-        if PYTHON.search(token) and i + 1 < len(tokens):
+        if token == "atelier" and i + 1 < len(tokens) and tokens[i + 1] in COMMAND_TABLE:
+            cli, args_start = f"atelier:{tokens[i + 1]}", i + 2  # also `accelerate launch -m atelier train ...`
+        elif PYTHON.search(token) and i + 1 < len(tokens):
             nxt = tokens[i + 1]
             if nxt == "-m" and i + 2 < len(tokens):
                 cli, args_start = f"module:{tokens[i + 2]}", i + 3
@@ -102,6 +107,8 @@ def doc_commands() -> list[DocCommand]:
 
 def _project_cli(cli: str) -> bool:
     kind, name = cli.split(":", 1)
+    if kind == "atelier":
+        return name in COMMAND_TABLE
     if kind == "script":
         return (ROOT / name).is_file() and name.endswith(".py")
     return (ROOT / name.split(".")[0]).is_dir()  # python -m pytest etc. are not ours
@@ -133,7 +140,9 @@ def parser_for(cli: str) -> argparse.ArgumentParser:
     """Build (once) the argparse parser of a project CLI."""
     if cli not in _PARSERS:
         kind, name = cli.split(":", 1)
-        if kind == "module":
+        if kind == "atelier":
+            module = importlib.import_module(COMMAND_TABLE[name][0].split(":")[0])
+        elif kind == "module":
             try:
                 module = importlib.import_module(f"{name}.__main__")
             except ModuleNotFoundError:
@@ -163,18 +172,30 @@ COMMANDS = [c for c in doc_commands() if _project_cli(c.cli)]
 def test_docs_show_project_commands():
     """The scan itself works: the docs' main commands are found (guards against a silent no-op)."""
     clis = {c.cli for c in COMMANDS}
-    for expected in ("module:eval", "module:eval.refine", "module:scraping", "module:scraping.prepare",
-                     "script:train.py", "script:scripts/generate.py", "script:scripts/compare_runs.py"):
+    for expected in ("atelier:eval", "atelier:refine", "atelier:scrape", "atelier:prepare", "atelier:train",
+                     "atelier:generate", "script:train.py", "script:scripts/compare_runs.py"):
         assert expected in clis, f"no {expected} command found in the docs"
     assert sum(len(c.flags) for c in COMMANDS) > 40
 
 
 def test_a_wrong_flag_is_caught():
     """A documented option that the CLI lacks is reported (the check can fail)."""
-    bad = DocCommand("README.md", 1, "module:eval", ("--checkpoint", "--weights-folder"))
+    bad = DocCommand("README.md", 1, "atelier:eval", ("--checkpoint", "--weights-folder"))
     assert unknown_flags(bad) == ["--weights-folder"]
     tokens = _tokens("accelerate launch --multi_gpu train.py --config c.yaml --data=d [--max-kimg N]")
     assert list(_commands_in_tokens(tokens)) == [("script:train.py", ("--config", "--data", "--max-kimg"))]
+    tokens = _tokens("accelerate launch --multi_gpu -m atelier train --config c.yaml && atelier generate --seeds 1")
+    assert list(_commands_in_tokens(tokens)) == [("atelier:train", ("--config",)), ("atelier:generate", ("--seeds",))]
+
+
+OLD_FORMS = re.compile(r"python3? (-m (scraping|eval)\b|scripts/generate\.py|train\.py)")
+
+
+def test_readme_uses_the_atelier_command():
+    """The README shows `atelier ...` (and `accelerate launch ...`), not the old per-stage forms."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    old = [line for block in FENCE.findall(readme) for line in block.splitlines() if OLD_FORMS.search(line)]
+    assert not old, old
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"{c.doc}:{c.line}:{c.cli.split(':', 1)[1]}")
