@@ -4,7 +4,9 @@ import pytest
 
 from gan.config import ConfigError, TrainingConfig, load_config, save_config
 
-CONFIGS = sorted(Path("configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the suite passes from any working directory
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+SMOKE = CONFIG_DIR / "smoke.yaml"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -15,7 +17,7 @@ def test_every_preset_loads(path):
 
 
 def test_override_changes_value():
-    cfg = load_config("configs/smoke.yaml", ["train.batch=4", "loss.r1_gamma=2.5"])
+    cfg = load_config(SMOKE, ["train.batch=4", "loss.r1_gamma=2.5"])
     assert cfg.train.batch == 4 and cfg.loss.r1_gamma == 2.5
 
 
@@ -32,7 +34,7 @@ def test_override_changes_value():
 )
 def test_bad_override_names_the_key(override, needle):
     with pytest.raises(ConfigError) as info:
-        load_config("configs/smoke.yaml", [override])
+        load_config(SMOKE, [override])
     message = str(info.value)
     assert needle in message and "\n" not in message
 
@@ -46,7 +48,7 @@ def test_typo_in_yaml_names_file_and_key(tmp_path):
 
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
-        load_config("configs/does-not-exist.yaml")
+        load_config(CONFIG_DIR / "does-not-exist.yaml")
 
 
 def test_a_mistyped_preset_name_lists_the_presets_beside_it():
@@ -56,6 +58,6 @@ def test_a_mistyped_preset_name_lists_the_presets_beside_it():
 
 
 def test_save_and_reload_roundtrip(tmp_path):
-    cfg = load_config("configs/smoke.yaml", ["train.seed=7"])
+    cfg = load_config(SMOKE, ["train.seed=7"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
