@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("scraping.prepare:main", "build a training dataset: square RGB PNGs + dataset.json"),
     "train": ("gan.train:main", "train StyleGAN2-ADA with accelerate (CPU, GPUs, nodes); resumable"),
     "generate": ("gan.generate:main", "paint new works from a run, checkpoint, export or NVIDIA .pkl"),
+    "convert": ("gan.convert:main", "convert an NVIDIA StyleGAN2(-ADA) .pkl (file or https URL) into atelier files, safely"),
     "eval": ("eval.__main__:main", "score a generator: FID/KID, precision/recall, LPIPS, memorisation"),
     "refine": ("eval.refine:main", "refine paintings with neural style transfer toward the master's works"),
     "refine-train": ("eval.refine_train:main", "train a fast style-transfer network on the master's works (refine --fast)"),
