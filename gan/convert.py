@@ -55,8 +55,10 @@ def convert(source: str, out: Path, checkpoint_dir: Optional[Path] = None, force
             raise AtelierError(f"{target} exists; pass --force to overwrite it")
     try:
         path, url, digest = nvidia.localize(source)
+        if not path.is_file():
+            raise AtelierError(f"{source}: no such file")
         if not nvidia.is_nvidia_pickle(path):
-            raise AtelierError(f"{source}: not a .pkl file")
+            raise AtelierError(f"{source}: not a .pkl file (atelier converts NVIDIA network pickles)")
         nets = nvidia.converted(path)
     except AtelierError:
         raise
