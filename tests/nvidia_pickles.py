@@ -259,7 +259,8 @@ def tf_variables(case: dict, net: str) -> dict[str, np.ndarray]:
     return {k: np.array(v, dtype=np.float32, order="C") for k, v in out.items()}  # 0-d stays 0-d
 
 
-def tf_snapshot(case: dict, build_module_src: str = STANDIN_SRC) -> bytes:
+def tf_snapshot(case: dict, build_module_src: str = STANDIN_SRC, synthesis_func: str = "G_synthesis_stylegan2",
+                g_static_extra: Optional[dict] = None) -> bytes:
     """The bytes of a StyleGAN2 (TF) ``*.pkl``: a (G, D, Gs) tuple of Network states."""
     gk, dk = case["G_kwargs"], case["D_kwargs"]
     sk = gk["synthesis_kwargs"]
@@ -268,6 +269,7 @@ def tf_snapshot(case: dict, build_module_src: str = STANDIN_SRC) -> bytes:
                     fmap_base=sk["channel_base"] // 2, fmap_max=sk["channel_max"], label_size=0)
     if sk.get("conv_clamp") is not None:
         g_static.update(conv_clamp=sk["conv_clamp"], num_fp16_res=sk.get("num_fp16_res", 0))
+    g_static.update(g_static_extra or {})
     d_static = dict(resolution=dk["img_resolution"], num_channels=3, fmap_base=dk["channel_base"] // 2,
                     fmap_max=dk["channel_max"], mbstd_group_size=dk["epilogue_kwargs"]["mbstd_group_size"], label_size=0)
     if dk.get("conv_clamp") is not None:
@@ -284,7 +286,7 @@ def tf_snapshot(case: dict, build_module_src: str = STANDIN_SRC) -> bytes:
         def generator(name):
             mapping = network("G_mapping", "G_mapping", g_static,
                               {k[8:]: v for k, v in gvars.items() if k.startswith("mapping/")})
-            synthesis = network("G_synthesis", "G_synthesis_stylegan2", g_static,
+            synthesis = network("G_synthesis", synthesis_func, g_static,
                                 {k[10:]: v for k, v in gvars.items() if k.startswith("synthesis/")})
             own = {"dlatent_avg": gvars["dlatent_avg"], "lod": np.float32(0)}
             return network(name, "G_main", dict(g_static, truncation_psi=0.5), own,

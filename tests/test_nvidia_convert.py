@@ -117,3 +117,15 @@ def test_bad_urls_are_one_line_errors(server, tmp_path):
         fetch(f"{base}/missing.pkl", cache, progress=False)
     assert not cache.exists() or not any(cache.iterdir())  # nothing half-written
     assert cache_name("https://x.org/a/../../etc/passwd%00.pkl").split("-", 1)[1] == "passwd_.pkl"
+
+
+def test_init_from_url_is_fetched_and_recorded_as_the_cached_file(server, pkl, tmp_path, monkeypatch):
+    from gan.transfer import pickle_overrides
+
+    root, base = server
+    (root / "ffhq-res32.pkl").write_bytes(pkl.read_bytes())
+    monkeypatch.setenv("ATELIER_CACHE", str(tmp_path / "cache"))
+    url = f"{base}/ffhq-res32.pkl"
+    extra = pickle_overrides(url, None, [])
+    cached = tmp_path / "cache" / "models" / cache_name(url)
+    assert f"transfer.init_from={cached}" in extra and "data.resolution=32" in extra

@@ -18,7 +18,7 @@ import torch
 from gan.export import GeneratorLoadError, load_generator
 from gan.nvidia.convert import UnsupportedNetwork, load_pickle_networks
 from gan.nvidia.unpickler import PickleRefused, read_network_pickle
-from nvidia_pickles import expected_image, load_case, pytorch_snapshot
+from nvidia_pickles import expected_image, load_case, pytorch_snapshot, tf_snapshot
 from test_nvidia_parity import assert_same_image, paint
 
 
@@ -141,3 +141,19 @@ def test_unsupported_networks_are_named(tmp_path):
     sg3_layers = {k.replace("synthesis.b4.", "synthesis.input."): v for k, v in case["G"].items()}
     refused(_variant(tmp_path, G_tensors=sg3_layers), "StyleGAN3", error=UnsupportedNetwork)
     refused(_variant(tmp_path, G_class="SuperresGenerator"), "'SuperresGenerator'", error=UnsupportedNetwork)
+
+
+def test_unsupported_tensorflow_networks_are_named(tmp_path):
+    case = load_case("c32")
+    variants = {
+        "config-d.pkl": (dict(synthesis_func="G_synthesis_stylegan_revised"), "configs A-D"),
+        "stylegan1.pkl": (dict(synthesis_func="G_synthesis"), "StyleGAN (v1)"),
+        "conditional.pkl": (dict(g_static_extra={"label_size": 10}), "conditional TensorFlow generator"),
+        "resnet-g.pkl": (dict(g_static_extra={"architecture": "resnet"}), "architecture='resnet'"),
+    }
+    for name, (kwargs, fragment) in variants.items():
+        (tmp_path / name).write_bytes(tf_snapshot(case, **kwargs))
+        refused(tmp_path / name, fragment, error=UnsupportedNetwork)
+    old = tf_snapshot(case).replace(b"version", b"vErsion")  # no version 4+: an older TF network
+    (tmp_path / "old.pkl").write_bytes(old)
+    refused(tmp_path / "old.pkl", "too old")
