@@ -138,6 +138,7 @@ def test_unsupported_networks_are_named(tmp_path):
     refused(_variant(tmp_path, G_kwargs=orig), "architecture='orig'", error=UnsupportedNetwork)
     sg3 = dict(gk, synthesis_kwargs=dict(gk["synthesis_kwargs"], use_radial_filters=True))
     refused(_variant(tmp_path, G_kwargs=sg3), "use_radial_filters", error=UnsupportedNetwork)
+    refused(_variant(tmp_path, G_kwargs=dict(gk, magnitude_ema_beta=0.999)), "magnitude_ema_beta", error=UnsupportedNetwork)
     sg3_layers = {k.replace("synthesis.b4.", "synthesis.input."): v for k, v in case["G"].items()}
     refused(_variant(tmp_path, G_tensors=sg3_layers), "StyleGAN3", error=UnsupportedNetwork)
     refused(_variant(tmp_path, G_class="SuperresGenerator"), "'SuperresGenerator'", error=UnsupportedNetwork)

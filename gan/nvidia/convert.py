@@ -219,8 +219,13 @@ def architecture_from_pytorch(G: NetworkState, D: Optional[NetworkState]) -> Arc
     _check(G.class_name == "Generator", f"found generator class {G.class_name!r}; atelier reads StyleGAN2-ADA's 'Generator'")
     synth_children = G.children.get("synthesis", [])
     if "input" in synth_children or any(c.startswith("L") and "_" in c for c in synth_children):
-        raise UnsupportedNetwork("found a StyleGAN3 (alias-free) generator; atelier reads StyleGAN2-ADA and StyleGAN2 (TF) networks")
+        raise UnsupportedNetwork("found a StyleGAN3-type (alias-free) generator (StyleGAN3 or StyleGAN-XL); "
+                                 "atelier reads StyleGAN2-ADA and StyleGAN2 (TF) networks")
     k = G.kwargs
+    unknown_top = sorted(set(k) - {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"})
+    if unknown_top:
+        raise UnsupportedNetwork(f"generator option {unknown_top[0]}={k.get(unknown_top[0])!r} is unknown to StyleGAN2-ADA "
+                                 "(a StyleGAN3 or StyleGAN-XL network?)")
     mk, sk = k.get("mapping_kwargs") or {}, k.get("synthesis_kwargs") or {}
     _check(_get(k, "c_dim", 0) == 0, f"found a conditional generator (c_dim={k.get('c_dim')}); atelier paints unconditional models only")
     res = k.get("img_resolution")
@@ -235,7 +240,9 @@ def architecture_from_pytorch(G: NetworkState, D: Optional[NetworkState]) -> Arc
     _check(_get(sk, "kernel_size", 3) == 3, "generator kernel_size is not 3")
     unknown = sorted(set(sk) - {"channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture", "resample_filter",
                                 "use_noise", "activation", "fp16_channels_last", "kernel_size"})
-    _check(not unknown, f"generator option {unknown[0]}={sk.get(unknown[0])!r} is unknown to StyleGAN2-ADA (a StyleGAN3/XL network?)") if unknown else None
+    if unknown:
+        raise UnsupportedNetwork(f"generator option {unknown[0]}={sk.get(unknown[0])!r} is unknown to StyleGAN2-ADA "
+                                 "(a StyleGAN3 or StyleGAN-XL network?)")
     model = dict(
         z_dim=k.get("z_dim"), w_dim=w_dim, mapping_layers=_get(mk, "num_layers", 8),
         mapping_lr_mul=float(_get(mk, "lr_multiplier", 0.01)), channel_base=_get(sk, "channel_base", 32768),
