@@ -8,6 +8,7 @@ official layouts, so the real loading code runs. The browser test is test_studio
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def make_tiny_run(root: Path, works: int = 12) -> dict[str, Path]:
     run = root / "run"
     save_generator(G, RES, model_cfg, run / "generator.safetensors", extra_meta={"kimg": 2.0})
     (run / "config.yaml").write_text("name: tiny\nmodel:\n  z_dim: 64\n")
-    rows = [{"tick": k, "kimg": k / 4, "Loss/G/loss": 1.0 / (k + 1), "Loss/D/loss": 0.7, "augment/p": k / 50} for k in range(8)]
+    rows = [{"tick": k, "kimg": k / 4, "Loss/G_main": 1.0 / (k + 1), "Loss/D_main": 0.7, "loss/G": 1.0 / (k + 1),
+             "augment/p": k / 50, "metrics/kid": 0.1 / (k + 1), "metrics/swd": 3.0} for k in range(8)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"kimg": 9, "torn')
     (run / "samples").mkdir()
     Image.new("RGB", (64, 64), "red").save(run / "samples" / "fakes-000000.png")
@@ -288,7 +290,8 @@ def test_overview_reads_config_curves_grid_and_wandb(tiny, tmp_path):
     assert len(overview.metrics) == 8  # the torn last line is skipped
     assert overview.latest_grid.name == "fakes-002000.png"
     losses = curve_table(overview.metrics, "losses")
-    assert {r["metric"] for r in losses} == {"Loss/G/loss", "Loss/D/loss"} and len(curve_table(overview.metrics, "augmentation")) == 8
+    assert {r["metric"] for r in losses} == {"Loss/G_main", "Loss/D_main"} and len(curve_table(overview.metrics, "augmentation")) == 8
+    assert {r["metric"] for r in curve_table(overview.metrics, "quality")} == {"metrics/kid", "metrics/swd"}
     assert run_dir_of(tiny["run"] / "generator.safetensors") == tiny["run"]
     bare = tmp_path / "bare.safetensors"
     bare.write_bytes(b"")
@@ -379,3 +382,21 @@ def test_main_refuses_bad_inputs_in_one_line(tmp_path, capsys, tiny):
     assert len(err) == 1 and err[0].startswith("atelier studio: error:") and "does not exist" in err[0]
     assert main(["--checkpoint", str(tiny["run"]), "--dataset", str(tmp_path), "--port", "0"]) == 2
     assert "dataset.json" in capsys.readouterr().err
+
+
+def test_the_trained_fast_refiner_is_offered_when_the_run_has_one(tiny, tmp_path):
+    fast = pytest.importorskip("eval.fast_refiner")
+    from atelier.studio.engine import FAST_REFINER_NAME, Studio, StudioOptions
+    from eval.transfer_net import TransferNet, TransferNetConfig
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    without = Studio(StudioOptions(run, device="cpu"))
+    assert without.fast_refiner() is None and "refine-train" in without.fast_error
+    torch.manual_seed(0)
+    fast.save_fast_refiner(run / FAST_REFINER_NAME, TransferNet(TransferNetConfig(channels=4, residual_blocks=1)), {"style": "test"})
+    studio = Studio(StudioOptions(run, device="cpu"))
+    base = studio.paint("3", 1, 0.7, "const")[0]
+    item = studio.fast_refine(base.id, 0.8, 64)
+    assert item.painting.image.shape == (64, 64, 3) and item.refine["method"] == "fast"
+    assert item.refine["model_sha256"] == studio.fast_refiner().sha256 and item.painting.recipe["base_id"] == base.id

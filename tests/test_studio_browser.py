@@ -3,8 +3,8 @@
 Starts the real command on a free port (a subprocess, offline), then in the browser: Paint,
 see the paintings and the originality verdict, Refine one and see the refined image come back,
 star it, export the gallery and check its files on disk; the server also refuses to hand out
-files outside the run, dataset and export folders. Screenshots go to the test's tmp dir; with
-ATELIER_UPDATE_SCREENSHOT=1 the Paint view is also copied to docs/images/studio.png for the README.
+files outside the run, dataset and export folders. Screenshots go to the test's tmp dir (the
+README's docs/images/studio.png is made on the quickstart run by scripts/bench_studio.py --screenshot).
 
 Needs ``chromium`` and ``chromium-driver`` (``apt-get install -y chromium chromium-driver``;
 .ci/run installs them). Without them the test is skipped, unless ATELIER_REQUIRE_BROWSER=1
@@ -182,9 +182,6 @@ def test_paint_refine_star_export_in_a_real_browser(server, driver, tmp_path):
     assert "seed 0" in verdict and "nearest" in verdict and "weight-free" in verdict, verdict
     _wait(driver, lambda d: _loaded_images(d, "#nearest img") == 3, what="the nearest real works")
     driver.save_screenshot(str(shots / "paint.png"))
-    if os.environ.get("ATELIER_UPDATE_SCREENSHOT") == "1":
-        (REPO / "docs" / "images").mkdir(parents=True, exist_ok=True)
-        shutil.copy(shots / "paint.png", REPO / "docs" / "images" / "studio.png")
 
     # Refine it toward its nearest works, a few steps at 64 px, and see the result come back.
     _tab(driver, "Refine")

@@ -173,6 +173,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                         with gr.Row():
                             refine_btn = gr.Button("Refine", variant="primary", elem_id="refine-btn")
                             refine_stop = gr.Button("Stop and keep", elem_id="refine-stop")
+                        with gr.Row(visible=studio.fast_refiner_path() is not None):
+                            fast_btn = gr.Button("Fast refiner (trained network, one pass)", elem_id="fast-btn")
+                            gr.Markdown(f"uses `{html.escape(str(studio.fast_refiner_path()))}` at the strength and size above")
                         refine_status = gr.Markdown(elem_id="refine-status")
                         refine_live = gr.Image(label="Refining (live)", format="png", interactive=False, elem_id="refine-live", height=320)
 
@@ -306,6 +309,17 @@ def build_app(studio: Studio) -> gr.Blocks:
             refine_handler, [current, source, picked, uploads, strength, steps, size, keep_colour, mask_editor],
             [refine_live, refine_status, current, *panel],
         )
+
+        def fast_handler(item_id, strength_v, size_v):
+            if not item_id:
+                raise gr.Error("select a painting first (Paint, then click one)")
+            try:
+                item = studio.fast_refine(item_id, strength_v, size_v)
+            except Exception as exc:
+                raise gr.Error(error_text(exc))
+            return enlarged(item.painting.image), f"fast refiner: saved as {item.id}", item.id, *show(item.id)
+
+        fast_btn.click(fast_handler, [current, strength, size], [refine_live, refine_status, current, *panel])
 
         def stop_handler(request: gr.Request):
             stopped = studio.stop_refine(request.session_hash or "default")

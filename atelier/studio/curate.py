@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from atelier.common.disclosure import XMP_PNG_KEY, packet_from_facts
 from atelier.studio.paint import Painting
 
 FEEDBACK_NAME = "feedback.jsonl"
@@ -150,25 +151,10 @@ def save_painting_png(image: np.ndarray, path: Path, text: dict[str, str], discl
     return path
 
 
-TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-
-
 def add_disclosure(info: PngInfo, facts: dict[str, Any]) -> None:
     """Add the XMP packet (PNG iTXt ``XML:com.adobe.xmp``) saying a trained model made this image,
-    with IPTC ``DigitalSourceType`` and atelier's provenance facts."""
-    fields = "".join(
-        f"<atelier:{_slug(key).replace('-', '_')}>{html.escape(str(value))}</atelier:{_slug(key).replace('-', '_')}>"
-        for key, value in sorted(facts.items()) if value is not None
-    )
-    packet = (
-        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-        '<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
-        'xmlns:atelier="https://github.com/atelier-gan/atelier/ns/1.0/">'
-        f"<Iptc4xmpExt:DigitalSourceType>{TRAINED_ALGORITHMIC_MEDIA}</Iptc4xmpExt:DigitalSourceType>{fields}"
-        '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
-    )
-    info.add_itxt("XML:com.adobe.xmp", packet)
+    with IPTC ``DigitalSourceType`` and atelier's provenance facts (atelier.common.disclosure)."""
+    info.add_itxt(XMP_PNG_KEY, packet_from_facts(facts), zip=False)
 
 
 def export_gallery(collection: Collection, root: Path, name: Optional[str] = None, disclosure: Optional[dict] = None) -> Path:
@@ -193,7 +179,7 @@ def export_gallery(collection: Collection, root: Path, name: Optional[str] = Non
             record = item.record(collection.provenance)
             record["file"] = f"{number:03d}-{_slug(item.painting.label)}.png"
             save_painting_png(item.painting.image, tmp / record["file"], png_text(record, collection.provenance),
-                              dict(disclosure or {}))
+                              {**(disclosure or {}), "refine": (item.refine or {}).get("settings", item.refine)})
             records.append(record)
         listing = {"format": GALLERY_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "provenance": collection.provenance, "paintings": records}

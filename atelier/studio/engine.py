@@ -28,6 +28,8 @@ from atelier.studio.refine import RefineRequest, RefineState, load_refiner_vgg, 
 
 log = logging.getLogger(__name__)
 
+FAST_REFINER_NAME = "transfer_net.safetensors"
+
 
 @dataclass
 class StudioOptions:
@@ -40,6 +42,7 @@ class StudioOptions:
     vgg_weights: Optional[Path] = None  # an explicit VGG19 file for the refiner
     device: str = "auto"
     inception: bool = True  # also judge originality by Inception features, as eval does
+    fast_refiner: Optional[Path] = None  # a trained transfer net (eval.fast_refiner); default <run>/transfer_net.safetensors
 
 
 def pick_device(name: str) -> torch.device:
@@ -64,6 +67,8 @@ class Studio:
     _judge_error: str = field(default="", init=False)
     _vgg: object = field(default=None, init=False)
     _vgg_error: str = field(default="", init=False)
+    _fast: object = field(default=None, init=False)
+    _fast_error: str = field(default="", init=False)
     _gpu: threading.Lock = field(default_factory=threading.Lock, init=False)  # one model call at a time
     _loading: threading.Lock = field(default_factory=threading.Lock, init=False)
     refines: dict[str, RefineState] = field(default_factory=dict, init=False)  # by browser session
@@ -153,6 +158,52 @@ class Studio:
             raise RuntimeError(self._vgg_error)
         return self._vgg
 
+    def fast_refiner_path(self) -> Optional[Path]:
+        """The trained fast refiner to offer: ``--fast-refiner``, else the run's ``transfer_net.safetensors``."""
+        if self.options.fast_refiner is not None:
+            return Path(self.options.fast_refiner)
+        if self.run_dir is not None and (self.run_dir / FAST_REFINER_NAME).is_file():
+            return self.run_dir / FAST_REFINER_NAME
+        return None
+
+    def fast_refiner(self):
+        """The loaded fast refiner, or None (with :attr:`fast_error`) when there is none or it cannot load."""
+        with self._loading:
+            if self._fast is None and not self._fast_error:
+                path = self.fast_refiner_path()
+                if path is None:
+                    self._fast_error = "no trained fast refiner for this run (train one with `atelier refine-train`)"
+                else:
+                    try:
+                        from eval.fast_refiner import load_fast_refiner
+
+                        self._fast = load_fast_refiner(path, self.device)
+                    except Exception as exc:  # ImportError too: the fast refiner is optional
+                        self._fast_error = f"fast refiner unavailable: {' '.join(str(exc).split())}"
+                        log.warning("%s", self._fast_error)
+            return self._fast
+
+    @property
+    def fast_error(self) -> str:
+        return self._fast_error
+
+    def fast_refine(self, item_id: str, strength: float, size: int) -> Item:
+        """Stylise a painting with the trained transfer network in one forward pass; a new painting."""
+        from atelier.studio.refine import to_tensor, to_uint8
+        from eval.fast_refiner import apply
+
+        refiner = self.fast_refiner()
+        if refiner is None:
+            raise RuntimeError(self.fast_error)
+        base = self.collection.get(item_id)
+        with self._gpu:
+            out = apply(refiner, to_tensor(base.painting.image, int(size)).to(self.device), float(strength))
+        painting = P.Painting(to_uint8(out), "refined", seed=base.painting.seed, psi=base.painting.psi,
+                              noise_mode=base.painting.noise_mode, recipe={"base": base.painting.label, "base_id": base.id})
+        record = {"method": "fast", "model": str(refiner.path), "model_sha256": refiner.sha256,
+                  "training": refiner.training, "settings": {"strength": float(strength), "size": int(size)}}
+        return self.register([painting], refine=record)[0]
+
     def warm_up(self) -> threading.Thread:
         """Load the judge (and embed the dataset) and VGG19 in the background, so first clicks are quick."""
 
@@ -164,6 +215,7 @@ class Studio:
                 self.vgg()
             except RuntimeError:
                 pass
+            self.fast_refiner()
 
         thread = threading.Thread(target=work, name="studio-warm-up", daemon=True)
         thread.start()

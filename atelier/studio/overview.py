@@ -15,9 +15,11 @@ from typing import Optional
 
 MAX_CONFIG_CHARS = 200_000
 # The curves worth plotting, by key prefix in metrics.jsonl (training ticks and in-training metrics).
+# Case matters: training logs each loss twice ("Loss/G_main" per phase and "loss/G" per term); the
+# phase totals are the ones plotted.
 CURVE_GROUPS = {
     "losses": ("Loss/",),
-    "quality": ("metrics/", "kid", "swd", "fid"),
+    "quality": ("metrics/",),  # KID, SWD, FID, LPIPS diversity, memorisation (eval.in_training)
     "augmentation": ("augment/",),
 }
 _URL = re.compile(r"https://wandb\.ai/[\w\-./]+/runs/[\w\-]+")
@@ -72,9 +74,7 @@ def curve_table(metrics: list[dict], group: str) -> list[dict]:
         if not isinstance(kimg, (int, float)):
             continue
         for key, value in row.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key.lower().startswith(
-                tuple(p.lower() for p in prefixes)
-            ):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key.startswith(prefixes):
                 rows.append({"kimg": float(kimg), "metric": key, "value": float(value)})
     return rows
 

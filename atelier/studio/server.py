@@ -47,6 +47,9 @@ def build_parser() -> CommandParser:
     parser.add_argument("--weights-dir", type=Path, metavar="DIR",
                         help="folder with LPIPS/Inception/VGG19 weight files (as eval and refine); otherwise the torch hub cache")
     parser.add_argument("--vgg-weights", type=Path, metavar="PATH", help="an explicit VGG19 state dict file for the refiner")
+    parser.add_argument("--fast-refiner", type=Path, metavar="PATH",
+                        help="a trained transfer network (atelier refine-train) to offer beside the Gatys refiner "
+                        "(default: the run's transfer_net.safetensors when present)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-inception", action="store_true", help="judge originality by LPIPS only (faster start)")
     parser.add_argument("--no-warm-up", action="store_true", help="load the judge and VGG19 on first use instead of at start")
@@ -62,6 +65,8 @@ def check_port(host: str, port: int) -> None:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the server will: a port in TIME_WAIT from a studio just closed is free, a listening one is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -125,6 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         studio = Studio(StudioOptions(
             checkpoint=args.checkpoint, dataset=args.dataset, export_dir=args.export_dir, weights_dir=args.weights_dir,
             vgg_weights=args.vgg_weights, device=args.device, inception=not args.no_inception,
+            fast_refiner=args.fast_refiner,
         ))
     except (GeneratorLoadError, ValueError, OSError, RuntimeError) as exc:
         return fail("studio", one_line(exc, None))
