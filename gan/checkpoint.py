@@ -10,7 +10,12 @@ numerically largest complete dir is the latest)::
     rng-rank<R>.pt                                    python/numpy/torch(/CUDA) RNG of process R
     process-<R>.json                                  SHA-256 of process R's weights: all must agree
     state.json                                        format, counters, data position, model config,
-                                                      resolution, the resolved training config
+                                                      resolution, the resolved training config, and
+                                                      the SHA-256 of every other file (files_sha256)
+
+Loading verifies the files against ``files_sha256`` and the loaded weights against the
+digests of ``process-0.json`` (older checkpoints have only the latter), so a flipped byte is an
+error, never a silently different run. Files get the permissions of the user's umask.
 
 Every ``.pt`` file is read with ``torch.load(weights_only=True)``, so loading never runs
 pickled code. A checkpoint is first written to ``checkpoints/.tmp-<nimg>/`` and renamed into
@@ -24,6 +29,7 @@ main process logs an error when files of some processes are missing).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -36,11 +42,12 @@ from typing import Any, Mapping, Optional, Protocol
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as safetensors_bytes
 
 from atelier.common.safe_load import UnreadableTensorsFile, load_tensors
 from atelier.common.errors import first_line
-from atelier.common.hashing import tensors_sha256, weights_sha256  # noqa: F401 (part of the checkpoint contract)
+from atelier.common.hashing import file_sha256, tensors_sha256, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,10 @@ _OLD_PREFIX = ".old-"
 
 class CheckpointError(ValueError):
     """A path is not a usable checkpoint; the message is one line naming the problem."""
+
+
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint whose files do not match the digests recorded when it was written."""
 
 
 class ProcessGroup(Protocol):
@@ -207,6 +218,16 @@ def restore_rng(state: Mapping[str, Any]) -> None:
                         len(state["cuda"]), torch.cuda.device_count())
 
 
+def storage_device(device: torch.device | str) -> str:
+    """The device string file loaders accept for ``device``.
+
+    accelerate gives each process of a multi-process CPU run the device ``cpu:<rank>``, which
+    neither safetensors nor ``torch.load`` understand: every CPU is plain "cpu".
+    """
+    device = torch.device(device)
+    return "cpu" if device.type == "cpu" else str(device)
+
+
 def _rng_file(rank: int) -> str:
     return f"rng-rank{rank}.pt"
 
@@ -227,6 +248,30 @@ def process_digests(ckpt: str | os.PathLike) -> dict[int, dict[str, str]]:
 # --------------------------------------------------------------------------- saving
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file under the user's umask and flush it to disk.
+
+    Every checkpoint file goes through here: a full disk or a missing permission is then an
+    OSError naming the file (not a serialiser's "unexpected pos"), and safetensors' own
+    writer, which makes owner-only files, is not used.
+    """
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
 def _cpu_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     # clone(): safetensors refuses tensors sharing storage, and must not hold views into live weights.
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
@@ -234,10 +279,14 @@ def _cpu_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _write_payload(tmp: Path, snap: Snapshot) -> None:
     for key, module in snap.networks.items():
-        save_file(_cpu_tensors(module), str(tmp / NETWORK_FILES[key]))
+        write_file(tmp / NETWORK_FILES[key], safetensors_bytes(_cpu_tensors(module)))
     for key, opt in snap.optimizers.items():
-        torch.save(opt.state_dict(), tmp / OPTIMIZER_FILES[key])
-    torch.save(snap.extra, tmp / EXTRA_FILE)
+        write_file(tmp / OPTIMIZER_FILES[key], _torch_bytes(opt.state_dict()))
+    write_file(tmp / EXTRA_FILE, _torch_bytes(snap.extra))
+
+
+def _files_sha256(ckpt: Path) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted(ckpt.iterdir()) if p.is_file() and p.name != STATE_FILE}
 
 
 def _state_json(snap: Snapshot, num_processes: int) -> dict[str, Any]:
@@ -264,26 +313,33 @@ def save_checkpoint(run_dir: str | os.PathLike, snap: Snapshot, group: ProcessGr
     root = Path(run_dir) / CHECKPOINTS_DIR
     name = checkpoint_name(snap.progress.cur_nimg)
     tmp, final = root / f"{_TMP_PREFIX}{name}", root / name
-    if group.is_main_process:
-        if tmp.exists():  # left over from a run killed mid-save
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    group.wait_for_everyone()  # the main process has cleared and created tmp
-    rank = group.process_index
-    # A no-op on the shared filesystem the run needs; without it a process whose view of the
-    # dir lags (or a node-local disk) would fail here instead of being reported below.
-    tmp.mkdir(parents=True, exist_ok=True)
-    torch.save(capture_rng(), tmp / _rng_file(rank))
-    digests = {key: weights_sha256(module) for key, module in snap.networks.items()}
-    (tmp / _process_file(rank)).write_text(json.dumps({"rank": rank, "weights_sha256": digests}, sort_keys=True))
-    group.wait_for_everyone()  # every process has written before the main process renames tmp
-    if group.is_main_process:
-        _warn_if_processes_disagree(tmp, group.num_processes)
-        _write_payload(tmp, snap)
-        state_path = tmp / STATE_FILE
-        state_path.write_text(json.dumps(_state_json(snap, group.num_processes), indent=2, sort_keys=True))
-        _move_into_place(tmp, final)
-        _prune(root, keep_last, protect=final)
+    try:
+        if group.is_main_process:
+            if tmp.exists():  # left over from a run killed mid-save
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        group.wait_for_everyone()  # the main process has cleared and created tmp
+        rank = group.process_index
+        # A no-op on the shared filesystem the run needs; without it a process whose view of the
+        # dir lags (or a node-local disk) would fail here instead of being reported below.
+        tmp.mkdir(parents=True, exist_ok=True)
+        write_file(tmp / _rng_file(rank), _torch_bytes(capture_rng()))
+        digests = {key: weights_sha256(module) for key, module in snap.networks.items()}
+        record = json.dumps({"rank": rank, "weights_sha256": digests}, sort_keys=True)
+        write_file(tmp / _process_file(rank), record.encode())
+        group.wait_for_everyone()  # every process has written before the main process renames tmp
+        if group.is_main_process:
+            _warn_if_processes_disagree(tmp, group.num_processes)
+            _write_payload(tmp, snap)
+            state = {**_state_json(snap, group.num_processes), "files_sha256": _files_sha256(tmp)}
+            write_file(tmp / STATE_FILE, json.dumps(state, indent=2, sort_keys=True).encode())
+            _move_into_place(tmp, final)
+            _prune(root, keep_last, protect=final)
+    except BaseException:
+        # A full disk, a missing permission, a signal: leave no half-written dir behind.
+        if group.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     group.wait_for_everyone()
     return final
 
@@ -335,22 +391,119 @@ def _load_pt(path: Path, device: torch.device | str) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: incomplete checkpoint, {path.name} is missing")
     try:
-        return load_tensors(path, map_location=device)
+        return load_tensors(path, map_location=storage_device(device))
     except UnreadableTensorsFile as exc:
         raise CheckpointError(str(exc)) from exc
 
 
-def load_networks(ckpt: str | os.PathLike, networks: Mapping[str, torch.nn.Module], device: torch.device | str = "cpu") -> None:
-    """Load only the weights of ``networks`` (keys of NETWORK_FILES) from a checkpoint dir, in place."""
+def _intact_hint(ckpt: Path) -> str:
+    """", the previous checkpoint ... still works: --resume ..." for an error about ``ckpt``, or ""."""
+    if ckpt.parent.name != CHECKPOINTS_DIR:
+        return ""
+    for older in reversed(list_checkpoints(ckpt.parent)):
+        if older.name.isdigit() and ckpt.name.isdigit() and int(older.name) < int(ckpt.name):
+            try:
+                verify_checkpoint(older)
+            except CheckpointError:
+                continue
+            return f"; the earlier checkpoint is intact: --resume {older}"
+    return ""
+
+
+def _damaged(ckpt: Path, message: str) -> DamagedCheckpoint:
+    return DamagedCheckpoint(f"{message}{_intact_hint(ckpt)}")
+
+
+def _recorded_weight_digests(ckpt: Path) -> dict[str, str]:
+    path = ckpt / _process_file(0)
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text())["weights_sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not readable ({first_line(exc)})") from exc
+
+
+def _read_weights(path: Path, expected: Optional[str]) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors on the CPU, read once and checked against the recorded digest."""
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: incomplete checkpoint, {path.name} is missing")
+    try:
+        tensors = load_safetensors_bytes(path.read_bytes())
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({first_line(exc)})") from exc
+    except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
+        raise _damaged(path.parent, f"{path}: not a readable safetensors file ({first_line(exc)})") from exc
+    if expected is not None and tensors_sha256(tensors) != expected:
+        raise _damaged(path.parent, f"{path}: damaged, its weights do not match the sha256 recorded in "
+                                    f"{_process_file(0)}")
+    return tensors
+
+
+def verify_checkpoint(ckpt: str | os.PathLike) -> dict[str, Any]:
+    """Check every file of a checkpoint against the digests recorded when it was written.
+
+    Returns its parsed state.json; raises DamagedCheckpoint (one line naming the file) when a
+    file is missing, truncated or changed. Checkpoints from before ``files_sha256`` existed
+    are checked by their weights against process-0.json.
+    """
     ckpt = Path(ckpt)
+    state = read_state(ckpt)
+    recorded = state.get("files_sha256")
+    if isinstance(recorded, dict):
+        for name, digest in sorted(recorded.items()):
+            path = ckpt / name
+            if not path.is_file():
+                raise _damaged(ckpt, f"{ckpt}: incomplete checkpoint, {name} is missing")
+            if file_sha256(path) != digest:
+                raise _damaged(ckpt, f"{path}: damaged, sha256 differs from the one recorded in {STATE_FILE}")
+    else:
+        digests = _recorded_weight_digests(ckpt)
+        for key, name in NETWORK_FILES.items():
+            _read_weights(ckpt / name, digests.get(key))
+    return state
+
+
+def choose_resume_checkpoint(path: str | os.PathLike, option: str = "--resume") -> Path:
+    """The checkpoint ``--resume path`` continues from, verified.
+
+    Given a run dir, a damaged latest checkpoint falls back to the newest intact one, with a
+    warning saying so; given one checkpoint dir, a damaged one is an error (naming an intact
+    earlier checkpoint when there is one).
+    """
+    path = Path(path)
+    chosen = resolve_checkpoint(path, option)
+    try:
+        verify_checkpoint(chosen)
+        return chosen
+    except CheckpointError as exc:
+        if chosen.parent.parent != path:  # an explicit checkpoint dir: the user picked this one
+            raise
+        damaged = exc
+    for older in reversed(list_checkpoints(chosen.parent)):
+        if int(older.name) >= int(chosen.name):
+            continue
+        try:
+            verify_checkpoint(older)
+        except CheckpointError:
+            continue
+        log.warning("the latest checkpoint %s is damaged (%s); resuming from the newest intact one, %s",
+                    chosen.name, damaged, older)
+        return older
+    raise CheckpointError(f"{option} {path}: no intact checkpoint ({damaged})")
+
+
+def load_networks(ckpt: str | os.PathLike, networks: Mapping[str, torch.nn.Module], device: torch.device | str = "cpu") -> None:
+    """Load only the weights of ``networks`` (keys of NETWORK_FILES) from a checkpoint dir, in place.
+
+    Each file is read once, on the CPU, and checked against process-0.json's digest before the
+    weights are copied into the networks (on whatever device they live).
+    """
+    ckpt = Path(ckpt)
+    digests = _recorded_weight_digests(ckpt)
     for key, module in networks.items():
         path = ckpt / NETWORK_FILES[key]
-        if not path.is_file():
-            raise CheckpointError(f"{ckpt}: incomplete checkpoint, {path.name} is missing")
-        try:
-            tensors = load_file(str(path), device=str(device))
-        except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
-            raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(exc)})") from exc
+        tensors = _read_weights(path, digests.get(key))
         try:
             module.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
@@ -395,16 +548,28 @@ def load_checkpoint(
     optimizers: Mapping[str, torch.optim.Optimizer],
     rank: int = 0,
     device: torch.device | str = "cpu",
+    allow_rng_reset: bool = False,
 ) -> Restored:
-    """Load weights and optimiser states in place; return counters, extra state and this rank's RNG."""
+    """Load weights and optimiser states in place; return counters, extra state and this rank's RNG.
+
+    The RNG file of a process the checkpoint had is required (without it the resumed run cannot
+    repeat the uninterrupted one) unless ``allow_rng_reset``; a process beyond the saved count
+    gets ``rng=None`` and seeds itself afresh.
+    """
     ckpt = Path(ckpt)
-    state = read_state(ckpt)
+    state = verify_checkpoint(ckpt)
+    rng_path = ckpt / _rng_file(rank)
+    saved_processes = int(state.get("num_processes", 1))
+    if not rng_path.is_file() and rank < saved_processes and not allow_rng_reset:
+        raise CheckpointError(
+            f"{ckpt}: incomplete checkpoint, {rng_path.name} is missing: resuming without it cannot repeat "
+            "the uninterrupted run; pass --allow-rng-reset to continue with fresh random streams"
+        )
     load_networks(ckpt, networks, device)
     for key, opt in optimizers.items():
         opt.load_state_dict(_with_implementation_of(opt, _load_pt(ckpt / OPTIMIZER_FILES[key], device)))
         _match_parameter_layout(opt)
     extra = _load_pt(ckpt / EXTRA_FILE, "cpu")
-    rng_path = ckpt / _rng_file(rank)
     rng = _load_pt(rng_path, "cpu") if rng_path.is_file() else None
     progress = Progress(**state["progress"])
     return Restored(state=state, progress=progress, extra=extra, rng=rng)

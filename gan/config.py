@@ -8,6 +8,7 @@ reported as one line that names the key. Command-line overrides use dot-lists:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -95,6 +96,9 @@ class TransferConfig:
 class CheckpointConfig:
     every_kimg: float = 50.0
     keep_last: int = 3
+    # After SIGTERM/SIGINT a final checkpoint is written only if it can finish within this many
+    # seconds of the signal (SLURM's default KillWait is 30 s); otherwise the run stops at once.
+    stop_grace_sec: float = 25.0
 
 
 @dataclass
@@ -199,6 +203,67 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+# Numeric ranges, checked by validate(): key -> (low, high, whether the low end is allowed).
+# Integer counts and intervals start at 1 (or 0 where 0 means "none"); kimg intervals must be
+# positive (0 would mean "never", e.g. no checkpoint at all, so a kill loses the whole run).
+_INF = float("inf")
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "data.workers": (0, 256, True),
+    "model.z_dim": (1, _INF, True),
+    "model.w_dim": (1, _INF, True),
+    "model.mapping_layers": (1, _INF, True),
+    "model.mapping_lr_mul": (0, _INF, False),
+    "model.channel_base": (1, _INF, True),
+    "model.channel_max": (1, _INF, True),
+    "model.mbstd_group": (1, _INF, True),
+    "model.conv_clamp": (0, _INF, False),
+    "loss.r1_gamma": (0, _INF, True),
+    "loss.r1_interval": (1, _INF, True),
+    "loss.pl_weight": (0, _INF, True),
+    "loss.pl_interval": (1, _INF, True),
+    "loss.pl_decay": (0, 1, True),
+    "loss.pl_batch_shrink": (1, _INF, True),
+    "loss.style_mixing": (0, 1, True),
+    "train.batch": (1, _INF, True),
+    "train.batch_per_gpu": (1, _INF, True),
+    "train.g_lr": (0, _INF, False),
+    "train.d_lr": (0, _INF, False),
+    "train.eps": (0, _INF, False),
+    "train.ema_kimg": (0, _INF, True),
+    "train.ema_rampup": (0, _INF, True),
+    "train.total_kimg": (0, _INF, False),
+    "train.seed": (0, 2**63 - 1, True),
+    "train.max_bad_steps": (1, _INF, True),
+    "augment.p": (0, 1, True),
+    "augment.target": (0, 1, True),
+    "augment.interval": (1, _INF, True),
+    "augment.speed_kimg": (0, _INF, False),
+    "transfer.freeze_d": (0, _INF, True),
+    "checkpoint.every_kimg": (0, _INF, False),
+    "checkpoint.keep_last": (1, _INF, True),
+    "checkpoint.stop_grace_sec": (0, _INF, True),
+    "log.tick_kimg": (0, _INF, False),
+    "log.sample_every_kimg": (0, _INF, False),
+    "log.sample_seeds": (0, 1024, True),
+    "metrics.every_kimg": (0, _INF, False),
+    "metrics.num_samples": (1, _INF, True),
+}
+
+
+def _check_range(key: str, value: Any, low: float, high: float, inclusive: bool) -> None:
+    if value is None:  # optional values (batch_per_gpu, conv_clamp, ema_rampup): null means "off"/"auto"
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if math.isnan(value) or (math.isinf(value) and high != _INF):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+    above = value >= low if inclusive else value > low
+    if not above or value > high:
+        lower = f">= {low:g}" if inclusive else f"> {low:g}"
+        bound = lower if high == _INF else f"{lower} and <= {high:g}"
+        raise ConfigError(f"{key} must be {bound}, got {value:g}")
+
+
 def validate(cfg: TrainingConfig) -> None:
     """Check values that types alone cannot; raise ConfigError naming the key."""
     res = cfg.data.resolution
@@ -209,25 +274,14 @@ def validate(cfg: TrainingConfig) -> None:
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-    positive = {
-        "train.batch": cfg.train.batch,
-        "model.z_dim": cfg.model.z_dim,
-        "model.w_dim": cfg.model.w_dim,
-        "model.channel_base": cfg.model.channel_base,
-        "model.channel_max": cfg.model.channel_max,
-        "loss.r1_interval": cfg.loss.r1_interval,
-        "loss.pl_interval": cfg.loss.pl_interval,
-        "checkpoint.keep_last": cfg.checkpoint.keep_last,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
-    if cfg.train.batch_per_gpu is not None and cfg.train.batch_per_gpu <= 0:
-        raise ConfigError(f"train.batch_per_gpu must be positive, got {cfg.train.batch_per_gpu}")
+    for key, (low, high, inclusive) in _RANGES.items():
+        section, name = key.split(".")
+        _check_range(key, getattr(getattr(cfg, section), name), low, high, inclusive)
     if len(cfg.train.betas) != 2:
         raise ConfigError(f"train.betas must have two values, got {cfg.train.betas}")
-    if not 0.0 <= cfg.augment.p <= 1.0:
-        raise ConfigError(f"augment.p must be in [0, 1], got {cfg.augment.p}")
+    for i, beta in enumerate(cfg.train.betas):
+        if not 0.0 <= beta < 1.0:
+            raise ConfigError(f"train.betas[{i}] must be in [0, 1), got {beta}")
 
 
 def to_dict(cfg: TrainingConfig) -> dict[str, Any]:

@@ -18,24 +18,30 @@ from another run's networks (transfer learning, e.g. a movement model fine-tuned
 master; ``--freeze-d K`` keeps D's first K blocks fixed); see docs/transfer.md.
 
 Bad input (missing or empty dataset, a resolution that does not match the config, a config
-typo, a resume path that is not a checkpoint, a checkpoint of another architecture) stops
-with a one-line ``atelier train: error:`` message and exit status 2 before any training starts.
+typo or out-of-range value, a batch that cannot fit in memory, a resume path that is not a
+checkpoint, a checkpoint of another architecture, a run dir another trainer holds or that
+already holds a run's checkpoints) stops with a one-line ``atelier train: error:`` message and
+exit status 2 before any training starts. A write that fails (disk full, read-only, no
+permission) is one line naming the file, exit status 5. SIGTERM and SIGINT write a final
+checkpoint (when it fits in ``checkpoint.stop_grace_sec``) and exit with 143 and 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import shutil
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
-from atelier.common.command import CommandParser, fail, prog_name, setup_logging
-from atelier.common.errors import ExitCode
-from gan.checkpoint import CheckpointError, check_architecture, read_state, resolve_checkpoint
+from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
+from atelier.common.errors import AtelierError, ExitCode, io_error_line
+from gan.checkpoint import CheckpointError, check_architecture, choose_resume_checkpoint, read_state
 from gan.config import ConfigError, TrainingConfig, load_config, save_config, to_dict
 
 log = logging.getLogger("atelier.train")
@@ -68,7 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-kimg", type=float, help="stop after this many thousand real images "
                         "(earlier than train.total_kimg); a checkpoint is written at the stop")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
-                        help="continue from a run dir's latest checkpoint or from one checkpoint dir")
+                        help="continue from a run dir's latest checkpoint (the newest intact one, with a "
+                        "warning, when the latest is damaged) or from one checkpoint dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in a --run-dir that holds another run's checkpoints, deleting "
+                        "its checkpoints, samples, metrics.jsonl and generator.safetensors")
+    parser.add_argument("--allow-rng-reset", action="store_true",
+                        help="resume from a checkpoint that lacks this process's RNG state (rng-rank<R>.pt), "
+                        "with fresh random streams: the run then no longer repeats an uninterrupted one")
     parser.add_argument("--init-from", metavar="CHECKPOINT",
                         help="transfer learning: start from another run's networks (run dir or checkpoint dir: "
                         "G, D, G_ema and w_avg; generator.safetensors export: G only), same architecture and "
@@ -88,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, Optional[Path]]:
     """The training config and the checkpoint to resume from (both validated)."""
-    resume = resolve_checkpoint(args.resume) if args.resume else None
+    resume = choose_resume_checkpoint(args.resume) if args.resume else None
     config_path = args.config
     if config_path is None and resume is not None:
         saved = resume.parent.parent / "config.yaml"
@@ -193,44 +206,111 @@ def make_accelerator(cfg: TrainingConfig, tracker: Optional[str], proposed_run_d
     return accelerator
 
 
+# Errors of a write that the user can fix (space, quota, permissions), reported as ExitCode.IO.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# What a run writes into its run dir besides config.yaml; --overwrite removes these.
+RUN_OUTPUTS = ("checkpoints", "samples", "metrics.jsonl", "generator.safetensors")
+
+
+def claim_run_dir(run_dir: Path, resume: Optional[Path], overwrite: bool):
+    """Lock the run dir for this run; refuse a fresh start over another run's checkpoints.
+
+    Returns the held RunLock. Main process only.
+    """
+    from gan.checkpoint import CHECKPOINTS_DIR, list_checkpoints
+    from gan.run_lock import RunLock
+
+    lock = RunLock(run_dir)
+    lock.acquire()
+    try:
+        existing = list_checkpoints(run_dir / CHECKPOINTS_DIR)
+        if resume is None and existing:
+            if not overwrite:
+                raise AtelierError(
+                    f"{run_dir} already holds a run's checkpoints (latest {existing[-1].name}): continue it with "
+                    f"--resume {run_dir}, start in a new --run-dir, or pass --overwrite to discard them"
+                )
+            log.warning("--overwrite: deleting the previous run's %s in %s", ", ".join(RUN_OUTPUTS), run_dir)
+            for name in RUN_OUTPUTS:
+                path = run_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _agree_on_error(accelerator, message: Optional[str]) -> Optional[str]:
+    """The main process's error message (or None) on every process, so all stop together."""
+    if accelerator.num_processes == 1:
+        return message
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([message], from_process=0)[0]
+
+
 def run(args: argparse.Namespace) -> int:
     from gan.dataset import DatasetError
+    from gan.memory import check_batch_fits
 
     try:
         cfg, resume = resolve_config(args)
         check_dataset(cfg)
         check_metrics(cfg)
+        check_batch_fits(cfg)
     except (ConfigError, CheckpointError, DatasetError) as exc:
         return fail(CMD, exc)
     if cfg.train.deterministic:  # from --deterministic, the preset, --set or the resumed run's config
         # cuBLAS needs this before CUDA initialises to pick deterministic workspaces.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-    from gan.export import GeneratorLoadError
-    from gan.trackers import choose_tracker, end_tracking, start_tracking
-    from gan.training_loop import RunOptions, TrainingDiverged, training_loop
+    from gan.trackers import choose_tracker
 
     tracker = choose_tracker(cfg.log.tracker, args.tracker, args.no_wandb)
     accelerator = make_accelerator(cfg, tracker, args.run_dir or default_run_dir(cfg, resume))
     run_dir = Path(accelerator.project_dir)
     setup_logging(args.verbose, accelerator.is_main_process)
-    previous_config = None
+    lock, previous_config, problem = None, None, None
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if (run_dir / "config.yaml").is_file():
-            previous_config = (run_dir / "config.yaml").read_bytes()
-        save_config(cfg, run_dir / "config.yaml")
-        log.info("run dir %s (device %s, %d process(es))", run_dir, accelerator.device, accelerator.num_processes)
-    accelerator.wait_for_everyone()
-    start_tracking(accelerator, tracker, cfg.log.project, run_dir, to_dict(cfg))
-    options = RunOptions(run_dir=run_dir, stop_kimg=args.max_kimg, resume=resume, tracker=tracker)
+        try:
+            lock = claim_run_dir(run_dir, resume, args.overwrite)
+            if (run_dir / "config.yaml").is_file():
+                previous_config = (run_dir / "config.yaml").read_bytes()
+            save_config(cfg, run_dir / "config.yaml")
+            log.info("run dir %s (device %s, %d process(es))", run_dir, accelerator.device, accelerator.num_processes)
+        except AtelierError as exc:
+            problem = (str(exc), int(exc.code))
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            problem = (io_error_line(exc, exc.filename or run_dir), int(ExitCode.IO))
+    problem = _agree_on_error(accelerator, problem)
+    if problem is not None:
+        return fail(CMD, problem[0], ExitCode(problem[1])) if accelerator.is_main_process else problem[1]
+    try:
+        return _train(cfg, accelerator, args, run_dir, resume, tracker, previous_config)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, accelerator, args, run_dir: Path, resume: Optional[Path], tracker, previous_config) -> int:
+    """Track, train and map every way a run ends to its exit status (README's table)."""
+    from gan.export import GeneratorLoadError
+    from gan.signals import StopRequested, StopSignals
+    from gan.trackers import end_tracking, start_tracking
+    from gan.training_loop import RunOptions, TrainingDiverged, training_loop
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    main = accelerator.is_main_process
+    start_tracking(accelerator, tracker, cfg.log.project, run_dir, to_dict(cfg))
     try:
-        with logging_redirect_tqdm():
+        with StopSignals() as signals, logging_redirect_tqdm():
+            options = RunOptions(run_dir=run_dir, stop_kimg=args.max_kimg, resume=resume, tracker=tracker,
+                                 allow_rng_reset=args.allow_rng_reset, signals=signals)
             result = training_loop(cfg, accelerator, options)
     except (ConfigError, CheckpointError, GeneratorLoadError) as exc:  # found while building (process count, init_from)
-        if previous_config is not None:
+        if previous_config is not None and main:
             # Nothing trained under this config: a later plain --resume must see the run's own settings.
             from atelier.common.fileio import atomic_write_bytes
 
@@ -238,15 +318,34 @@ def run(args: argparse.Namespace) -> int:
         return fail(CMD, exc)
     except TrainingDiverged as exc:
         return fail(CMD, exc, ExitCode.DIVERGED)
+    except StopRequested as stop:
+        if main:
+            print(f"{prog_name(CMD)}: {stopped_message(run_dir, stop)}", file=sys.stderr, flush=True)
+        return int(stop.code)
     except KeyboardInterrupt:
-        if accelerator.is_main_process:
+        if main:
             print(f"{prog_name(CMD)}: {interrupted_message(run_dir)}", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        return fail_write(CMD, exc, exc.filename or run_dir)
     finally:
         end_tracking(accelerator, tracker)
-    if accelerator.is_main_process:
+    if main:
         log.info("done at kimg %.3f; latest checkpoint %s", result.progress.kimg, result.last_checkpoint)
     return 0
+
+
+def stopped_message(run_dir: Path, stop) -> str:
+    """One line for SIGTERM/SIGINT: the final checkpoint (or why there is none) and how to continue."""
+    import signal
+
+    name = signal.Signals(stop.signum).name
+    if stop.checkpoint is not None:
+        return (f"stopped by {name}: wrote checkpoint {stop.checkpoint} (kimg {int(Path(stop.checkpoint).name) / 1000:g}); "
+                f"continue with `atelier train --resume {run_dir}`")
+    return f"stopped by {name} without a final checkpoint ({stop.reason}); {interrupted_message(run_dir)}"
 
 
 def interrupted_message(run_dir: Path) -> str:

@@ -48,6 +48,7 @@ from atelier.common.fileio import atomic_write_text
 from gan.minibatches import EpochItems, MinibatchOrder
 from gan.perf import apply_perf, set_eager
 from gan.shared_cache import preload_per_machine
+from gan.signals import StopRequested, StopSignals
 from gan.trackers import log_image, log_scalars
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class RunOptions:
     stop_kimg: Optional[float] = None  # --max-kimg: stop earlier than train.total_kimg
     resume: Optional[Path] = None  # a resolved checkpoint dir
     tracker: Optional[str] = None  # "wandb" | "tensorboard" | None
+    allow_rng_reset: bool = False  # --allow-rng-reset: resume even without this process's RNG state
+    signals: Optional[StopSignals] = None  # SIGTERM/SIGINT received while training (gan.signals)
 
 
 @dataclass
@@ -195,6 +198,8 @@ class Trainer:
         self._unchecked: list[dict[str, torch.Tensor]] = []
         self.progress = ckpt_io.Progress()
         self.last_checkpoint: Optional[Path] = None
+        self.last_save_sec: Optional[float] = None  # how long the latest checkpoint took to write
+        self._pending_stop: Optional[torch.Tensor] = None
         if options.resume is not None:
             self._restore(options.resume)
         self.data = self._data_iterator(self.progress.data_position)
@@ -286,6 +291,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         self.check_finite()  # the saved counters include every step taken so far
+        started = time.monotonic()
         path = ckpt_io.save_checkpoint(self.run_dir, self._snapshot(), self.acc, self.cfg.checkpoint.keep_last)
         if self.acc.is_main_process:
             from gan.export import EXPORT_NAME, save_generator
@@ -296,12 +302,57 @@ class Trainer:
             )
             log.info("checkpoint %s", path)
         self.last_checkpoint = path
+        self.last_save_sec = time.monotonic() - started
         return path
+
+    # ----------------------------------------------------------------- stopping for a signal
+
+    def _main_value(self, value: float) -> float:
+        """The main process's ``value`` on every process (one tiny collective), so all decide alike."""
+        if self.world == 1:
+            return value
+        mine = torch.tensor([value if self.acc.is_main_process else 0.0], device=self.device)
+        return float(self.acc.reduce(mine, reduction="sum").item())
+
+    def stop_signal(self, signals: Optional[StopSignals]) -> Optional[int]:
+        """The signal every process agrees to stop for, or None.
+
+        One process alone cannot stop: the final checkpoint is collective. With several processes
+        the flags are summed each step; on a GPU the sum is read one step later, so the loop never
+        waits for it (all processes still read the same step's sum).
+        """
+        import signal as sig
+
+        local = signals.signum if signals is not None else None
+        if self.world == 1:
+            return local
+        flags = torch.tensor([float(local == sig.SIGTERM), float(local == sig.SIGINT)], device=self.device)
+        reduced = self.acc.reduce(flags, reduction="sum")
+        if self.check_lag:
+            reduced, self._pending_stop = self._pending_stop, reduced
+            if reduced is None:
+                return None
+        term, interrupt = reduced.tolist()
+        return int(sig.SIGTERM) if term > 0 else int(sig.SIGINT) if interrupt > 0 else None
+
+    def stop(self, signum: int, signals: Optional[StopSignals], saved_at: int) -> None:
+        """Write a final checkpoint if it fits in the grace period, then raise StopRequested."""
+        self.check_finite()
+        if saved_at == self.progress.cur_nimg and self.last_checkpoint is not None:
+            raise StopRequested(signum, self.last_checkpoint)
+        grace = self.cfg.checkpoint.stop_grace_sec
+        elapsed = signals.seconds_since() if signals is not None else 0.0
+        needed = self.last_save_sec or 0.0  # unknown before the first save: try
+        fits = self._main_value(float(elapsed + needed <= grace)) > 0
+        if not fits:
+            raise StopRequested(signum, None, f"a checkpoint takes about {needed:.0f} s, more than the "
+                                              f"{grace:g} s left of checkpoint.stop_grace_sec")
+        raise StopRequested(signum, self.save_checkpoint())
 
     def _restore(self, path: Path) -> None:
         restored = ckpt_io.load_checkpoint(
             path, {"G": self.G, "D": self.D, "G_ema": self.G_ema}, {"G": self.opt_G, "D": self.opt_D},
-            rank=self.rank, device=self.device,
+            rank=self.rank, device=self.device, allow_rng_reset=self.opts.allow_rng_reset,
         )
         self.loss.load_state_dict(restored.extra["loss"])
         # p, and the pending sign statistics (saved summed over processes: one process takes them back)
@@ -312,7 +363,7 @@ class Trainer:
         self.last_checkpoint = Path(path)
         if restored.rng is not None:
             ckpt_io.restore_rng(restored.rng)
-        else:  # resumed on more processes than saved: fresh, distinct streams for the new ones
+        else:  # resumed on more processes than saved, or --allow-rng-reset: fresh, distinct streams
             log.warning("checkpoint has no RNG state for process %d; seeding it afresh", self.rank)
             seed_everything((self.cfg.train.seed * self.world + self.rank) * 1_000_003 + self.progress.step)
         log.info("resumed from %s at kimg %.3f (step %d)", path, self.progress.kimg, self.progress.step)
@@ -653,6 +704,9 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
             if cfg.metrics.metrics and (done or _crossed(prev, cur, cfg.metrics.every_kimg)):
                 trainer.run_metrics(metrics_path)
             maintenance += time.time() - now
+            signum = trainer.stop_signal(options.signals)
+            if signum is not None and not done:
+                trainer.stop(signum, options.signals, saved_at)
     finally:
         bar.close()
     trainer.check_finite()

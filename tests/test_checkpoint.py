@@ -88,9 +88,117 @@ def test_checkpoint_loads_only_tensors(tmp_path, cfg):
     snap = _snapshot(cfg, 8)
     path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
     torch.save({"state": {}, "param_groups": [{"lr": OneProcess()}]}, path / "optim_G.pt")  # pickled object
+    _rerecord(path, "optim_G.pt")  # whoever planted it also fixed the recorded hash
     with pytest.raises(ck.CheckpointError, match="refused, since loading it could run code") as info:
         ck.load_checkpoint(path, snap.networks, snap.optimizers)
     assert "weights_only=False" not in str(info.value)  # torch's own advice must never reach users
+
+
+def _rerecord(ckpt: Path, name: str) -> None:
+    """Record ``name``'s current sha256 in state.json, as if the checkpoint had been written so."""
+    state = json.loads((ckpt / ck.STATE_FILE).read_text())
+    state["files_sha256"][name] = ck.file_sha256(ckpt / name)
+    (ckpt / ck.STATE_FILE).write_text(json.dumps(state))
+
+
+def _flip_byte(path: Path, offset_from_end: int = 5) -> None:
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_in_any_file_is_detected_on_load(tmp_path, cfg):
+    snap = _snapshot(cfg, 8)
+    path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
+    for name in ("G.safetensors", "D.safetensors", "optim_G.pt", "rng-rank0.pt"):
+        original = (path / name).read_bytes()
+        _flip_byte(path / name)
+        with pytest.raises(ck.DamagedCheckpoint, match=f"{name}: damaged") as info:
+            ck.load_checkpoint(path, snap.networks, snap.optimizers)
+        assert "\n" not in str(info.value)
+        (path / name).write_bytes(original)
+    ck.load_checkpoint(path, snap.networks, snap.optimizers)  # intact again
+
+
+def test_weights_are_checked_against_process_0_digests_without_files_sha256(tmp_path, cfg):
+    """Checkpoints written before state.json recorded file digests: the weights' own digests still hold."""
+    snap = _snapshot(cfg, 8)
+    path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
+    state = json.loads((path / ck.STATE_FILE).read_text())
+    del state["files_sha256"]
+    (path / ck.STATE_FILE).write_text(json.dumps(state))
+    _flip_byte(path / "G_ema.safetensors")  # the last bytes are tensor data, so the file still parses
+    with pytest.raises(ck.DamagedCheckpoint, match="G_ema.safetensors: damaged, its weights do not match"):
+        ck.load_networks(path, {"G_ema": snap.networks["G_ema"]})
+
+
+def test_a_damaged_latest_checkpoint_falls_back_only_for_a_run_dir(tmp_path, cfg, caplog):
+    older = ck.save_checkpoint(tmp_path, _snapshot(cfg, 8), OneProcess(), keep_last=3)
+    latest = ck.save_checkpoint(tmp_path, _snapshot(cfg, 16), OneProcess(), keep_last=3)
+    _flip_byte(latest / "D.safetensors")
+    with caplog.at_level("WARNING"):
+        assert ck.choose_resume_checkpoint(tmp_path) == older
+    assert f"latest checkpoint {latest.name} is damaged" in caplog.text and str(older) in caplog.text
+    # Named explicitly, the damaged one is an error that points at the intact one.
+    with pytest.raises(ck.DamagedCheckpoint, match=f"D.safetensors: damaged.*intact: --resume {older}"):
+        ck.choose_resume_checkpoint(latest)
+    _flip_byte(older / "G.safetensors")
+    with pytest.raises(ck.CheckpointError, match="no intact checkpoint"):
+        ck.choose_resume_checkpoint(tmp_path)
+
+
+def test_a_missing_rng_file_is_an_error_unless_reset_is_allowed(tmp_path, cfg):
+    snap = _snapshot(cfg, 8)
+    path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
+    (path / "rng-rank0.pt").unlink()
+    state = json.loads((path / ck.STATE_FILE).read_text())
+    del state["files_sha256"]["rng-rank0.pt"]  # not a damaged file: one that was never there
+    (path / ck.STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(ck.CheckpointError, match="rng-rank0.pt is missing.*--allow-rng-reset"):
+        ck.load_checkpoint(path, snap.networks, snap.optimizers)
+    assert ck.load_checkpoint(path, snap.networks, snap.optimizers, allow_rng_reset=True).rng is None
+    # A process the saving run did not have (resumed on more processes) has no RNG to lose.
+    assert ck.load_checkpoint(path, snap.networks, snap.optimizers, rank=1).rng is None
+
+
+def test_loads_onto_a_per_process_cpu_device(tmp_path, cfg):
+    """accelerate gives process R of a CPU run the device cpu:R, which safetensors and torch.load reject."""
+    snap = _snapshot(cfg, 8)
+    path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
+    restored = ck.load_checkpoint(path, snap.networks, snap.optimizers, device=torch.device("cpu", 1))
+    assert restored.progress.cur_nimg == 8
+    assert ck.storage_device("cpu:0") == "cpu" and ck.storage_device(torch.device("cuda", 1)) == "cuda:1"
+
+
+def test_checkpoint_files_follow_the_umask(tmp_path, cfg):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = ck.save_checkpoint(tmp_path, _snapshot(cfg, 8), OneProcess(), keep_last=1)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()}
+    assert modes and all(mode == 0o644 for mode in modes.values()), modes
+
+
+def test_a_failed_write_leaves_no_temp_dir_and_names_the_file(tmp_path, cfg, monkeypatch):
+    import errno
+
+    real = ck.write_file
+
+    def disk_full(path, data):
+        if path.name == "optim_D.pt":
+            real(path, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(ck, "write_file", disk_full)
+    with pytest.raises(OSError) as info:
+        ck.save_checkpoint(tmp_path, _snapshot(cfg, 8), OneProcess(), keep_last=1)
+    assert info.value.errno == errno.ENOSPC and info.value.filename.endswith("optim_D.pt")
+    assert list((tmp_path / "checkpoints").iterdir()) == []
 
 
 def test_a_truncated_file_is_a_one_line_checkpoint_error(tmp_path, cfg):
