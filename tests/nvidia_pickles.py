@@ -260,7 +260,7 @@ def tf_variables(case: dict, net: str) -> dict[str, np.ndarray]:
 
 
 def tf_snapshot(case: dict, build_module_src: str = STANDIN_SRC, synthesis_func: str = "G_synthesis_stylegan2",
-                g_static_extra: Optional[dict] = None) -> bytes:
+                g_static_extra: Optional[dict] = None, g_func: str = "G_main", d_func: str = "D_stylegan2") -> bytes:
     """The bytes of a StyleGAN2 (TF) ``*.pkl``: a (G, D, Gs) tuple of Network states."""
     gk, dk = case["G_kwargs"], case["D_kwargs"]
     sk = gk["synthesis_kwargs"]
@@ -289,8 +289,8 @@ def tf_snapshot(case: dict, build_module_src: str = STANDIN_SRC, synthesis_func:
             synthesis = network("G_synthesis", synthesis_func, g_static,
                                 {k[10:]: v for k, v in gvars.items() if k.startswith("synthesis/")})
             own = {"dlatent_avg": gvars["dlatent_avg"], "lod": np.float32(0)}
-            return network(name, "G_main", dict(g_static, truncation_psi=0.5), own,
+            return network(name, g_func, dict(g_static, truncation_psi=0.5), own,
                            {"mapping": mapping, "synthesis": synthesis})
 
-        nets = (generator("G"), network("D", "D_stylegan2", d_static, dvars), generator("Gs"))
+        nets = (generator("G"), network("D", d_func, d_static, dvars), generator("Gs"))
         return pickle.dumps(nets, protocol=3)

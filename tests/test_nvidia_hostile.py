@@ -148,7 +148,8 @@ def test_unsupported_tensorflow_networks_are_named(tmp_path):
     case = load_case("c32")
     variants = {
         "config-d.pkl": (dict(synthesis_func="G_synthesis_stylegan_revised"), "configs A-D"),
-        "stylegan1.pkl": (dict(synthesis_func="G_synthesis"), "StyleGAN (v1)"),
+        "stylegan1.pkl": (dict(g_func="G_style"), "StyleGAN (v1)"),
+        "other-d.pkl": (dict(d_func="D_basic"), "'D_basic'"),
         "conditional.pkl": (dict(g_static_extra={"label_size": 10}), "conditional TensorFlow generator"),
         "resnet-g.pkl": (dict(g_static_extra={"architecture": "resnet"}), "architecture='resnet'"),
     }

@@ -60,11 +60,13 @@ def test_pytorch_pickle_paints_nvidias_images(case, tmp_path):
         assert_same_logits(D(d_inputs(c["resolution"])), c["D_logits"])
 
 
-@pytest.mark.parametrize("name", ["c32", "c64"])
-def test_tensorflow_pickle_paints_the_same_images(name, tmp_path):
+@pytest.mark.parametrize("name, flavour", [("c32", "stylegan2"), ("c64", "stylegan2-ada")])
+def test_tensorflow_pickle_paints_the_same_images(name, flavour, tmp_path):
     c = load_case(name)
     path = tmp_path / f"{name}-tf.pkl"
-    path.write_bytes(tf_snapshot(c))
+    # StyleGAN2-ADA's TensorFlow release names its builders G_synthesis / D_main.
+    funcs = dict(synthesis_func="G_synthesis", d_func="D_main") if flavour == "stylegan2-ada" else {}
+    path.write_bytes(tf_snapshot(c, **funcs))
     converted = load_pickle_networks(path)
     assert converted.format == "stylegan2-tf"
     assert converted.model_dict()["mapping_layers"] == c["G_kwargs"]["mapping_kwargs"]["num_layers"]

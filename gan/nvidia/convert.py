@@ -265,17 +265,20 @@ def architecture_from_pytorch(G: NetworkState, D: Optional[NetworkState]) -> Arc
     return Architecture(_model_config(model), res, _get(k, "img_channels", 3), _get(sk, "num_fp16_res", 0))
 
 
-_TF_SYNTHESIS = "G_synthesis_stylegan2"
+# StyleGAN2 (TF) builds its synthesis with G_synthesis_stylegan2, StyleGAN2-ADA (TF) with G_synthesis;
+# both use the variable names tf_to_nvidia_tensors reads. D: D_stylegan2 / D_main.
+_TF_SYNTHESIS = ("G_synthesis_stylegan2", "G_synthesis")
+_TF_D = ("D_stylegan2", "D_main")
 
 
 def architecture_from_tf(Gs: NetworkState, D: Optional[NetworkState]) -> Architecture:
     """ModelConfig, resolution and channels from StyleGAN2 (TF) static kwargs (TF defaults where absent)."""
     synth = Gs.components.get("synthesis")
-    if Gs.class_name == "G_style" or synth == "G_synthesis":
+    if Gs.class_name == "G_style":
         raise UnsupportedNetwork("found a StyleGAN (v1) TensorFlow network; atelier reads StyleGAN2 config-e/f networks")
-    _check(Gs.class_name == "G_main" and synth == _TF_SYNTHESIS,
+    _check(Gs.class_name == "G_main" and synth in _TF_SYNTHESIS,
            f"found TensorFlow generator {Gs.class_name}/{synth} (StyleGAN2 configs A-D use G_synthesis_stylegan_revised); "
-           f"atelier reads G_main with {_TF_SYNTHESIS}")
+           f"atelier reads G_main with {' or '.join(_TF_SYNTHESIS)}")
     k = Gs.kwargs
     _check(_get(k, "label_size", 0) == 0, f"found a conditional TensorFlow generator (label_size={k.get('label_size')})")
     _check(_get(k, "architecture", "skip") == "skip", f"found a generator with architecture={k.get('architecture')!r}; atelier's generator is 'skip'")
@@ -293,13 +296,13 @@ def architecture_from_tf(Gs: NetworkState, D: Optional[NetworkState]) -> Archite
     )
     if D is not None:
         dk = D.kwargs
-        _check(D.class_name == "D_stylegan2", f"found TensorFlow discriminator {D.class_name!r}; atelier reads D_stylegan2")
+        _check(D.class_name in _TF_D, f"found TensorFlow discriminator {D.class_name!r}; atelier reads {' or '.join(_TF_D)}")
         _check(_get(dk, "label_size", 0) == 0, "found a conditional TensorFlow discriminator")
         _check(_get(dk, "architecture", "resnet") == "resnet", f"found a discriminator with architecture={dk.get('architecture')!r}")
         _check(2 * _get(dk, "fmap_base", 16384) == model["channel_base"] and _get(dk, "fmap_max", 512) == model["channel_max"],
                "D fmap_base/fmap_max differ from G's; atelier shares one value")
         _check(_get(dk, "mbstd_num_features", 1) == 1, f"D mbstd_num_features={dk.get('mbstd_num_features')}; atelier has 1")
-        model["mbstd_group"] = _get(dk, "mbstd_group_size", 4)
+        model["mbstd_group"] = _get(dk, "mbstd_group_size", 4)  # TF StyleGAN2's default group is 4
     return Architecture(_model_config(model), res, _get(k, "num_channels", 3), _get(k, "num_fp16_res", 0))
 
 
