@@ -129,7 +129,26 @@ def main(argv: list[str] | None = None) -> int:
     write_report(report, out)
     log.info("report written to %s", out)
     print(to_json(report)) if args.verbose else _print_summary(report)
+    if args.checkpoint:
+        _print_model_card(args.checkpoint, out, report)
     return 0
+
+
+def _print_model_card(checkpoint: str, report_path: Path, report) -> None:
+    """Put this report into the export's model card (when it scored the export's weights) and say where it is."""
+    import json
+
+    from gan.export import resolve_source
+    from gan.model_card import existing_card, update_with_eval
+
+    source = resolve_source(checkpoint)
+    try:
+        card = update_with_eval(source, report_path, json.loads(to_json(report)))
+    except (OSError, ValueError) as exc:  # the report is written; the card is a convenience
+        log.warning("model card not updated: %s", exc)
+        card = None
+    card = card or existing_card(source)
+    print(f"model card: {card}" if card else "model card: none (these weights are not an atelier export)")
 
 
 FID_MIN_IMAGES = 2048  # below this many images per side the 2048-d covariance is rank-deficient

@@ -261,14 +261,17 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
-def write_output(sample: Path, refined: torch.Tensor, out_dir: Path, unchanged: bool) -> Path:
-    """Save one result; at strength 0 the sample file itself is copied, byte for byte."""
+def write_output(
+    sample: Path, refined: torch.Tensor, out_dir: Path, unchanged: bool, settings: Optional[dict] = None
+) -> Path:
+    """Save one result; at strength 0 the sample file itself is copied, byte for byte. The PNG keeps
+    the sample's disclosure packet and adds a refinement entry with ``settings``."""
     if unchanged:
         target = out_dir / f"{sample.stem}{sample.suffix.lower()}"
         atomic_write_bytes(target, sample.read_bytes())
         return target
     target = out_dir / f"{sample.stem}.png"
-    save_png(refined, target)
+    save_png(refined, target, source=sample, refine=settings or {"method": "neural style transfer"})
     return target
 
 
@@ -342,7 +345,8 @@ def refine(args: argparse.Namespace) -> list[dict]:
                 result = stylise(vgg, batch, bank, settings, progress=steps_bar.update)
             seconds = (time.perf_counter() - started) / len(group)
             for row, index in enumerate(group):
-                output = write_output(samples[index], result.images[row], args.out, settings.strength == 0)
+                output = write_output(samples[index], result.images[row], args.out, settings.strength == 0,
+                                      {"method": "gatys", **asdict(settings), **extra})
                 report = image_report(samples[index], output, choices[index], result, row, settings, extra, seconds)
                 if masks is not None:
                     report["style"] = [

@@ -52,7 +52,8 @@ def refine_fast(args: argparse.Namespace) -> list[dict]:
                 torch.cuda.synchronize(device)
             seconds = (time.perf_counter() - started) / len(group)
             for row, index in enumerate(group):
-                output = write_output(samples[index], stylised[row].cpu(), args.out, unchanged)
+                output = write_output(samples[index], stylised[row].cpu(), args.out, unchanged,
+                                      {"method": "fast transfer network", "strength": args.strength, "model": model})
                 report = {
                     "format": REPORT_FORMAT,
                     "mode": "fast",

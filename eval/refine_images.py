@@ -1,21 +1,25 @@
 """Image files in and out of the refiner: listing, safe decoding to tensors, atomic PNG writes.
 
-Decoding goes through ``atelier.common.images`` (pixel-count cap read from the header before
+Outputs carry the disclosure packet (atelier.common.disclosure) of their source, extended with
+the refinement. Decoding goes through ``atelier.common.images`` (pixel-count cap read from the header before
 any pixel is decoded, truncated files rejected), so every bad file becomes a
 :class:`RefineInputError` with a one-line message naming the file.
 """
 
 from __future__ import annotations
 
-import io
+import logging
 from pathlib import Path
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
-from atelier.common.fileio import atomic_write_bytes
+from atelier.common.disclosure import DisclosureError, extend_xmp, read_xmp, write_png
 from atelier.common.images import BadImage, open_image_rgb
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -67,8 +71,18 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, mode="RGB")
 
 
-def save_png(image: torch.Tensor, path: Path) -> None:
-    """Save a [3, H, W] tensor in [0, 1] as an 8-bit PNG, atomically."""
-    buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+def save_png(
+    image: torch.Tensor, path: Path, source: Optional[Path] = None, refine: Optional[Mapping[str, Any]] = None
+) -> None:
+    """Save a [3, H, W] tensor in [0, 1] as an 8-bit PNG, atomically, with the disclosure packet:
+    the ``source`` image's XMP packet kept whole, plus one refinement entry with the ``refine``
+    settings (a new packet saying the origin is unknown when the source has none or an unreadable one)."""
+    packet = None
+    if source is not None or refine is not None:
+        original = read_xmp(source) if source is not None else None
+        try:
+            packet = extend_xmp(original, dict(refine or {}))
+        except DisclosureError as exc:  # a foreign file's broken packet is not carried over
+            log.warning("%s: its XMP packet is not kept (%s)", source, exc)
+            packet = extend_xmp(None, dict(refine or {}))
+    write_png(to_pil(image), path, packet, fsync=True)

@@ -5,7 +5,8 @@ and the constant noise maps) plus JSON metadata under the safetensors header key
 ``"atelier"``::
 
     {"format": "atelier-generator/1", "model": {...ModelConfig...}, "resolution": 256,
-     "img_channels": 3, "created": "...", "kimg": ..., "run": ...}
+     "img_channels": 3, "created": "...", "kimg": ..., "run": ..., "weights_sha256": "...",
+     "provenance": {"artists": [...], "work_count": ..., "dataset_sha256": ..., "licence": ...}}
 
 so ``generate`` needs nothing else. :func:`load_generator` also accepts a checkpoint dir
 (``G_ema.safetensors`` + ``state.json``) and a run dir (its ``generator.safetensors``, else
@@ -25,9 +26,13 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
+import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from atelier.common.dataset_format import DatasetError, load_dataset_info
+from atelier.common.disclosure import dataset_provenance, unknown_provenance
+from atelier.common.hashing import tensors_sha256
 from gan.checkpoint import CHECKPOINTS_DIR, NETWORK_FILES, STATE_FILE
 from gan.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from gan.checkpoint import latest_checkpoint
@@ -43,7 +48,9 @@ METADATA_KEY = "atelier"  # safetensors header metadata is str -> str, so the JS
 EXPORT_NAME = "generator.safetensors"  # a run dir's latest export
 CHECKPOINT_WEIGHTS = NETWORK_FILES["G_ema"]  # a training checkpoint's (gan.checkpoint) sampling weights
 CHECKPOINT_STATE = STATE_FILE
-_CORE_KEYS = ("format", "model", "resolution", "img_channels")
+_CORE_KEYS = ("format", "model", "resolution", "img_channels", "weights_sha256")
+PROVENANCE_KEY = "provenance"  # what the model learnt from (atelier.common.disclosure)
+RUN_CONFIG = "config.yaml"  # a run dir's resolved training config
 MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024  # gan.config's data.resolution range
 MAX_IMG_CHANNELS = 4
 # Plausible ranges of stored ModelConfig values, checked before anything is built: generous
@@ -85,13 +92,22 @@ def save_generator(
     model_cfg: ModelConfig | Mapping[str, Any],
     path: str | os.PathLike,
     extra_meta: Optional[Mapping[str, Any]] = None,
+    provenance: Optional[Mapping[str, Any]] = None,
+    model_card: bool = True,
 ) -> Path:
     """Write ``G``'s state dict and its architecture as one safetensors file (temp name, then rename).
 
     ``extra_meta`` (JSON-serialisable, e.g. ``{"kimg": 120.5, "run": "runs/x"}``) is stored next
-    to the core keys, which it may not override. Returns the written path.
+    to the core keys, which it may not override. ``provenance`` (atelier.common.disclosure) says what
+    the model learnt from; by default it is read from the run (``extra_meta["run"]``: its
+    config.yaml names the dataset) or, for a converted NVIDIA pickle, says the data is unknown.
+    It is stored with the tensors' hash (``weights_sha256``), and a MODEL_CARD.md is written beside
+    the file (gan.model_card) unless ``model_card`` is False. Returns the written path.
     """
     path = Path(path)
+    extra_meta = dict(extra_meta or {})
+    if provenance is None:
+        provenance = extra_meta.pop(PROVENANCE_KEY, None) or provenance_for_export(extra_meta)
     model = dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -106,8 +122,108 @@ def save_generator(
         meta[key] = value
     # clone(): safetensors refuses tensors that share storage, and we must not hold views into G.
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in G.state_dict().items()}
+    meta[PROVENANCE_KEY] = dict(provenance)
+    meta["weights_sha256"] = tensors_sha256(tensors)
     header = {METADATA_KEY: json.dumps(meta, sort_keys=True), "format": "pt"}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    if model_card:
+        from gan.model_card import write_model_card
+
+        try:
+            write_model_card(path, meta)
+        except (OSError, ValueError) as exc:  # the weights are saved; a card can be rewritten later
+            log.warning("%s: model card not written: %s", path, one_line(exc, None))
+    return path
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _base_model_name(init_from: Any) -> Optional[str]:
+    if not init_from:
+        return None
+    text = str(init_from)
+    return text.rstrip("/").rsplit("/", 1)[-1] if text.startswith(("http://", "https://")) else text
+
+
+def _find_dataset(data_path: str, run_dir: Optional[Path]) -> Path:
+    """The dataset dir a run trained on: as written (relative to where training ran), else relative
+    to the run dir's parent's parent (``runs/<run>`` sits in the project root)."""
+    path = Path(data_path)
+    if path.is_absolute() or path.exists() or run_dir is None:
+        return path
+    beside = run_dir.resolve().parent.parent / path
+    return beside if beside.exists() else path
+
+
+def training_provenance(config: Mapping[str, Any], run_dir: Optional[Path] = None) -> dict[str, Any]:
+    """Provenance from a resolved training config: the dataset named by ``data.path`` (its
+    dataset.json: artists, work count, content hash, licences) and the base model
+    (``transfer.init_from``). A dataset that cannot be read gives honest "unknown" provenance."""
+    data_path = (config.get("data") or {}).get("path") if isinstance(config.get("data"), Mapping) else None
+    transfer = config.get("transfer") if isinstance(config.get("transfer"), Mapping) else {}
+    base = _base_model_name(transfer.get("init_from"))
+    if not data_path:
+        return unknown_provenance(base, "the training config names no dataset")
+    dataset = _find_dataset(str(data_path), run_dir)
+    try:
+        info = load_dataset_info(dataset)
+    except DatasetError as exc:
+        return unknown_provenance(base, f"training dataset not readable: {exc}")
+    return {**dataset_provenance(info, name=dataset.name), "base_model": base}
+
+
+def run_provenance(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """:func:`training_provenance` of a run dir's ``config.yaml``."""
+    run_dir = Path(run_dir)
+    try:
+        config = yaml.safe_load((run_dir / RUN_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return unknown_provenance(None, f"{run_dir / RUN_CONFIG} not readable ({first_line(exc)})")
+    if not isinstance(config, dict):
+        return unknown_provenance(None, f"{run_dir / RUN_CONFIG} is not a mapping")
+    return training_provenance(config, run_dir)
+
+
+def _nvidia_name(origin: Mapping[str, Any]) -> str:
+    parts = [f"NVIDIA {origin.get('format') or 'StyleGAN2'} pickle {origin.get('file') or '?'}"]
+    if origin.get("sha256"):
+        parts.append(f"(sha256 {str(origin['sha256'])[:16]})")
+    return " ".join(parts)
+
+
+def provenance_for_export(extra_meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What an export being written learnt from, judged from its extra metadata (see save_generator)."""
+    if isinstance(extra_meta.get("nvidia"), Mapping):
+        return unknown_provenance(_nvidia_name(extra_meta["nvidia"]), "converted from an NVIDIA pickle")
+    if extra_meta.get("run"):
+        return run_provenance(extra_meta["run"])
+    return unknown_provenance(None, "no training run recorded")
+
+
+def generator_provenance(source: "GeneratorSource") -> dict[str, Any]:
+    """Provenance of any loadable generator: the export's recorded one; for a checkpoint, its
+    training config; for an NVIDIA pickle or an export written before provenance was recorded,
+    an honest "training data unknown"."""
+    meta = source.meta
+    if isinstance(meta.get(PROVENANCE_KEY), Mapping):
+        return dict(meta[PROVENANCE_KEY])
+    if source.kind == "nvidia-pickle" or isinstance(meta.get("nvidia"), Mapping):
+        origin = dict(meta.get("nvidia") or {})
+        origin.setdefault("file", source.weights.name)
+        return unknown_provenance(_nvidia_name(origin), "NVIDIA pickle")
+    if source.kind == "checkpoint":
+        try:
+            state = json.loads((source.weights.parent / CHECKPOINT_STATE).read_text())
+        except (OSError, ValueError):
+            state = {}
+        config = state.get("config") if isinstance(state, dict) else None
+        if isinstance(config, Mapping):
+            run = state.get("run")
+            return training_provenance(config, Path(run) if run else source.weights.parent.parent.parent)
+    if meta.get("run") and (Path(meta["run"]) / RUN_CONFIG).is_file():
+        return run_provenance(meta["run"])
+    return unknown_provenance(None, "exported before atelier recorded provenance")
 
 
 # --------------------------------------------------------------------------- finding

@@ -14,6 +14,9 @@ interp-seed0003-seed0017-psi0.70.gif with --interpolate; with --noise-mode rando
 the names end in -noise-random / -noise-none, so they never overwrite the const images. Each PNG carries tEXt
 metadata: seed, psi, noise mode, resolution and weights_sha256, the SHA-256 of the generator's
 tensors (names, shapes, bytes), which is the same whether it came from an export or a checkpoint.
+Every file also carries the disclosure (atelier.common.disclosure): an XMP packet saying it is
+AI-generated (IPTC DigitalSourceType trainedAlgorithmicMedia), in whose style, from how many
+works, with the dataset hash and licence. The command prints where the model card is.
 
 Reproducible: the same seeds, options and checkpoint give byte-identical files on the same
 machine and device type. Seed s always gives the same latent (NumPy RandomState(s), as in
@@ -35,7 +38,9 @@ from tqdm import tqdm
 
 from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
 from atelier.common.hashing import weights_sha256
-from gan.export import GeneratorLoadError, describe_generator, load_generator
+from atelier.common.disclosure import build_xmp, disclosure_text
+from gan.export import GeneratorLoadError, describe_generator, generator_provenance, load_generator, resolve_source
+from gan.model_card import existing_card
 from gan.sampling import (
     NOISE_MODES,
     SeedError,
@@ -163,12 +168,24 @@ def run(args: argparse.Namespace) -> list[Path]:
     device = resolve_device(args.device)
     _make_deterministic()
     info = describe_generator(args.checkpoint)
+    source = resolve_source(args.checkpoint)
+    provenance = generator_provenance(source)
     G = load_generator(args.checkpoint, device=device)
     identity = weights_sha256(G)
     log.info(
         "generator: %s (%s, %d px, kimg %s, weights_sha256 %s) on %s",
         info["weights"], info["kind"], info["resolution"], info.get("kimg", "?"), identity[:12], device,
     )
+    card = existing_card(source)
+    print(f"model card: {card}" if card else
+          f"model card: none for {info['weights']} (every export written by training or `atelier convert` has one)")
+    disclosure = disclosure_text(provenance)
+    recipe = {"psi": args.psi, "noise_mode": args.noise_mode, "resolution": info["resolution"],
+              "generator_kimg": info.get("kimg")}
+
+    def packet(**settings) -> str:
+        return build_xmp(provenance, identity, {**settings, **recipe}, disclosure)
+
     out = Path(args.out)
     base_text = {
         "psi": f"{args.psi:g}",
@@ -184,12 +201,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     with tqdm(total=len(seeds), unit="img", desc="generate", disable=args.no_progress or not seeds) as bar:
         for seed, image in iter_images(G, seeds, args.psi, args.noise_mode, args.batch, device, on_batch=bar.update):
             name = f"seed{seed:04d}-psi{args.psi:.2f}{noise_suffix(args.noise_mode)}.png"
-            written.append(save_png(image, out / name, {"seed": str(seed), **base_text}))
+            written.append(save_png(image, out / name, {"seed": str(seed), **base_text}, packet(seed=seed)))
             if args.grid:
                 images.append(image)
     if args.grid:
         grid_text = {"seeds": args.seeds, **base_text}
-        written.append(save_png(make_grid(images, args.grid_cols), out / "grid.png", grid_text))
+        written.append(save_png(make_grid(images, args.grid_cols), out / "grid.png", grid_text, packet(seeds=args.seeds)))
     if args.interpolate:
         seed_a, seed_b = args.interpolate
         with tqdm(total=args.frames, unit="frame", desc="interpolate", disable=args.no_progress) as bar:
@@ -197,7 +214,8 @@ def run(args: argparse.Namespace) -> list[Path]:
                 G, seed_a, seed_b, args.frames, args.psi, args.noise_mode, args.batch, device, on_batch=bar.update
             )
         gif = out / f"interp-seed{seed_a:04d}-seed{seed_b:04d}-psi{args.psi:.2f}{noise_suffix(args.noise_mode)}.gif"
-        written.append(save_gif(frames, gif, args.fps))
+        walk = packet(interpolate=f"{seed_a}-{seed_b}", frames=args.frames)
+        written.append(save_gif(frames, gif, args.fps, xmp=walk, comment=disclosure))
     log.info("wrote %d file(s) to %s", len(written), out)
     return written
 

@@ -20,9 +20,8 @@ from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
-from atelier.common.fileio import atomic_write
+from atelier.common.disclosure import write_gif, write_png
 from gan.layers import NOISE_MODES
 
 MAX_SEED = 2**32 - 1  # numpy RandomState accepts seeds in [0, 2**32)
@@ -238,25 +237,32 @@ def _to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(image))
 
 
-def save_png(image: np.ndarray, path: str | os.PathLike, text: Optional[Mapping[str, str]] = None) -> Path:
-    """Save a uint8 HWC image as PNG with ``text`` as tEXt chunks (byte-identical for equal inputs)."""
-    info = PngInfo()
-    for key, value in (text or {}).items():
-        info.add_text(key, str(value))
+def save_png(
+    image: np.ndarray,
+    path: str | os.PathLike,
+    text: Optional[Mapping[str, str]] = None,
+    xmp: Optional[str] = None,
+) -> Path:
+    """Save a uint8 HWC image as PNG with ``text`` as tEXt chunks and ``xmp`` (the disclosure packet,
+    :func:`atelier.common.disclosure.build_xmp`) as iTXt ``XML:com.adobe.xmp``; byte-identical for
+    equal inputs."""
     # No fsync: samples are cheap to regenerate, and a grid of thousands would pay it per file.
-    return atomic_write(path, lambda tmp: _to_pil(image).save(tmp, format="PNG", pnginfo=info), fsync=False)
+    return write_png(_to_pil(image), path, xmp, text, fsync=False)
 
 
-def save_gif(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 24.0) -> Path:
-    """Save frames as a looping GIF at ``fps`` frames per second (GIF timing has 10 ms steps)."""
+def save_gif(
+    frames: Iterable[np.ndarray],
+    path: str | os.PathLike,
+    fps: float = 24.0,
+    xmp: Optional[str] = None,
+    comment: Optional[str] = None,
+) -> Path:
+    """Save frames as a looping GIF at ``fps`` frames per second (GIF timing has 10 ms steps), with
+    the ``xmp`` disclosure packet (XMP's GIF application extension) and ``comment`` (e.g. the
+    disclosure sentence) as the GIF comment viewers show."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     pictures = [_to_pil(frame) for frame in frames]
     if not pictures:
         raise ValueError("save_gif needs at least one frame")
-    duration = max(10, round(1000.0 / fps))
-
-    def write(tmp: Path) -> None:
-        pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=duration, loop=0)
-
-    return atomic_write(path, write, fsync=False)
+    return write_gif(pictures, path, max(10, round(1000.0 / fps)), xmp, comment)
