@@ -483,12 +483,14 @@ def _tf_network(net: TFNetwork) -> NetworkState:
     return NetworkState(str(state.get("build_func_name")), _plain(kwargs), tensors, components=components)
 
 
-def _plain(obj: Any) -> Any:
+def _plain(obj: Any, depth: int = 0) -> Any:
     """Init kwargs as plain JSON-like data (EasyDicts to dicts, numpy scalars to Python numbers)."""
+    if depth > 16:  # NVIDIA's kwargs nest two levels; a deeper (or cyclic) structure is not one of theirs
+        raise PickleRefused("init kwargs nested more than 16 deep")
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): _plain(v, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [_plain(v, depth + 1) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray) and obj.size <= 64:
