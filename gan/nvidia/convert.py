@@ -377,6 +377,9 @@ def load_pickle_networks(path: str | os.PathLike) -> ConvertedNetworks:
         return convert_networks(pkl)
     except UnsupportedNetwork as exc:
         raise UnsupportedNetwork(f"{path}: {exc}") from None
+    except (TypeError, AttributeError, KeyError, ValueError, RuntimeError) as exc:  # kwargs or tensors of odd types
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UnsupportedNetwork(f"{path}: unexpected network contents ({reason})") from None
 
 
 def build_network(converted: ConvertedNetworks, which: str = "G_ema", device: str | torch.device = "cpu") -> torch.nn.Module:

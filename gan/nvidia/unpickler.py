@@ -388,6 +388,8 @@ def read_network_pickle(path: str | os.PathLike) -> NetworkPickle:
             return _tf_networks(data)
     except PickleRefused as exc:
         raise PickleRefused(f"{path}: {exc}") from None
+    except (TypeError, AttributeError, KeyError, ValueError, RecursionError) as exc:  # a structure not NVIDIA's
+        raise PickleRefused(f"{path}: unexpected network structure ({_first_line(exc)})") from None
     raise PickleRefused(f"{path}: not an NVIDIA network pickle (it holds {_describe(data)}, expected a snapshot "
                         "dict with G_ema or a TensorFlow (G, D, Gs) tuple)")
 
