@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import torch
 from safetensors import safe_open
 from torch import nn

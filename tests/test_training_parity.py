@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from parity_support import ConstNoise, load_fixture, max_rel_err, model_config, to_atelier, update_rel_err
+from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 from gan.config import LossConfig, load_config
 from gan.loss import StyleGAN2Loss
 from gan.networks import Discriminator, Generator
 from gan.training_loop import RunOptions, Trainer
-from parity_support import ConstNoise, load_fixture, max_rel_err, model_config, to_atelier, update_rel_err
-from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 TOL = 1e-4
 PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
