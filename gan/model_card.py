@@ -102,11 +102,13 @@ def run_dir_of(export: Path, meta: Mapping[str, Any]) -> Optional[Path]:
 # --------------------------------------------------------------------------- metrics as text
 
 
-def _feature_space(section: Mapping[str, Any]) -> str:
+def _feature_space(name: str, section: Mapping[str, Any]) -> str:
     if section.get("feature_space"):
         return str(section["feature_space"])
     extractors = [str(w.get("extractor")) for w in section.get("weights") or [] if isinstance(w, Mapping)]
-    return ", ".join(dict.fromkeys(extractors)) or "not recorded"
+    if extractors:
+        return ", ".join(dict.fromkeys(extractors))
+    return "LPIPS" if name in ("diversity", "memorisation") else "not recorded"
 
 
 def _number(value: Any) -> str:
@@ -124,7 +126,7 @@ def report_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         if generated is None:
             continue
         counts = f"{generated} generated vs {reference} real" if reference is not None else f"{generated} generated"
-        space = _feature_space(section)
+        space = _feature_space(name, section)
         if isinstance(section.get("metrics"), Mapping):  # fidelity-like: several numbers
             values = section["metrics"]
         elif name == "swd":
@@ -253,7 +255,8 @@ def _evaluation(meta: Mapping[str, Any], run_dir: Optional[Path], eval_report) -
     if training is not None:
         path, report = training
         kimg = (report.get("extra") or {}).get("kimg")
-        lines += ["", f"Latest in-training evaluation (kimg {kimg}, `{_esc(path.name)}`):", ""]
+        lines += ["", f"Latest in-training evaluation (G_ema at kimg {kimg}; this export: kimg {meta.get('kimg')}; "
+                  f"`{_esc(path.name)}`):", ""]
         lines += _table(report_rows(report))
         report_for_verdict = report_for_verdict or report
     row = latest_metrics_row(run_dir)
@@ -264,6 +267,8 @@ def _evaluation(meta: Mapping[str, Any], run_dir: Optional[Path], eval_report) -
     if not lines:
         lines.append("No metrics yet: run `atelier eval --checkpoint <export> --dataset <dataset>`.")
     lines += ["", f"**Memorisation:** {memorisation_verdict(report_for_verdict)}"]
+    while lines and not lines[0]:
+        lines.pop(0)
     return lines
 
 
