@@ -350,10 +350,10 @@ def convert_networks(pkl: NetworkPickle) -> ConvertedNetworks:
 
 
 def _checked(cls: type, net: str, state: dict[str, torch.Tensor], arch: Architecture) -> dict[str, torch.Tensor]:
-    """Fill missing-but-optional tensors and compare names/shapes with the built (meta-device) network."""
-    with torch.device("meta"):
-        built = cls(arch.model, arch.resolution, arch.img_channels)
-    expected = built.state_dict()
+    """Fill missing-but-optional tensors and compare names/shapes with the network atelier builds."""
+    # Built on the CPU, not the meta device: the meta device's first use imports for seconds,
+    # and the architecture is already range-checked (model_config_from_meta).
+    expected = cls(arch.model, arch.resolution, arch.img_channels).state_dict()
     if cls is Generator:
         for name, t in expected.items():
             # A model without noise (use_noise=False) or without a tracked w_avg: the neutral values.
