@@ -250,6 +250,16 @@ def save_png(
     return write_png(_to_pil(image), path, xmp, text, fsync=False)
 
 
+def run_xmp(run_dir: str | os.PathLike, G, settings: Optional[Mapping[str, object]] = None) -> str:
+    """The disclosure packet for images a training run's generator makes (sample grids): the run's
+    provenance (its config.yaml's dataset, gan.export.run_provenance) and ``G``'s weights hash."""
+    from atelier.common.disclosure import build_xmp
+    from atelier.common.hashing import weights_sha256
+    from gan.export import run_provenance
+
+    return build_xmp(run_provenance(run_dir), weights_sha256(G), settings)
+
+
 def save_gif(
     frames: Iterable[np.ndarray],
     path: str | os.PathLike,

@@ -234,3 +234,16 @@ def test_studio_gallery_png_uses_the_shared_packet(tmp_path):
     assert fields["artists"] == [HOSTILE] and fields["ModelWeightsSHA256"] == "ef" * 32
     assert fields["refinements"][0]["settings"] == {"strength": 0.4}
     assert fields["description"].startswith(f"AI-generated image: made by atelier in the style of {HOSTILE}, trained on 3 public-domain")
+
+
+def test_training_sample_grids_can_carry_the_run_packet(tmp_path):
+    from gan.sampling import run_xmp, save_png
+
+    dataset(tmp_path / "ds")
+    export = run_export(tmp_path)
+    G = Generator(CFG, RES).eval()
+    path = save_png(np.zeros((8, 8, 3), np.uint8), export.parent / "samples" / "fakes.png", {"kimg": "1.500"},
+                    run_xmp(export.parent, G, {"kimg": 1.5, "seeds": "0-15"}))
+    fields = D.read_disclosure(path)
+    assert fields["artists"] == ["Claude Monet"] and fields["WorkCount"] == "3" and fields["Seeds"] == "0-15"
+    assert fields["digital_source_type"] == SOURCE_TYPE
