@@ -162,6 +162,7 @@ def test_a_copied_work_is_flagged_and_a_new_one_is_not():
     assert record["weight_free"] and "leave-one-out" in record["rule"]
 
 
+@pytest.mark.slow  # writes and loads a 244 MB random-init AlexNet file
 def test_judge_uses_lpips_when_its_weights_exist_and_says_so_when_not(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     fallback = build_judge(tiny["dataset"], tmp_path / "empty", use_inception=False)

@@ -183,6 +183,15 @@ def test_paint_refine_star_export_in_a_real_browser(server, driver, tmp_path):
     _wait(driver, lambda d: _loaded_images(d, "#nearest img") == 3, what="the nearest real works")
     driver.save_screenshot(str(shots / "paint.png"))
 
+    # A short latent walk plays in the page and offers GIF and MP4 downloads.
+    driver.find_element(By.XPATH, "//*[normalize-space()='Latent walk']").click()
+    _set_number(driver, "#walk-frames", 4)
+    driver.find_element(By.CSS_SELECTOR, "#walk-btn").click()
+    _wait(driver, lambda d: d.execute_script(
+        "const v = document.querySelector('#walk-video video'); return v && v.readyState >= 1 && v.videoWidth > 0;"),
+        what="the latent-walk video")
+    _wait(driver, lambda d: ".gif" in _text(d, "#walk-files") and ".mp4" in _text(d, "#walk-files"), what="the downloads")
+
     # Refine it toward its nearest works, a few steps at 64 px, and see the result come back.
     _tab(driver, "Refine")
     _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#refine-btn").is_displayed(), what="the Refine tab")

@@ -147,7 +147,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                             with gr.Row():
                                 walk_a = gr.Number(value=0, precision=0, label="From seed")
                                 walk_b = gr.Number(value=1, precision=0, label="To seed")
-                                walk_frames = gr.Slider(2, P.MAX_FRAMES, value=48, step=1, label="Frames")
+                                walk_frames = gr.Slider(2, P.MAX_FRAMES, value=48, step=1, label="Frames", elem_id="walk-frames")
                                 walk_fps = gr.Slider(1, 60, value=24, step=1, label="Frames per second")
                             walk_btn = gr.Button("Walk", elem_id="walk-btn")
                             walk_video = gr.Video(label="Latent walk", autoplay=True, loop=True, elem_id="walk-video")
