@@ -375,8 +375,8 @@ def load_pickle_networks(path: str | os.PathLike) -> ConvertedNetworks:
     pkl = read_network_pickle(path)
     try:
         return convert_networks(pkl)
-    except UnsupportedNetwork as exc:
-        raise UnsupportedNetwork(f"{path}: {exc}") from None
+    except UnsupportedNetwork as exc:  # one line, however the file spelled its names and values
+        raise UnsupportedNetwork(f"{path}: {' '.join(str(exc).split())[:400]}") from None
     except (TypeError, AttributeError, KeyError, ValueError, RuntimeError) as exc:  # kwargs or tensors of odd types
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise UnsupportedNetwork(f"{path}: unexpected network contents ({reason})") from None

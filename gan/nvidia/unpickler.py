@@ -334,7 +334,7 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
             try:
                 return _SafeUnpickler(_BoundedReader(f, size)).load()
             except PickleRefused as exc:
-                raise PickleRefused(f"{path}: refused: {exc}; nothing was loaded") from None
+                raise PickleRefused(f"{path}: refused: {' '.join(str(exc).split())[:400]}; nothing was loaded") from None
             except EOFError:
                 raise PickleRefused(f"{path}: truncated pickle (ends before its STOP opcode); nothing was loaded") from None
             except KeyError as exc:  # the pure-Python unpickler's answer to an unknown opcode
@@ -386,8 +386,8 @@ def read_network_pickle(path: str | os.PathLike) -> NetworkPickle:
             return _pytorch_networks(data)
         if isinstance(data, tuple) and len(data) == 3 and all(isinstance(n, TFNetwork) for n in data):
             return _tf_networks(data)
-    except PickleRefused as exc:
-        raise PickleRefused(f"{path}: {exc}") from None
+    except PickleRefused as exc:  # one line, however the file spelled its names
+        raise PickleRefused(f"{path}: {' '.join(str(exc).split())[:400]}") from None
     except (TypeError, AttributeError, KeyError, ValueError, RecursionError) as exc:  # a structure not NVIDIA's
         raise PickleRefused(f"{path}: unexpected network structure ({_first_line(exc)})") from None
     raise PickleRefused(f"{path}: not an NVIDIA network pickle (it holds {_describe(data)}, expected a snapshot "
