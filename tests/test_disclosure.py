@@ -247,3 +247,39 @@ def test_training_sample_grids_can_carry_the_run_packet(tmp_path):
     fields = D.read_disclosure(path)
     assert fields["artists"] == ["Claude Monet"] and fields["WorkCount"] == "3" and fields["Seeds"] == "0-15"
     assert fields["digital_source_type"] == SOURCE_TYPE
+
+
+def test_video_tags_carry_the_disclosure_through_pyav(tmp_path):
+    av = pytest.importorskip("av")
+    from fractions import Fraction
+
+    path = tmp_path / "walk.mp4"
+    with av.open(str(path), mode="w", format="mp4") as container:
+        container.metadata.update(D.video_metadata(provenance(), "ef" * 32))
+        stream = container.add_stream("libx264", rate=Fraction(24, 1))
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for value in (0, 90):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), value, np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        tags = container.metadata
+    assert tags["description"].startswith("AI-generated video: made by atelier in the style of Claude Monet")
+    assert SOURCE_TYPE in tags["comment"] and "ef" * 32 in tags["comment"]
+
+
+def test_studio_gallery_export_writes_recipe_and_refinement_into_the_packet(tmp_path):
+    from atelier.studio import paint as P
+    from atelier.studio.curate import Collection, export_gallery
+
+    collection = Collection(tmp_path / "feedback.jsonl", {"weights_sha256": "ef" * 32})
+    item = collection.add(P.Painting(np.zeros((8, 8, 3), np.uint8), "seed", seed=12, psi=0.5),
+                          refine={"settings": {"strength": 0.5}, "sources": ["00003.png"]})
+    collection.mark(item.id, "starred")
+    folder = export_gallery(collection, tmp_path / "exports", "show", {"model_weights_sha256": "ef" * 32,
+                                                                      "provenance": provenance()})
+    fields = D.read_disclosure(next(folder.glob("*.png")))
+    assert fields["Seed"] == "12" and fields["Psi"] == "0.5" and fields["WorkCount"] == "3"
+    assert fields["refinements"][0]["settings"] == {"strength": 0.5}
+    assert fields["description"].endswith("from WikiArt. Refined by atelier with neural style transfer.")

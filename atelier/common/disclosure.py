@@ -116,19 +116,20 @@ def artist_phrase(artists: Sequence[str]) -> str:
     return f"{', '.join(names[:2])} and {len(names) - 2} others"
 
 
-def disclosure_text(provenance: Optional[Mapping[str, Any]], refined: bool = False) -> str:
-    """The one-sentence disclosure written into dc:description, the model card and the studio."""
+def disclosure_text(provenance: Optional[Mapping[str, Any]], refined: bool = False, noun: str = "image") -> str:
+    """The one-sentence disclosure written into dc:description, the model card and the studio
+    (``noun``: what it is said of, e.g. "video")."""
     prov = dict(provenance or {})
     base = prov.get("base_model")
     if prov.get("training_data") != "known":
         model = f" with the model {base}" if base else ""
-        text = f"AI-generated image: made by atelier{model} (a trained generative model); training data unknown."
+        text = f"AI-generated {noun}: made by atelier{model} (a trained generative model); training data unknown."
     else:
         count = prov.get("work_count")
         works = f"{count} " if isinstance(count, int) else ""
         kind = "public-domain works" if prov.get("all_public_domain") else f"works (licence: {prov.get('licence') or 'unknown'})"
         source = f" from {prov['source']}" if prov.get("source") else ""
-        text = (f"AI-generated image: made by atelier in the style of {artist_phrase(prov.get('artists') or [])}, "
+        text = (f"AI-generated {noun}: made by atelier in the style of {artist_phrase(prov.get('artists') or [])}, "
                 f"trained on {works}{kind}{source}")
         text += f", fine-tuned from {base}." if base else "."
     if refined:
@@ -479,14 +480,13 @@ def write_gif(
 
 
 def video_metadata(provenance: Optional[Mapping[str, Any]], weights_sha256: Optional[str]) -> dict[str, str]:
-    """Container tags for a video (MP4 ``comment``/``description`` atoms via PyAV): the disclosure
-    sentence, the IPTC source type and the hashes, since MP4 has no XMP slot PyAV can write."""
+    """Container tags for a video (MP4 ``description``/``comment`` atoms: ``container.metadata.update``
+    in PyAV): the disclosure sentence, the IPTC source type and the hashes (PyAV cannot write an
+    XMP box, so these are the tags players and exiftool show)."""
     prov = dict(provenance or {})
-    tags = {
-        "description": disclosure_text(prov),
+    return {
+        "description": disclosure_text(prov, noun="video"),
         "comment": f"DigitalSourceType={TRAINED_ALGORITHMIC_MEDIA}; model_weights_sha256={weights_sha256 or 'unknown'}; "
-                   f"dataset_sha256={prov.get('dataset_sha256') or 'unknown'}",
-        "encoder": software(),
+                   f"dataset_sha256={prov.get('dataset_sha256') or 'unknown'}; made with {software()}",
     }
-    return tags
 

@@ -179,7 +179,8 @@ def export_gallery(collection: Collection, root: Path, name: Optional[str] = Non
             record = item.record(collection.provenance)
             record["file"] = f"{number:03d}-{_slug(item.painting.label)}.png"
             save_painting_png(item.painting.image, tmp / record["file"], png_text(record, collection.provenance),
-                              {**(disclosure or {}), "refine": (item.refine or {}).get("settings", item.refine)})
+                              {**(disclosure or {}), "refine": (item.refine or {}).get("settings", item.refine),
+                               "settings": {k: record.get(k) for k in ("seed", "psi", "noise_mode")}})
             records.append(record)
         listing = {"format": GALLERY_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "provenance": collection.provenance, "paintings": records}
