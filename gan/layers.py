@@ -30,6 +30,17 @@ LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8  # keeps 1/sqrt(sum w^2) finite when a style zeroes out every input channel
 
 
+def equalised_lr_gain(fan_in: int, lr_mul: float = 1.0) -> float:
+    """The runtime weight scale of the equalised learning rate (ProGAN Sec. 4.1): ``lr_mul / sqrt(fan_in)``.
+
+    Weights are stored as N(0, 1/lr_mul^2) and scaled by this at every use, so Adam's step is
+    the same relative size for every layer (and ``lr_mul`` times smaller for the mapping MLP).
+    The layers fold it into the styles, inputs or outputs rather than the weight (see
+    :func:`modulated_conv2d`), which is equal and cheaper; this is the one place it is computed.
+    """
+    return lr_mul / math.sqrt(fan_in)
+
+
 # ---------------------------------------------------------------------------------------
 # Activation
 # ---------------------------------------------------------------------------------------
@@ -177,7 +188,7 @@ def upfirdn2d(
     c = x.shape[1]
     f = f.to(device=x.device, dtype=x.dtype)
     # A separable filter runs as its 2-D outer product: one depthwise pass instead of two
-    # 1-D ones, with the padding done by the conv, is 2-5x faster on CPU (docs/performance.md).
+    # 1-D ones, with the padding done by the conv (measured in docs/performance.md).
     f2 = torch.outer(f, f) if f.ndim == 1 else f
     f2 = f2 * gain
     kh, kw = f2.shape
@@ -298,7 +309,7 @@ class FullyConnected(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         # Stored as bias_init / lr_mul so the effective bias starts exactly at bias_init.
         self.bias = nn.Parameter(torch.full([out_features], bias_init / lr_mul)) if bias else None
-        self.weight_gain = lr_mul / math.sqrt(in_features)
+        self.weight_gain = equalised_lr_gain(in_features, lr_mul)
         self.bias_gain = lr_mul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -331,7 +342,7 @@ class Conv2d(nn.Module):
         self.activation, self.up, self.down, self.conv_clamp = activation, up, down, conv_clamp
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.weight_gain = equalised_lr_gain(in_channels * kernel_size * kernel_size)
         self.register_buffer(
             "resample_filter", resample_filter if resample_filter is not None else fir_filter(),
             persistent=False,

@@ -30,6 +30,7 @@ from gan.layers import (
     MinibatchStdDev,
     NoiseInjection,
     bias_act,
+    equalised_lr_gain,
     fir_filter,
     modulated_conv2d,
     normalize_2nd_moment,
@@ -140,7 +141,7 @@ class SynthesisLayer(nn.Module):
         self.up, self.conv_clamp, self.fused = up, conv_clamp, True
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
-        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.weight_gain = equalised_lr_gain(in_channels * kernel_size * kernel_size)
         self.noise = NoiseInjection(resolution)
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.register_buffer(
@@ -171,7 +172,7 @@ class ToRGBLayer(nn.Module):
         self.conv_clamp, self.fused = conv_clamp, True
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(img_channels, in_channels, 1, 1))
-        self.weight_gain = 1.0 / math.sqrt(in_channels)
+        self.weight_gain = equalised_lr_gain(in_channels)
         self.bias = nn.Parameter(torch.zeros(img_channels))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

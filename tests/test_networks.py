@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from gan.config import ModelConfig
 from gan.layers import (
     Conv2d,
+    equalised_lr_gain,
     FullyConnected,
     MinibatchStdDev,
     conv2d_resample,
@@ -114,6 +115,7 @@ def test_bf16_autocast_and_channels_last():
 
 
 def test_equalised_lr_runtime_scale_and_init():
+    assert equalised_lr_gain(400) == pytest.approx(0.05) and equalised_lr_gain(400, 0.01) == pytest.approx(0.0005)
     torch.manual_seed(1)
     fc = FullyConnected(400, 300, lr_mul=1.0)
     assert fc.weight_gain == pytest.approx(1 / math.sqrt(400))
