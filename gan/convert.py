@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def convert(source: str, out: Path, checkpoint_dir: Optional[Path] = None, force: bool = False) -> dict:
     """Read, convert and write; returns the export's metadata. AtelierError (one line) on bad input."""
-    from gan.checkpoint import CHECKPOINTS_DIR, FORMAT as CHECKPOINT_FORMAT, NETWORK_FILES, STATE_FILE
+    from gan.checkpoint import CHECKPOINTS_DIR, NETWORK_FILES, STATE_FILE
+    from gan.checkpoint import FORMAT as CHECKPOINT_FORMAT
     from gan.export import save_generator
     from gan.nvidia import source as nvidia
     from gan.nvidia.convert import build_network

@@ -14,12 +14,12 @@ import subprocess
 
 import pytest
 import torch
+from nvidia_pickles import expected_image, load_case, pytorch_snapshot, tf_snapshot
+from test_nvidia_parity import assert_same_image, paint
 
 from gan.export import GeneratorLoadError, load_generator
 from gan.nvidia.convert import UnsupportedNetwork, load_pickle_networks
 from gan.nvidia.unpickler import PickleRefused, read_network_pickle
-from nvidia_pickles import expected_image, load_case, pytorch_snapshot, tf_snapshot
-from test_nvidia_parity import assert_same_image, paint
 
 
 @pytest.fixture()

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nvidia_pickles import CASES, d_inputs, expected_image, load_case, pytorch_snapshot, tf_snapshot
 
 from gan.export import describe_generator, load_generator
 from gan.nvidia.convert import build_network, load_pickle_networks, nvidia_to_atelier_name
 from gan.sampling import latents_for_seeds, to_uint8_images
-from nvidia_pickles import CASES, d_inputs, expected_image, load_case, pytorch_snapshot, tf_snapshot
 
 MAX_LEVELS, MEAN_LEVELS, LOGIT_RTOL = 2, 0.5, 1e-4
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nvidia_pickles import load_case, pytorch_snapshot
 from safetensors.torch import load_file
+from training_support import make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 from gan import checkpoint as ck
 from gan import train
 from gan.config import ConfigError, load_config
 from gan.nvidia.source import converted
 from gan.transfer import pickle_overrides
-from nvidia_pickles import load_case, pytorch_snapshot
-from training_support import make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
