@@ -215,6 +215,20 @@ def test_mask_from_editor_reads_the_brush_alpha():
     assert mask.shape == (8, 8) and mask[0, 0] == 1 and mask[-1, -1] == 0
 
 
+def test_the_browser_mask_layer_is_checked_and_keeps_its_alpha(tmp_path):
+    from atelier.studio.refine import load_mask_layer
+
+    layer = np.zeros((16, 16, 4), np.uint8)
+    layer[4:8, :, 3] = 200
+    Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
+    assert load_mask_layer(tmp_path / "layer.png")[5, 0, 3] == 200
+    (tmp_path / "fake.png").write_bytes(b"GIF89a nope")
+    with pytest.raises(ValueError, match="painted mask fake.png"):
+        load_mask_layer(tmp_path / "fake.png")
+    with pytest.raises(ValueError, match="layer.png"):
+        load_mask_layer(tmp_path / "layer.png", max_pixels=100)
+
+
 def test_uploads_are_decoded_safely(tmp_path):
     good = tmp_path / "ok.png"
     Image.new("RGB", (20, 10), "green").save(good)

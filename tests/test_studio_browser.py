@@ -1,7 +1,8 @@
 """End to end: ``atelier studio`` on a tiny run, driven by Debian's headless Chromium through selenium.
 
 Starts the real command on a free port (a subprocess, offline), then in the browser: Paint,
-see the paintings and the originality verdict, Refine one and see the refined image come back,
+see the paintings and the originality verdict, play a latent walk, paint a mask and Refine
+that region of a painting and see the refined image come back,
 star it, export the gallery and check its files on disk; the server also refuses to hand out
 files outside the run, dataset and export folders. Screenshots go to the test's tmp dir (the
 README's docs/images/studio.png is made on the quickstart run by scripts/bench_studio.py --screenshot).
@@ -195,6 +196,13 @@ def test_paint_refine_star_export_in_a_real_browser(server, driver, tmp_path):
     # Refine it toward its nearest works, a few steps at 64 px, and see the result come back.
     _tab(driver, "Refine")
     _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#refine-btn").is_displayed(), what="the Refine tab")
+    # Paint a region with the brush: only it is refined.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = driver.find_elements(By.CSS_SELECTOR, "#mask-editor canvas")[-1]
+    for dx in (-100, -80, -60):
+        ActionChains(driver).move_to_element_with_offset(canvas, dx, -100).click_and_hold().move_by_offset(0, 100) \
+            .move_by_offset(0, 100).release().perform()
     _set_number(driver, "#refine-steps", 6)
     _set_number(driver, "#refine-size", 64)
     driver.find_element(By.CSS_SELECTOR, "#refine-btn").click()
@@ -219,6 +227,7 @@ def test_paint_refine_star_export_in_a_real_browser(server, driver, tmp_path):
     listing = json.loads((folder / "gallery.json").read_text())
     (record,) = listing["paintings"]
     assert record["kind"] == "refined" and record["seed"] == 0 and record["refine"]["settings"]["steps"] == 6
+    assert record["refine"]["settings"]["masked"]  # the brush strokes reached the refiner as a mask
     assert record["originality"]["weight_free"] and record["status"] == "starred"
     assert (folder / record["file"]).is_file() and record["file"] in (folder / "index.html").read_text()
     feedback = [json.loads(line) for line in (server["run"] / "studio" / "feedback.jsonl").read_text().splitlines()]

@@ -19,7 +19,7 @@ from atelier.studio import paint as P
 from atelier.studio.curate import Item
 from atelier.studio.engine import Studio
 from atelier.studio.overview import CURVE_GROUPS, curve_table
-from atelier.studio.refine import MAX_WORK_SIZE, MIN_WORK_SIZE, RefineRequest
+from atelier.studio.refine import MAX_WORK_SIZE, MIN_WORK_SIZE, RefineRequest, load_mask_layer
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     with gr.Tab("Refine", id="refine"):
                         gr.Markdown("Refine the selected painting with neural style transfer (Gatys, VGG19). "
                                     "Paint over the picture below to refine only that region (leave it blank for the whole painting).")
-                        mask_editor = gr.ImageEditor(label="Painting (brush = region to refine)", type="numpy",
+                        mask_editor = gr.ImageEditor(label="Painting (brush = region to refine)", type="filepath",
                                                      sources=[], layers=False, transforms=(), elem_id="mask-editor",
                                                      brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"), height=320)
                         with gr.Row():
@@ -287,8 +287,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 styles, names = studio.style_sources(item_id, mode, picked_names or [], upload_paths or [])
                 job = RefineRequest(strength_v, bool(keep), int(steps_v), int(size_v), names)
                 job.settings()
-                mask = (editor or {}).get("layers") or []
-                state = studio.start_refine(session, item_id, job, styles, mask[0] if mask else None)
+                layers = (editor or {}).get("layers") or []
+                mask = load_mask_layer(layers[0]) if layers and layers[0] else None
+                state = studio.start_refine(session, item_id, job, styles, mask)
             except Exception as exc:
                 raise gr.Error(error_text(exc))
             yield gr.update(), f"refining toward {', '.join(names)} ...", gr.update(), *[gr.update()] * len(panel)

@@ -9,6 +9,7 @@ UI, and a stop request ends the run keeping that image.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from dataclasses import asdict, dataclass, field
@@ -19,13 +20,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from atelier.common.images import BadImage, open_image_rgb
+from atelier.common.images import BadImage, inspect_image_bytes, open_image_rgb
 from eval.style_transfer import FEATURE_LAYERS, TransferSettings
 
 log = logging.getLogger(__name__)
 
 MAX_STYLE_IMAGES = 8
 UPLOAD_MAX_PIXELS = 40_000_000  # an upload larger than this (about 7000 x 5700) is refused before decoding
+MAX_MASK_BYTES = 20_000_000  # as Gradio's upload cap (atelier.studio.server.MAX_UPLOAD)
 MIN_WORK_SIZE = 64
 MAX_WORK_SIZE = 1024
 
@@ -95,6 +97,24 @@ def style_tensors(images: Sequence[np.ndarray], size: int) -> list[torch.Tensor]
     if len(images) > MAX_STYLE_IMAGES:
         raise ValueError(f"at most {MAX_STYLE_IMAGES} style images, got {len(images)}")
     return [to_tensor(image, min(size, max(image.shape[:2]))) for image in images]
+
+
+def load_mask_layer(path: str | Path, max_pixels: int = UPLOAD_MAX_PIXELS) -> np.ndarray:
+    """The editor's brush layer as sent by the browser (a PNG upload), checked like any upload; uint8 RGBA.
+
+    The checks are the scraper's (non-images, bombs, truncation); the alpha channel, where the
+    brush painted, is kept (the RGB decoder would flatten it).
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_MASK_BYTES:
+            raise BadImage(f"larger than {MAX_MASK_BYTES // 1_000_000} MB")
+        data = path.read_bytes()
+        inspect_image_bytes(data, max_pixels=max_pixels)
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGBA"), dtype=np.uint8)
+    except (BadImage, OSError) as exc:
+        raise ValueError(f"painted mask {path.name}: {exc}") from exc
 
 
 def mask_from_editor(layers: Optional[np.ndarray], size: tuple[int, int]) -> Optional[torch.Tensor]:
