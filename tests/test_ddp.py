@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo): lock-step training under `accelerate launch` (one run dir, identical weights),
+"""Two CPU processes (gloo): lock-step training under `accelerate launch` (one run dir, identical weights,
+a stop and a resume on two processes),
 and gradients averaged over processes equal to one process's on the union batch."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -17,28 +19,40 @@ from gan import checkpoint as ck
 from training_support import REPO, make_dataset, tiny_config, write_config
 
 
-def test_two_process_training_keeps_ranks_identical(tmp_path):
-    data = make_dataset(tmp_path / "data", count=8)
-    # batch 8 over 2 processes, 2 images per round => 2 accumulation rounds per process;
-    # intervals of 2 put an R1 and a path-length step into the 3 steps.
-    cfg = tiny_config(data, train={"batch": 8, "batch_per_gpu": 2}, augment={"mode": "fixed", "p": 0.3})
-    config = write_config(tmp_path / "ddp.yaml", cfg)
+def _launch_two(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1",  # on a machine without GPUs: gloo on CPU
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-        # No --run-dir: the default name comes from the clock, and all processes must use the main one's.
-        str(REPO / "train.py"), "--config", str(config), "--max-kimg", "0.024",
+        str(REPO / "train.py"), *args,
     ]
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+def test_two_process_training_keeps_ranks_identical_and_resumes(tmp_path):
+    data = make_dataset(tmp_path / "data", count=8)
+    # batch 8 over 2 processes, 2 images per round => 2 accumulation rounds per process;
+    # intervals of 2 put an R1 and a path-length step into the 3 steps.
+    cfg = tiny_config(data, train={"batch": 8, "batch_per_gpu": 2}, augment={"mode": "fixed", "p": 0.3},
+                      metrics={"metrics": []})
+    config = write_config(tmp_path / "ddp.yaml", cfg)
+    # No --run-dir: the default name comes from the clock, and all processes must use the main one's.
+    proc = _launch_two(tmp_path, "--config", str(config), "--max-kimg", "0.016")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es) x 2 images x 2 accumulation round(s)" in proc.stderr
     assert "8 images decoded once for this machine's processes" in proc.stderr  # gan.shared_cache, not one copy each
     run_dirs = list((tmp_path / "runs").iterdir())
     assert len(run_dirs) == 1 and run_dirs[0].name.endswith("-tiny"), run_dirs
     run_dir = run_dirs[0]
+    stopped = ck.latest_checkpoint(run_dir)
+    assert stopped.name == "0000000016"
 
+    # Stopped, then resumed on two processes (each loads onto its own device, cpu:<rank>).
+    proc = _launch_two(tmp_path, "--resume", str(run_dir), "--max-kimg", "0.024")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from {stopped}" in proc.stderr
     latest = ck.latest_checkpoint(run_dir)
     assert latest.name == "0000000024"
     state = json.loads((latest / "state.json").read_text())
@@ -53,6 +67,8 @@ def test_two_process_training_keeps_ranks_identical(tmp_path):
     rng0 = torch.load(latest / "rng-rank0.pt", weights_only=True)["torch"]
     rng1 = torch.load(latest / "rng-rank1.pt", weights_only=True)["torch"]
     assert not torch.equal(rng0, rng1), "both ranks drew the same noise"
+    assert digests[0] != ck.process_digests(stopped)[0], "the resumed run trained nothing"
+    ck.verify_checkpoint(latest)
 
 
 # --------------------------------------------------------------------------- gradient averaging is exact
