@@ -23,9 +23,11 @@ Both aim at the same style target, the mean Gram matrices of the works in ``--st
 network's training target; Gatys gets it as an equal blend of all works, which is the same
 target exactly), and both are scored by the same VGG with the same relative losses: the style
 loss against that target and the conv4_2 content loss against the input, on the 8-bit output.
-Each row gives seconds per image (Gatys: ``--steps`` L-BFGS iterations at strength 1; the
-network: one forward pass, after a warm-up pass, best of 3); a ``compare`` row gives the
-speed-up and the style-loss ratio. ``--methods gatys`` / ``fast`` runs one side only (the Gatys
+Each row gives seconds per image, wall clock and the process's CPU time (Gatys: ``--steps``
+L-BFGS iterations at strength 1; the network: one forward pass, after a warm-up pass, best of
+3); with ``OMP_NUM_THREADS=1`` the CPU time is what an idle core would take, which keeps the
+numbers meaningful on a shared machine. A ``compare`` row gives the speed-ups and the
+style-loss ratio. ``--methods gatys`` / ``fast`` runs one side only (the Gatys
 rows at 512 px take long on a CPU); ``--save-images DIR`` keeps the outputs. Weights: the real VGG19 file if it can be found
 (``--weights`` / ``--weights-dir`` / torch cache / download), or ``--random-weights``
 (the same network with random values: identical arithmetic, so identical timing).
@@ -159,30 +161,34 @@ def compare_size(vgg: VGG19Features, size: int, args: argparse.Namespace, device
         bank = StyleBank(works, torch.full((len(paths), len(works)), 1.0 / len(works)))
         settings = TransferSettings(strength=1.0, steps=args.steps, optimizer=args.optimizer)
         synchronize(device)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = stylise(vgg, content, bank, settings)
         synchronize(device)
         seconds = (time.perf_counter() - started) / len(paths)
+        cpu_seconds = (time.process_time() - cpu_started) / len(paths)
         rows.append({**common, "method": f"gatys-{args.optimizer}", "iterations": result.iterations,
-                     "seconds_per_image": round(seconds, 3), "style_loss_input": input_style,
-                     **score(vgg, result.images, content, target, grams)})
+                     "seconds_per_image": round(seconds, 3), "cpu_seconds_per_image": round(cpu_seconds, 3),
+                     "style_loss_input": input_style, **score(vgg, result.images, content, target, grams)})
         save_outputs(args, f"gatys{args.steps}", size, paths, result.images)
     if "fast" in args.methods:
         refiner = load_fast_refiner(args.compare, device=device)
         apply(refiner, content[:1])  # warm-up: allocator growth and cuDNN autotuning stay out of the timing
-        times = []
+        times, cpu_times = [], []
         for _ in range(3):
             synchronize(device)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             stylised = torch.cat([apply(refiner, content[i : i + 1]) for i in range(len(paths))])
             synchronize(device)
             times.append((time.perf_counter() - started) / len(paths))
+            cpu_times.append((time.process_time() - cpu_started) / len(paths))
         rows.append({**common, "method": "fast-network", "model": str(args.compare), "model_step": refiner.training.get("step"),
-                     "seconds_per_image": round(min(times), 4), "style_loss_input": input_style,
+                     "seconds_per_image": round(min(times), 4), "cpu_seconds_per_image": round(min(cpu_times), 4),
+                     "style_loss_input": input_style,
                      **score(vgg, stylised, content, target, grams)})
         save_outputs(args, "fast", size, paths, stylised)
     if len(rows) == 2:
         rows.append({**common, "method": "compare", "speedup": round(rows[0]["seconds_per_image"] / rows[1]["seconds_per_image"], 1),
+                     "speedup_cpu_time": round(rows[0]["cpu_seconds_per_image"] / rows[1]["cpu_seconds_per_image"], 1),
                      "style_loss_ratio_fast_over_gatys": round(rows[1]["style_loss"] / rows[0]["style_loss"], 3)})
     return rows
 
