@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="KID subset size (default: min(1000, #generated, #dataset images))")
     parser.add_argument("--kid-subsets", type=int, default=100, help="number of KID subsets (default: 100)")
     parser.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default: alex)")
+    parser.add_argument("--dinov2-model", choices=("vitl14", "vits14"), default="vitl14",
+                        help="DINOv2 backbone of fd_dinov2/kid_dinov2/pr_dinov2 (default: vitl14, as dgm-eval)")
     parser.add_argument("--lpips-resolution", type=int, default=128,
                         help="images are resized to this size for LPIPS (default: 128)")
     parser.add_argument("--worst-k", type=int, default=16, help="rows in the nearest-neighbour grid (default: 16)")
@@ -102,6 +104,7 @@ def options_from_args(args: argparse.Namespace, grid_path: Path) -> EvalOptions:
         metrics=parse_metrics(args.metrics), num_samples=args.num_samples, lpips_samples=args.lpips_samples,
         seed=args.seed, weights_dir=args.weights_dir, cache_dir=args.cache_dir,
         kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, lpips_net=args.lpips_net,
+        dinov2_model=args.dinov2_model,
         lpips_resolution=args.lpips_resolution, nn_percentile=args.nn_percentile, nn_factor=args.nn_factor,
         worst_k=args.worst_k, grid_path=str(grid_path), batch_size=args.batch_size, psi=args.psi,
         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), verbose=args.verbose,
@@ -162,7 +165,9 @@ def summary_lines(report) -> list[str]:
         f = report.fidelity
         numbers = " ".join(f"{k}={v:.6g}" for k, v in f.metrics.items())
         kid = f" (kid_subset_size={f.kid_subset_size})" if f.kid_subset_size else ""
-        lines.append(f"{numbers}{kid}: {f.num_generated} generated vs {f.num_reference} real images of {reference}")
+        space = ", ".join(w.extractor for w in f.weights)
+        lines.append(f"{numbers}{kid} (features: {space}): {f.num_generated} generated vs {f.num_reference} real "
+                     f"images of {reference}")
         if "fid" in f.metrics and min(f.num_generated, f.num_reference) < FID_MIN_IMAGES:
             lines.append(f"note: FID from fewer than {FID_MIN_IMAGES} images a side is biased upwards and not "
                          "comparable with published values; KID is the number to compare")
@@ -171,6 +176,12 @@ def summary_lines(report) -> list[str]:
         levels = " ".join(f"{resolution}px={value:.2f}" for resolution, value in s.levels.items())
         lines.append(f"swd={s.swd:.2f} (x10^3; per level {levels}; {s.feature_space}): "
                      f"{s.num_generated} generated vs {s.num_reference} real images of {reference}")
+    if report.dinov2:
+        g = report.dinov2
+        numbers = " ".join(f"{k}={v:.6g}" for k, v in g.metrics.items())
+        kid = f" (kid_subset_size={g.kid_subset_size})" if g.kid_subset_size else ""
+        lines.append(f"{numbers}{kid} (features: {g.feature_space}): {g.num_generated} generated vs "
+                     f"{g.num_reference} real images of {reference}")
     if report.diversity:
         d = report.diversity
         train = (f"{d.reference_lpips_diversity:.4f} over {d.num_reference} real works"

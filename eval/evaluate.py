@@ -26,7 +26,8 @@ from eval.samples import EvalInputError, FolderImages, GeneratedImages, load_ref
 
 log = logging.getLogger(__name__)
 
-ALL_METRICS = ("fid", "kid", "pr", "lpips_div", "nn", "swd")
+ALL_METRICS = ("fid", "kid", "pr", "lpips_div", "nn", "swd", "fd_dinov2", "kid_dinov2", "pr_dinov2")
+DINOV2_METRICS = ("fd_dinov2", "kid_dinov2", "pr_dinov2")
 MAX_IMAGE_SIZE_NN = 256  # LPIPS / nearest-neighbour images are held in memory at most at this size
 
 
@@ -43,6 +44,7 @@ class EvalOptions:
     kid_subset_size: Optional[int] = None
     kid_subsets: int = 100
     lpips_net: str = "alex"
+    dinov2_model: str = "vitl14"  # eval.dinov2.MODELS
     lpips_resolution: int = 128
     nn_percentile: float = DEFAULT_PERCENTILE
     nn_factor: float = DEFAULT_FACTOR
@@ -77,7 +79,7 @@ def evaluate(
     metrics = parse_metrics(options.metrics)
     resolution = generator.resolution if generator is not None else samples.resolution
     reference = load_reference(dataset, expected_resolution=resolution)
-    W.resolve_all(weights_needed(metrics, options.lpips_net), options.weights_dir)
+    W.resolve_all(weights_needed(metrics, options.lpips_net, options.dinov2_model), options.weights_dir)
     device = torch.device(options.device)
     weights_file = _generator_weights_file(generator_path)
     report = EvalReport(
@@ -95,8 +97,8 @@ def evaluate(
     perceptual = "lpips_div" in metrics or "nn" in metrics
     if generator is not None:
         report.psi = options.psi
-        samples = _generated(generator, options, fidelity=bool(fidelity_metrics) or "swd" in metrics,
-                             perceptual=perceptual)
+        feature_metrics = bool(fidelity_metrics) or "swd" in metrics or bool(set(DINOV2_METRICS) & set(metrics))
+        samples = _generated(generator, options, fidelity=feature_metrics, perceptual=perceptual)
     if fidelity_metrics:
         fidelity_input = samples
         if len(samples) > options.num_samples:  # a generator's stream may run longer for LPIPS; a folder may hold more
@@ -109,6 +111,14 @@ def evaluate(
         )
     if "swd" in metrics:
         report.swd = _swd(samples, reference, options, device)
+    if set(DINOV2_METRICS) & set(metrics):
+        from eval.dinov2 import compute_dinov2
+
+        report.dinov2 = compute_dinov2(
+            samples, reference, metrics, model_name=options.dinov2_model, num_samples=options.num_samples,
+            seed=options.seed, weights_dir=options.weights_dir, kid_subset_size=options.kid_subset_size,
+            kid_subsets=options.kid_subsets, batch_size=options.batch_size, device=device,
+        )
     if perceptual:
         _perceptual_metrics(report, metrics, reference, options, samples, device)
     return report
@@ -151,7 +161,7 @@ def _generator_weights_file(generator_path: Optional[str]) -> Optional[Path]:
         return Path(generator_path) if Path(generator_path).is_file() else None
 
 
-def weights_needed(metrics: list[str], lpips_net: str = "alex") -> list[W.WeightSpec]:
+def weights_needed(metrics: list[str], lpips_net: str = "alex", dinov2_model: str = "vitl14") -> list[W.WeightSpec]:
     """The pretrained weight files the chosen metrics load."""
     needed = []
     if {"fid", "kid", "nn"} & set(metrics):
@@ -160,6 +170,10 @@ def weights_needed(metrics: list[str], lpips_net: str = "alex") -> list[W.Weight
         needed.append(W.VGG16)
     if {"lpips_div", "nn"} & set(metrics):
         needed.append(W.REGISTRY[f"lpips_{lpips_net}"])
+    if set(DINOV2_METRICS) & set(metrics):
+        from eval.dinov2 import model_spec
+
+        needed.append(model_spec(dinov2_model).weights)
     return needed
 
 

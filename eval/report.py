@@ -102,6 +102,20 @@ class SWDResult:
 
 
 @dataclass
+class DinoV2Result:
+    """FD_DINOv2, and KID / precision-recall in the same DINOv2 feature space (eval/dinov2.py)."""
+
+    metrics: dict[str, float]  # fd_dinov2, kid_dinov2_mean, kid_dinov2_std, precision_dinov2, recall_dinov2 (those computed)
+    num_generated: int
+    num_reference: int
+    seed: int
+    kid_subset_size: Optional[int]
+    kid_subsets: Optional[int]
+    feature_space: str
+    weights: list[WeightsUsed]
+
+
+@dataclass
 class EvalReport:
     """Everything ``python -m eval`` measured for one generator against one dataset."""
 
@@ -121,6 +135,7 @@ class EvalReport:
     diversity: Optional[DiversityResult] = None
     memorisation: Optional[MemorisationResult] = None
     swd: Optional[SWDResult] = None
+    dinov2: Optional[DinoV2Result] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

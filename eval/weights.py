@@ -96,6 +96,16 @@ VGG19 = WeightSpec(
     sha256="dcbb9e9d",
 )
 
+
+def _dinov2(timm_name: str) -> WeightSpec:
+    # timm's DINOv2 exports on the Hugging Face Hub (safetensors); no checksum is published.
+    return WeightSpec(name=timm_name, filename=f"{timm_name}.safetensors",
+                      url=f"https://huggingface.co/timm/{timm_name}/resolve/main/model.safetensors", sha256=None)
+
+
+DINOV2_VITL14 = _dinov2("vit_large_patch14_dinov2.lvd142m")  # FD_DINOv2 (eval/dinov2.py)
+DINOV2_VITS14 = _dinov2("vit_small_patch14_dinov2.lvd142m")
+
 # Which file each consumer needs. precision/recall uses torch-fidelity's VGG16 extractor,
 # which is torchvision's vgg16 with its ImageNet weights.
 REGISTRY: dict[str, WeightSpec] = {
@@ -104,6 +114,8 @@ REGISTRY: dict[str, WeightSpec] = {
     "lpips_alex": ALEXNET,
     "lpips_vgg": VGG16,
     "refiner_vgg19": VGG19,
+    "dinov2_vitl14": DINOV2_VITL14,
+    "dinov2_vits14": DINOV2_VITS14,
 }
 
 
