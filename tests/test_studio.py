@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import av
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -76,8 +77,10 @@ def studio(tiny, tmp_path_factory):
     from atelier.studio.engine import Studio, StudioOptions
 
     empty = tmp_path_factory.mktemp("no-lpips")  # LPIPS missing: the weight-free fallback judges
+    previous = torch.hub.get_dir()
     torch.hub.set_dir(str(empty / "hub"))
-    return Studio(StudioOptions(tiny["run"], tiny["dataset"], weights_dir=tiny["weights"], device="cpu", inception=False))
+    yield Studio(StudioOptions(tiny["run"], tiny["dataset"], weights_dir=tiny["weights"], device="cpu", inception=False))
+    torch.hub.set_dir(previous)
 
 
 # ---------------------------------------------------------------------- painting
@@ -415,3 +418,26 @@ def test_the_trained_fast_refiner_is_offered_when_the_run_has_one(tiny, tmp_path
     item = studio.fast_refine(base.id, 0.8, 64)
     assert item.painting.image.shape == (64, 64, 3) and item.refine["method"] == "fast"
     assert item.refine["model_sha256"] == studio.fast_refiner().sha256 and item.painting.recipe["base_id"] == base.id
+
+
+def _handler(demo, name: str):
+    return next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name)
+
+
+def test_page_handlers_paint_curate_export_and_show_the_run(studio, tmp_path):
+    from atelier.studio.app import build_app
+
+    demo = build_app(studio)
+    gallery, ids, current, status, big, verdict, *_ = _handler(demo, "paint_handler")("5-6", 1, 0.7, "const", progress=lambda *a, **k: None)
+    assert len(gallery) == 2 and ids[0] == current and "painted 2" in status and big.shape[0] >= 256 and "seed 5" in verdict
+    gallery, ids, text = _handler(demo, "variations_handler")(current, 0.3, 3, 1)
+    assert len(ids) == 3 and "3 variations" in text
+    gallery, ids, text = _handler(demo, "mix_handler")("1-2", "3", "coarse", 0.7, "const")
+    assert len(ids) == 2 and "coarse" in text
+    with pytest.raises(gr.Error, match="no fine layers"):
+        _handler(demo, "mix_handler")("1", "3", "fine", 0.7, "const")
+    assert "note saved" in _handler(demo, "note_handler")(current, "warm light")
+    notes, losses, quality, augmentation, grid, config = _handler(demo, "overview_handler")()
+    assert "run:" in notes and len(losses) == 16 and len(quality) == 16 and grid.endswith("fakes-002000.png") and "name: tiny" in config
+    with pytest.raises(gr.Error, match="select a painting"):
+        _handler(demo, "note_handler")(None, "x")

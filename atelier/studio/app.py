@@ -371,7 +371,11 @@ def build_app(studio: Studio) -> gr.Blocks:
             if info.wandb:
                 link = info.wandb
                 notes.append(f"W&B: [{link}]({link})" if link.startswith("https://") else f"W&B: {html.escape(link)}")
-            frames = [pd.DataFrame(curve_table(info.metrics, group), columns=["kimg", "metric", "value"]) for group in CURVE_GROUPS]
+            tables = {group: curve_table(info.metrics, group) for group in CURVE_GROUPS}
+            if info.metrics and not tables["quality"]:
+                notes.append("no quality metrics in metrics.jsonl yet (the config's `metrics:` list, e.g. `[kid, swd]`, "
+                             "logs them during training)")
+            frames = [pd.DataFrame(rows, columns=["kimg", "metric", "value"]) for rows in tables.values()]
             grid = str(info.latest_grid) if info.latest_grid else None
             return ("\n\n".join(n for n in notes if n), *frames, grid, info.config_text)
 
