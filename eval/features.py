@@ -1,12 +1,13 @@
 """Feature extractors built from our resolved weight files: Inception-v3 and LPIPS.
 
-* Inception is torch-fidelity's ``inception-v3-compat`` (the TF-FID network), loaded from
-  the file :mod:`eval.weights` resolved. torch-fidelity reads that file with a full
-  unpickler, so we first load it with ``weights_only=True`` (which refuses any pickled
-  code) and only then hand the path over.
-* LPIPS is the ``lpips`` package's model: its linear calibration layers ship inside the
-  package; its ImageNet backbone (AlexNet or VGG16) is loaded from our torchvision file
-  instead of torchvision's own download, so offline use and ``--weights-dir`` work.
+* Inception is torch-fidelity's ``inception-v3-compat`` (the TF-FID network) and VGG16 its
+  precision/recall extractor. Given a path, torch-fidelity would open the file itself with a
+  full unpickler, so it never gets one: :mod:`eval.weights` reads the file once (verified,
+  tensors only) and the module is built from those tensors.
+* LPIPS is the ``lpips`` package's model, built without letting it load anything: its linear
+  calibration layers (shipped in the package, sha256 recorded) and its ImageNet backbone
+  (AlexNet or VGG16, our torchvision file, so offline use and ``--weights-dir`` work) are each
+  read once by :mod:`eval.weights` and copied in.
 
 LPIPS with non-negative linear weights is a squared Euclidean distance in a fixed
 embedding (per layer: channel-unit-normalised activations scaled by sqrt(w / (H*W)),
@@ -16,8 +17,10 @@ distances come from matrix products instead of one network pass per pair.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
+from unittest import mock
 from pathlib import Path
 
 import torch
@@ -30,21 +33,41 @@ from eval.samples import to_unit_range
 INCEPTION_FEATURE = "2048"  # pool3 features: what FID/KID compare
 
 
-def checked_torch_weights(path: Path) -> Path:
-    """Refuse a weights file that needs code to unpickle (before a library loads it unsafely)."""
-    W.load_state_dict(path)
-    return path
+# torch-fidelity's constructors fetch their own weights; while one is built, its module-level
+# fetch function is swapped for one returning our tensors. The swap is process-wide, so builds
+# take turns.
+_BUILD_LOCK = threading.Lock()
 
 
-def inception_extractor(weights_path: Path, device: torch.device | str = "cpu"):
-    """torch-fidelity's Inception-v3 (pool3 2048-d features) with weights from ``weights_path``."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+def _as_loaded(weights: W.LoadedWeights | str | Path, spec: W.WeightSpec) -> W.LoadedWeights:
+    return weights if isinstance(weights, W.LoadedWeights) else W.read_weights_file(weights, spec)
 
-    with W.loading_weights(weights_path, W.INCEPTION_V3.name):
-        extractor = FeatureExtractorInceptionV3(
-            W.INCEPTION_V3.name, [INCEPTION_FEATURE],
-            feature_extractor_weights_path=str(checked_torch_weights(weights_path)),
-        )
+
+def inception_extractor(weights: W.LoadedWeights | str | Path, device: torch.device | str = "cpu",
+                        features: tuple[str, ...] = (INCEPTION_FEATURE,)):
+    """torch-fidelity's Inception-v3 (default: pool3 2048-d features) built from ``weights``' tensors.
+
+    ``weights`` is a :class:`eval.weights.LoadedWeights` or a path, which is then read once here.
+    """
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    loaded = _as_loaded(weights, W.INCEPTION_V3)
+    with _BUILD_LOCK, W.loading_weights(loaded.path, W.INCEPTION_V3.name), \
+            mock.patch.object(fe, "load_state_dict_from_url", lambda *args, **kwargs: loaded.tensors):
+        extractor = fe.FeatureExtractorInceptionV3(W.INCEPTION_V3.name, list(features))
+    return extractor.to(device).eval()
+
+
+def vgg16_extractor(weights: W.LoadedWeights | str | Path, device: torch.device | str = "cpu"):
+    """torch-fidelity's VGG16 precision/recall extractor (fc2_relu, 4096-d) built from ``weights``' tensors."""
+    from torch_fidelity import feature_extractor_vgg16 as fe
+
+    loaded = _as_loaded(weights, W.VGG16)
+    backbone = torchvision.models.vgg16()
+    with W.loading_weights(loaded.path, W.VGG16.name):
+        backbone.load_state_dict(loaded.tensors)
+    with _BUILD_LOCK, mock.patch.object(fe, "torchvision_load_pretrained_vgg16", lambda **kwargs: backbone):
+        extractor = fe.FeatureExtractorVGG16("vgg16", ["fc2_relu"])
     return extractor.to(device).eval()
 
 
@@ -60,26 +83,33 @@ _BACKBONES = {"alex": (W.ALEXNET, torchvision.models.alexnet), "vgg": (W.VGG16, 
 
 
 def lpips_model(net: str = "alex", weights_dir: str | Path | None = None, device: torch.device | str = "cpu"):
-    """An ``lpips.LPIPS`` (v0.1) whose backbone comes from our resolved torchvision file.
+    """An ``lpips.LPIPS`` (v0.1): backbone from our torchvision file, calibration layers from the package.
 
-    Returns (model, backbone_weights_path).
+    Returns (model, backbone weights as :class:`eval.weights.LoadedWeights`, also a path).
     """
     import lpips
 
     spec, build = _BACKBONES[net]
-    path = W.resolve_weights(spec, weights_dir)
-    # pnet_rand=True stops lpips from calling torchvision's own downloader; the trained
-    # linear layers still load from the package (pretrained=True).
+    loaded = W.read_weights(spec, weights_dir)
+    linear = W.read_weights_file(W.lpips_linear_path(net), W.LPIPS_LINEAR[net])
+    # pretrained=False and pnet_rand=True: lpips opens no file and calls no downloader itself.
     with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=`
         warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+        model = lpips.LPIPS(net=net, version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+    with W.loading_weights(linear.path, linear.spec.name):
+        model.lins.load_state_dict(_linear_state(linear.tensors))
     backbone = build()
-    with W.loading_weights(path, spec.name):
-        backbone.load_state_dict(W.load_state_dict(path))
+    with W.loading_weights(loaded.path, spec.name):
+        backbone.load_state_dict(loaded.tensors)
     # lpips splits torchvision's `features` into slices whose children keep their original indices.
     for index_name, module in _slice_children(model.net):
         module.load_state_dict(backbone.features[int(index_name)].state_dict())
-    return model.to(device).eval().requires_grad_(False), path
+    return model.to(device).eval().requires_grad_(False), loaded
+
+
+def _linear_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # The package's file names the layers lin0..linN; model.lins holds the same modules as 0..N.
+    return {key[len("lin"):]: value for key, value in tensors.items() if key.startswith("lin")}
 
 
 def _slice_children(net: torch.nn.Module):

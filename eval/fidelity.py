@@ -1,5 +1,9 @@
 """FID, KID and precision/recall through torch-fidelity, with our weights and a reference cache.
 
+torch-fidelity computes the features and the metrics; it is handed extractor modules built from
+weights :mod:`eval.weights` read once and verified, never a path (its own loader unpickles), and
+its pickle-based cache is not used: reference features are cached here as safetensors.
+
 Generated images go in as a Dataset of uint8 images: a generator's samples
 (:class:`eval.samples.GeneratedImages`, sample ``i`` = ``generate.py`` seed ``seed + i``,
 made batch by batch as torch-fidelity reads them) or a folder of samples; the prepared
@@ -25,8 +29,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from atelier.common.fileio import atomic_write
 from eval import weights as W
-from eval.features import checked_torch_weights
+from eval.features import inception_extractor, vgg16_extractor
 from eval.report import FidelityResult, WeightsUsed
 from eval.samples import EvalInputError, GeneratedImages, ReferenceSet
 
@@ -98,14 +103,43 @@ def _device_context(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _run_torch_fidelity(**kwargs) -> dict[str, float]:
-    import torch_fidelity
+@contextlib.contextmanager
+def _fidelity_errors():
+    try:
+        yield
+    except ValueError as exc:  # torch-fidelity's vassert: one-line input problems
+        raise EvalInputError(f"torch-fidelity: {exc}") from exc
 
-    with W.loading_weights(kwargs["feature_extractor_weights_path"], kwargs["feature_extractor"]):
+
+def _features(images: Dataset, extractor, common: dict) -> dict[str, torch.Tensor]:
+    from torch_fidelity.utils import get_featuresdict_from_dataset
+
+    with _fidelity_errors():
+        return get_featuresdict_from_dataset(images, extractor, common["batch_size"], common["cuda"],
+                                             True, common["verbose"])
+
+
+def _reference_features(reference: ReferenceSet, extractor, layers: list[str], cache_name: str,
+                        common: dict) -> dict[str, torch.Tensor]:
+    """The reference set's features, from the safetensors cache when present and complete."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    path = Path(common["cache_root"]) / f"{cache_name}-{extractor.get_name()}-features.safetensors"
+    if path.is_file():
         try:
-            return torch_fidelity.calculate_metrics(**kwargs)
-        except ValueError as exc:  # torch-fidelity's vassert: one-line input problems
-            raise EvalInputError(f"torch-fidelity: {exc}") from exc
+            cached = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            log.warning("ignoring unreadable reference cache %s (%s)", path, exc)
+        else:
+            if all(k in cached and cached[k].dim() == 2 and len(cached[k]) == reference.count for k in layers):
+                return cached
+    features = _features(reference.images, extractor, common)
+    try:
+        atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in features.items()}, str(tmp)))
+    except OSError as exc:  # a cache that cannot be written costs time, not the result
+        log.warning("reference features not cached: %s", exc)
+    return features
 
 
 def compute_fidelity(
@@ -139,17 +173,15 @@ def compute_fidelity(
     device = torch.device(device)
     images = _generated_input(generated, num_samples, seed, psi, batch_size)
     num_generated = len(images)
+    # No loader worker processes (save_cpu_ram): GeneratedImages must run the generator (maybe on
+    # the GPU) in this process, and in-memory inputs would only pay the workers' start-up time.
     common = dict(
-        input1=images,
-        input2=reference.images,
+        images=images,
         cuda=device.type == "cuda",
         batch_size=batch_size,
         rng_seed=seed,
         verbose=verbose,
-        cache=True,
         cache_root=str(cache_dir or default_cache_dir()),
-        # No loader worker processes: GeneratedImages must run the generator (maybe on the GPU) in
-        # this process, and in-memory inputs would only pay the workers' start-up time.
         save_cpu_ram=True,
     )
     result = FidelityResult(
@@ -173,15 +205,28 @@ def _inception_metrics(result, wanted, common, reference, weights_dir, kid_subse
         result.kid_subset_size, result.kid_subsets, result.kid_subset_size_note = size, kid_subsets, note
     if "fid" in wanted and min(result.num_generated, reference.count) < 2:
         raise EvalInputError("too few samples for FID: need at least 2 generated and 2 reference images")
-    path = W.resolve_weights(W.INCEPTION_V3, weights_dir)
-    identity = W.weights_identity(checked_torch_weights(path))
+    from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+
+    loaded = W.read_weights(W.INCEPTION_V3, weights_dir)
+    identity = loaded.identity()
     cache_name = reference_cache_name(reference, identity["sha256"])
+    layers = sorted({fid_feature_layer if "fid" in wanted else "2048", "2048" if "kid" in wanted else fid_feature_layer})
+    extractor = inception_extractor(loaded, "cpu", features=tuple(layers))
+    del loaded  # the module holds the weights now
+    out = {}
     with _device_context(device):
-        out = _run_torch_fidelity(
-            fid="fid" in wanted, kid="kid" in wanted, feature_extractor="inception-v3-compat",
-            feature_extractor_weights_path=str(path), input2_cache_name=cache_name,
-            feature_layer_fid=fid_feature_layer, **kid_kwargs, **common,
-        )
+        if common["cuda"]:
+            extractor.cuda()
+        generated = _features(common["images"], extractor, common)
+        real = _reference_features(reference, extractor, layers, cache_name, common)
+    with _fidelity_errors():
+        if "fid" in wanted:
+            out.update(fid_statistics_to_metric(fid_featuresdict_to_statistics(generated, fid_feature_layer),
+                                                fid_featuresdict_to_statistics(real, fid_feature_layer), False))
+        if "kid" in wanted:
+            out.update(kid_featuresdict_to_metric(generated, real, "2048", rng_seed=common["rng_seed"],
+                                                  verbose=False, **kid_kwargs))
     result.metrics.update({_RESULT_KEYS[k]: float(v) for k, v in out.items() if k in _RESULT_KEYS})
     layer = "pool3, 2048-d" if fid_feature_layer == "2048" else f"FID on the {fid_feature_layer}-d layer"
     result.weights.append(WeightsUsed(extractor=f"inception-v3-compat ({layer})", **identity))
@@ -193,13 +238,20 @@ def _precision_recall(result, common, reference, weights_dir, device) -> None:
         raise EvalInputError(
             f"too few samples for precision/recall: need more than {PRC_NEIGHBORHOOD} generated and reference images"
         )
-    path = W.resolve_weights(W.VGG16, weights_dir)
-    identity = W.weights_identity(checked_torch_weights(path))
+    from torch_fidelity.metric_prc import prc_featuresdict_to_metric
+
+    loaded = W.read_weights(W.VGG16, weights_dir)
+    identity = loaded.identity()
+    extractor = vgg16_extractor(loaded, "cpu")
+    del loaded
     with _device_context(device):
-        out = _run_torch_fidelity(
-            prc=True, feature_extractor="vgg16", feature_extractor_weights_path=str(path),
-            prc_neighborhood=PRC_NEIGHBORHOOD, input2_cache_name=reference_cache_name(reference, identity["sha256"]),
-            **common,
-        )
+        if common["cuda"]:
+            extractor.cuda()
+        generated = _features(common["images"], extractor, common)
+        real = _reference_features(reference, extractor, ["fc2_relu"],
+                                   reference_cache_name(reference, identity["sha256"]), common)
+    with _fidelity_errors():
+        out = prc_featuresdict_to_metric(generated, real, "fc2_relu", prc_neighborhood=PRC_NEIGHBORHOOD,
+                                         save_cpu_ram=True, verbose=False)
     result.metrics.update({_RESULT_KEYS[k]: float(v) for k, v in out.items() if k in _RESULT_KEYS})
     result.weights.append(WeightsUsed(extractor="vgg16 (fc2_relu, 4096-d)", **identity))

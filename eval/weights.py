@@ -11,30 +11,39 @@ by a :class:`WeightSpec`. :func:`resolve_weights` finds the file in this order:
    ``download=False``) or the download fails, in which case :class:`MissingWeightsError`
    says in one line which file is missing, its checksum, where to put it and its URL.
 
+One reader: :func:`read_weights` opens a file once, hashes those bytes, verifies the hash
+and builds the tensors from the same bytes; nothing opens the file again (a file swapped
+between a check and a load could otherwise reach a loader), and no library gets the path:
+torch-fidelity and lpips are handed modules built from these tensors (:mod:`eval.features`).
+Tensors come from safetensors or ``torch.load(weights_only=True)``; nothing unpickles code.
+
 Checksum policy (``spec.sha256`` is a full sha256 or a published hex prefix, such as the
 suffix torchvision puts in its file names):
 
-* a file we just downloaded must match, otherwise it is deleted and an error raised;
-* a file that was already on disk (in ``weights_dir`` or the cache) and does not match
-  only logs a warning: the user put it there on purpose (a mirror, a re-export, or a
-  random-init file in tests) and the report records the sha256 of the file actually used;
-* ``ATELIER_SKIP_CHECKSUM=1`` skips the comparison altogether.
-
-Files are loaded without unpickling code: safetensors, or ``torch.load(weights_only=True)``.
+* a sha256 recorded in a ``SHA256SUMS`` file beside the weights (``sha256sum`` format; for a
+  mirror, a re-export, or a random-init file in tests) is the one the bytes must match;
+* otherwise a full published sha256 (Inception, LPIPS's calibration layers) is enforced: a
+  file that does not match is refused with one line, and a fresh download is deleted;
+* a published prefix (torchvision's 8 hex digits, a download-integrity check rather than a
+  security one) must match for a download; a file placed by hand that does not match is used
+  with a warning, and the report records the sha256 of the bytes actually loaded;
+* ``ATELIER_SKIP_CHECKSUM=1`` downgrades every mismatch to a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import logging
 import os
+import pickle
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from atelier.common.safe_load import load_tensors
 from atelier.common import hashing
 
 log = logging.getLogger(__name__)
@@ -67,14 +76,14 @@ class WeightsChecksumError(ValueError):
 
 
 # torch-fidelity's Inception-v3 (converted from TF's 2015-12-05 graph; the FID/KID standard).
-# torch-fidelity publishes no checksum for it (its loader calls load_state_dict_from_url
-# without check_hash), so none is enforced; the report records the sha256 actually used.
+# The file name carries the first 8 hex digits of its sha256 (torch hub's convention); the full
+# digest is enforced, since this file is what every FID/KID number rests on.
 INCEPTION_V3 = WeightSpec(
     name="inception-v3-compat",
     filename="weights-inception-2015-12-05-6726825d.pth",
     url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
     "weights-inception-2015-12-05-6726825d.pth",
-    sha256=None,
+    sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
 )
 # torchvision ImageNet classifiers; the hex suffix of each file name is its sha256 prefix.
 VGG16 = WeightSpec(
@@ -105,6 +114,28 @@ def _dinov2(timm_name: str) -> WeightSpec:
 
 DINOV2_VITL14 = _dinov2("vit_large_patch14_dinov2.lvd142m")  # FD_DINOv2 (eval/dinov2.py)
 DINOV2_VITS14 = _dinov2("vit_small_patch14_dinov2.lvd142m")
+
+
+
+def _lpips_linear(net: str, sha256: str) -> WeightSpec:
+    # LPIPS's calibration layers ship inside the pinned lpips package (0.1.4); the digests are
+    # those of that release's files, so a file changed on disk is refused.
+    return WeightSpec(name=f"lpips-v0.1-{net}-linear", filename=f"{net}.pth",
+                      url=f"lpips package: lpips/weights/v0.1/{net}.pth", sha256=sha256)
+
+
+LPIPS_LINEAR = {
+    "alex": _lpips_linear("alex", "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"),
+    "vgg": _lpips_linear("vgg", "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"),
+}
+
+
+def lpips_linear_path(net: str) -> Path:
+    """Where the installed lpips package keeps its v0.1 calibration layers for ``net``."""
+    import lpips
+
+    return Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / LPIPS_LINEAR[net].filename
+
 
 # Which file each consumer needs. precision/recall uses torch-fidelity's VGG16 extractor,
 # which is torchvision's vgg16 with its ImageNet weights.
@@ -158,20 +189,13 @@ def missing_message(spec: WeightSpec, weights_dir: str | Path | None = None) -> 
     )
 
 
-_WARNED: set[tuple[str, int, int]] = set()
+_WARNED: set[tuple[str, str]] = set()
+RECORDED_SUMS = "SHA256SUMS"
 
 
 def _check_existing(spec: WeightSpec, path: Path) -> Path:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key in _WARNED:
-        return path  # one warning per file, however often a run resolves it
-    if not _env_flag(SKIP_CHECKSUM_ENV) and not checksum_matches(spec, path):
-        _WARNED.add(key)
-        log.warning(
-            "%s: sha256 %s does not match the published %s; using it anyway (placed by hand)",
-            path, file_sha256(path)[:16], spec.sha256,
-        )
+    # The checksum is checked on the bytes that are loaded (read_weights), not here: a check on
+    # one read and a load from another would let a file swapped in between through.
     return path
 
 
@@ -235,17 +259,119 @@ def resolve_all(specs: list[WeightSpec], weights_dir: str | Path | None = None) 
     return found
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a tensors-only state dict without unpickling code (safetensors or weights_only torch.load)."""
+@dataclass(frozen=True)
+class LoadedWeights(os.PathLike):
+    """A weights file read once: where it was, the sha256 of the bytes read, the tensors built from them.
+
+    It is also a path (``os.fspath``) so code that only names the file keeps working; the
+    identity a report records is that of the bytes loaded, never of a later read.
+    """
+
+    path: Path
+    sha256: str
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+    spec: WeightSpec | None = None
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def identity(self) -> dict[str, str]:
+        """``{"file", "sha256"}`` for the report."""
+        return {"file": self.path.name, "sha256": self.sha256}
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 a ``SHA256SUMS`` file beside ``path`` records for it (``sha256sum`` format), if any."""
+    sums = path.parent / RECORDED_SUMS
+    try:
+        lines = sums.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) == 2 and parts[1].lstrip("*").strip() == path.name and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            return parts[0].lower()
+    return None
+
+
+def verify(spec: WeightSpec | None, path: Path, sha256: str) -> None:
+    """Apply the module's checksum policy to the sha256 of the bytes read from ``path``."""
+    recorded = recorded_sha256(path)
+    expected = recorded or (spec.sha256.lower() if spec is not None and spec.sha256 else None)
+    if expected is None or sha256.startswith(expected):
+        return
+    source = f"recorded in {path.parent / RECORDED_SUMS}" if recorded else "published"
+    enforced = recorded is not None or len(expected) == 64
+    message = (f"{path}: sha256 {sha256} does not match the {source} {expected}"
+               f"{'' if len(expected) == 64 else '…'}")
+    if enforced and not _env_flag(SKIP_CHECKSUM_ENV):
+        raise WeightsChecksumError(
+            f"{message}; refused (replace the file, record its sha256 in {RECORDED_SUMS} beside it, "
+            f"or set {SKIP_CHECKSUM_ENV}=1)"
+        )
+    if (str(path), sha256) not in _WARNED:  # one warning per file, however often a run loads it
+        _WARNED.add((str(path), sha256))
+        log.warning("%s; using it anyway (placed by hand)", message)
+
+
+def tensors_from_bytes(data: bytes, path: str | Path) -> dict[str, torch.Tensor]:
+    """A tensors-only state dict from a file's bytes: safetensors, or ``torch.load(weights_only=True)``.
+
+    One-line ValueErrors name ``path``; pickled code is refused, never run.
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load as load_safetensors
 
-        return load_file(str(path), device="cpu")
-    state = load_tensors(path)  # UnreadableTensorsFile is a ValueError naming the file
+        try:
+            return dict(load_safetensors(data))
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: holds more than tensors and numbers; refused, since loading it could run code") from exc
+    except Exception as exc:  # truncated or corrupt; torch's first sentence says which
+        raise ValueError(f"{path}: truncated or corrupt, cannot be loaded ({str(exc).split('. ')[0].splitlines()[0]})") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a dict of tensors")
     return dict(state)
+
+
+def read_weights_file(path: str | Path, spec: WeightSpec | None = None) -> LoadedWeights:
+    """Open ``path`` once: hash its bytes, verify them (see the module docstring), build the tensors from them.
+
+    ``spec`` defaults to the known file of that name, if any.
+    """
+    path = Path(path)
+    if spec is None:
+        spec = _spec_named(path.name)
+    with open(path, "rb") as handle:  # the only open: hash, check and tensors all come from `data`
+        data = handle.read()
+    sha256 = hashlib.sha256(data).hexdigest()
+    verify(spec, path, sha256)
+    return LoadedWeights(path=path, sha256=sha256, tensors=tensors_from_bytes(data, path), spec=spec)
+
+
+def read_weights(spec: WeightSpec, weights_dir: str | Path | None = None) -> LoadedWeights:
+    """Resolve ``spec`` (:func:`resolve_weights`), then read, verify and load it in one read."""
+    return read_weights_file(resolve_weights(spec, weights_dir), spec)
+
+
+def _spec_named(filename: str) -> WeightSpec | None:
+    for spec in list(REGISTRY.values()):
+        if spec.filename == filename:
+            return spec
+    return None
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a tensors-only state dict without unpickling code, in one read, verified if the file is a known one."""
+    return read_weights_file(path).tensors
 
 
 @contextlib.contextmanager
@@ -278,7 +404,10 @@ def _mismatch_parts(message: str):
         yield "shape mismatches", " ".join(f'"{m}"' for m in re.findall(r"size mismatch for ([^:]+):", message))
 
 
-def weights_identity(path: str | Path) -> dict[str, str]:
-    """What the report records about a weights file: its name and the sha256 of its bytes."""
+def weights_identity(path: str | Path | LoadedWeights) -> dict[str, str]:
+    """What the report records about a weights file: its name and the sha256 of its bytes
+    (of the bytes loaded, for a :class:`LoadedWeights`)."""
+    if isinstance(path, LoadedWeights):
+        return path.identity()
     path = Path(path)
     return {"file": path.name, "sha256": file_sha256(path)}

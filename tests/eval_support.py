@@ -38,7 +38,16 @@ def write_inception_weights(folder: Path, seed: int = 0) -> Path:
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     path = folder / W.INCEPTION_V3.filename
     torch.save(model.state_dict(), path)
+    record_sha256(path)  # not the published file: record its digest, as a user with a mirror would
     return path
+
+
+def record_sha256(path: Path) -> None:
+    """Add ``path``'s sha256 to the SHA256SUMS beside it (what ``sha256sum FILE >> SHA256SUMS`` writes)."""
+    sums = path.parent / W.RECORDED_SUMS
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    kept = [line for line in (sums.read_text().splitlines() if sums.exists() else []) if not line.endswith(path.name)]
+    sums.write_text("".join(f"{line}\n" for line in kept + [f"{digest}  {path.name}"]))
 
 
 def write_torchvision_weights(folder: Path, spec: W.WeightSpec, build, seed: int = 0) -> Path:

@@ -137,7 +137,7 @@ def test_cli_weights_of_another_network_are_a_one_line_error(isolated_caches, tm
     import torch
     import torchvision
 
-    from eval_support import save_pngs
+    from eval_support import record_sha256, save_pngs
 
     dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
     save_pngs(paintings(4, seed=2), tmp_path / "samples")
@@ -146,6 +146,7 @@ def test_cli_weights_of_another_network_are_a_one_line_error(isolated_caches, tm
     # Readable, tensors-only files holding the wrong network: AlexNet under Inception's name,
     # and a truncated AlexNet (a shape and a key mismatch) under AlexNet's.
     torch.save(torchvision.models.alexnet().state_dict(), wrong / W.INCEPTION_V3.filename)
+    record_sha256(wrong / W.INCEPTION_V3.filename)  # past the checksum, to the shape check
     torch.save({"features.0.weight": torch.zeros(3, 3, 3, 3)}, wrong / W.ALEXNET.filename)
     base = ["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--weights-dir", str(wrong),
             "--out", str(tmp_path / "r.json"), "--device", "cpu", "--lpips-resolution", "64"]
