@@ -96,3 +96,6 @@ def update_rel_err(actual: torch.Tensor, before: torch.Tensor, expected: torch.T
     slack = ulps * torch.finfo(expected.dtype).eps * expected.abs()
     excess = ((actual - expected).abs() - slack).clamp(min=0).max().item()
     return excess / scale if scale > 0 else excess
+
+
+STOCHASTIC_FIXTURE = FIXTURE.with_name("nvidia_stochastic.safetensors")

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity_support import ConstNoise, load_fixture, max_rel_err, model_config, to_atelier, update_rel_err
+from parity_support import (
+    STOCHASTIC_FIXTURE,
+    ConstNoise,
+    load_fixture,
+    max_rel_err,
+    model_config,
+    to_atelier,
+    update_rel_err,
+)
 from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 from gan.config import LossConfig, load_config
@@ -179,3 +187,88 @@ def test_two_training_steps_match_nvidia(fx, pl_noise, tmp_path, monkeypatch):
     worst = max(errors, key=errors.get)
     assert errors[worst] <= TOL, f"{worst}: update off by {errors[worst]:.2e} (relative)"
     torch.testing.assert_close(trainer.loss.pl_mean, tensors["step/pl_mean"], rtol=TOL, atol=0)
+
+
+# --------------------------------------------------------------------------- the stochastic parts
+# Samples of NVIDIA's own draws (same weights) against atelier's, by two-sample tests at p = 1e-3.
+
+
+@pytest.fixture(scope="module")
+def stochastic():
+    return load_fixture(STOCHASTIC_FIXTURE)
+
+
+def _cutoff(ws: torch.Tensor) -> list[int]:
+    """Per sample, the first layer whose w differs from layer 0's (num_ws when none does)."""
+    differs = (ws != ws[:, :1]).any(dim=2)
+    return [int(d.nonzero()[0]) if d.any() else ws.shape[1] for d in differs]
+
+
+def test_style_mixing_cutoffs_are_distributed_as_nvidias(fx, stochastic):
+    from scipy.stats import chi2_contingency
+
+    tensors, _, cfg = fx
+    stats, meta = stochastic
+    G, _ = _networks(tensors, cfg)
+    torch.manual_seed(0)
+    hist = torch.zeros(G.num_ws + 1, dtype=torch.int64)
+    for _ in range(2000):
+        z = torch.randn(3, cfg["z_dim"])
+        cuts = _cutoff(G.mix_styles(z, G.mapping(z), meta["mixing"]["prob"]))
+        assert len(set(cuts)) == 1 and meta["mixing"]["one_cutoff_per_minibatch"]  # one per minibatch, as NVIDIA
+        hist[cuts[0]] += 1
+    nvidia = stats["mixing/cutoff_hist"]
+    assert hist[0] == nvidia[0] == 0  # layer 0 always keeps the first w
+    _, p, _, _ = chi2_contingency(torch.stack([hist[1:], nvidia[1:]]).numpy())
+    assert p > 1e-3, (hist.tolist(), nvidia.tolist())
+
+
+def test_random_noise_is_distributed_as_nvidias(fx, stochastic):
+    tensors, _, cfg = fx
+    stats, meta = stochastic
+    G, _ = _networks(tensors, cfg)
+    layer = G.synthesis.blocks[1].conv1  # NVIDIA's synthesis.b8.conv1
+    with torch.no_grad():
+        layer.noise.strength.fill_(stats["noise/strength"].item())
+    draws = meta["noise"]["draws"]
+    torch.manual_seed(1)
+    ys = torch.stack([layer(stats["noise/x"], stats["noise/w"], "random") for _ in range(draws)])
+    mean, std = ys.mean(0), ys.std(0)
+    # Per output element, the difference of the two means in units of its standard error: chi^2 / dof ~ 1.
+    z2 = ((mean - stats["noise/mean"]) ** 2 / ((std**2 + stats["noise/std"] ** 2) / draws)).mean().item()
+    assert z2 < 1.2, z2
+    assert std.mean().item() == pytest.approx(stats["noise/std"].mean().item(), rel=0.03)
+    dev = ys - mean
+    corr = torch.corrcoef(dev.permute(2, 0, 1, 3, 4).reshape(dev.shape[2], -1))
+    channel_corr = corr[~torch.eye(corr.shape[0], dtype=torch.bool)].mean().item()  # one noise image for all channels
+    sample_corr = torch.corrcoef(dev.permute(1, 0, 2, 3, 4).reshape(dev.shape[1], -1))
+    sample_corr = sample_corr[~torch.eye(sample_corr.shape[0], dtype=torch.bool)].mean().item()  # independent per sample
+    assert channel_corr == pytest.approx(stats["noise/channel_corr"].item(), abs=0.05)
+    assert sample_corr == pytest.approx(stats["noise/sample_corr"].item(), abs=0.05)
+
+
+def _path_lengths(G, D, cfg, z, draws):
+    loss = StyleGAN2Loss(ConstNoise(G), D, _loss_config(cfg))
+    G.requires_grad_(True)  # ws must be in the graph (nothing is backpropagated here)
+    out = []
+    for _ in range(draws):
+        _, stats = loss.g_pathlen(z)
+        out.append(stats["pl/length"].item())
+    return torch.tensor(out)
+
+
+def test_path_length_noise_and_batch_shrink_are_distributed_as_nvidias(fx, stochastic):
+    """The batch-mean path length over fresh noise draws (scale 1/sqrt(HW), the first N/2 latents)."""
+    from scipy.stats import ks_2samp
+
+    tensors, _, cfg = fx
+    stats, _ = stochastic
+    G, D = _networks(tensors, cfg)
+    nvidia = stats["pl/batch_mean_lengths"]
+    z = tensors["inputs/z/Greg"]
+    torch.manual_seed(2)
+    ours = _path_lengths(G, D, cfg, z, 80)
+    assert ks_2samp(ours.numpy(), nvidia.numpy()).pvalue > 1e-3, (ours.mean(), nvidia.mean())
+    # The test can tell: the other half of the batch has other path lengths.
+    other = _path_lengths(G, D, cfg, z.flip(0), 80)
+    assert ks_2samp(other.numpy(), nvidia.numpy()).pvalue < 1e-3
