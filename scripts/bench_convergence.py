@@ -263,6 +263,10 @@ def run_all(args: argparse.Namespace, jsonl: Path) -> list[dict]:
         raise ValueError(f"need 0 < --every-kimg ({args.every_kimg}) <= --kimg ({args.kimg})")
     if args.num_samples < 2:
         raise ValueError(f"--num-samples must be at least 2, got {args.num_samples}")
+    # Import the whole training and metrics stack now: a run takes minutes, and modules first
+    # imported later would come from whatever the source tree holds by then.
+    import eval.dinov2, eval.in_training, eval.swd, gan.train, gan.training_loop  # noqa: F401, E401
+
     specs = [RunSpec.parse(text) for text in args.runs] or [RunSpec(args.config.stem, [])]
     if len({s.folder for s in specs}) != len(specs):
         raise ValueError("two --run labels map to the same folder name")

@@ -14,7 +14,10 @@ present, evaluation reports ``<run>/eval/*.json`` written by ``python -m eval --
 - ``p``: the augmentation probability at the row's last tick (blank without a pipe);
 - ``gap``: mean D logit on reals minus mean D logit on fakes (``scores/real - scores/fake``),
   the raw real/fake separation;
-- ``KID``: ``fidelity.metrics.kid_mean`` (x 10^3) of the report for the checkpoint in the window.
+- ``KID``: ``fidelity.metrics.kid_mean`` (x 10^3) of the report for the checkpoint in the window;
+- ``SWD``: ProGAN's sliced Wasserstein distance (x 10^3, mean over pyramid levels; eval/swd.py,
+  no pretrained weights) of the in-training metrics (``metrics/swd`` rows, on by default) or of
+  an eval report, the last one in the window.
 
 Rows end on the first tick at or after each multiple of ``--every-kimg`` (the row's kimg),
 so with ``--every-kimg`` equal to ``checkpoint.every_kimg`` each row holds one checkpoint.
@@ -44,6 +47,7 @@ class Window:
     p: Optional[float]
     gap: Optional[float]
     kid: Optional[float]
+    swd: Optional[float] = None
 
 
 def read_ticks(run: Path) -> list[dict]:
@@ -104,6 +108,48 @@ def read_kid(run: Path, sources: Optional[dict[str, set[str]]] = None) -> dict[i
     return kid
 
 
+def swd_source(report: dict) -> str:
+    """What one SWD value rests on: sample counts, the reference set and the patch / direction counts."""
+    swd = report.get("swd") or {}
+    return (f"{swd.get('num_generated')} generated vs {swd.get('num_reference')} real images "
+            f"(dataset {str(report.get('dataset_content_sha256'))[:12]}), {swd.get('patches_per_image')} patches "
+            f"per image and level, {swd.get('directions')} directions")
+
+
+def read_swd(run: Path, sources: Optional[dict[str, set[str]]] = None) -> dict[int, float]:
+    """SWD (x 10^3, mean over levels) by cur_nimg from in-training metrics rows and ``run``/eval/*.json."""
+    swd: dict[int, float] = {}
+    found: set[str] = set()
+    metrics = run / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if "metrics/swd" in row:
+                swd[int(row["cur_nimg"])] = float(row["metrics/swd"])
+    for report in sorted((run / "metrics").glob("kimg*.json")):  # the in-training reports behind those rows
+        data = json.loads(report.read_text(encoding="utf-8"))
+        if data.get("swd"):
+            found.add(swd_source(data))
+    for report in sorted((run / "eval").glob("*.json")):
+        data = json.loads(report.read_text(encoding="utf-8"))
+        name = Path(data.get("generator") or "").name
+        if data.get("swd") and name.isdigit():
+            swd[int(name)] = float(data["swd"]["swd"])
+            found.add(swd_source(data))
+    if sources is not None:
+        sources[str(run)] = found
+    return swd
+
+
+def swd_notes(sources: dict[str, set[str]]) -> list[str]:
+    every = set().union(*sources.values()) if sources else set()
+    notes = [f"SWD: {source}" for source in sorted(every)]
+    if len(every) > 1:
+        notes.append("warning: the SWD values rest on different sample counts or reference sets; "
+                     "they are not comparable with each other")
+    return notes
+
+
 def kid_notes(sources: dict[str, set[str]]) -> list[str]:
     """Footnotes under the table: the basis of the KID column, and a warning when it is mixed."""
     every = set().union(*sources.values()) if sources else set()
@@ -116,7 +162,8 @@ def kid_notes(sources: dict[str, set[str]]) -> list[str]:
     return notes
 
 
-def summarise(ticks: list[dict], kid: dict[int, float], start_nimg: int, end_nimg: int) -> Window:
+def summarise(ticks: list[dict], kid: dict[int, float], start_nimg: int, end_nimg: int,
+              swd: Optional[dict[int, float]] = None) -> Window:
     """Aggregate the ticks with cur_nimg in (start, end]; KID of the checkpoint closest to ``end``."""
     inside = [t for t in ticks if start_nimg < t["cur_nimg"] <= end_nimg]
     r_t = gap = p = None
@@ -129,7 +176,8 @@ def summarise(ticks: list[dict], kid: dict[int, float], start_nimg: int, end_nim
                          for t, w in zip(inside, weights)])
         p = inside[-1].get("augment/p")
     near = [n for n in kid if start_nimg < n <= end_nimg]
-    return Window(r_t, p, gap, kid[max(near)] if near else None)
+    near_swd = [n for n in swd or {} if start_nimg < n <= end_nimg]
+    return Window(r_t, p, gap, kid[max(near)] if near else None, swd[max(near_swd)] if near_swd else None)
 
 
 def row_points(tick_nimgs: list[int], every_kimg: float) -> list[int]:
@@ -156,26 +204,32 @@ def comparison_table(runs: list[Path], labels: list[str], every_kimg: float) -> 
     ticks = [read_ticks(run) for run in runs]
     sources: dict[str, set[str]] = {}
     kids = [read_kid(run, sources) for run in runs]
+    swd_sources: dict[str, set[str]] = {}
+    swds = [read_swd(run, swd_sources) for run in runs]
     points = row_points(sorted({t["cur_nimg"] for run in ticks for t in run}), every_kimg)
     header = ["kimg"]
     for label in labels:
         header += [f"r_t {label}", f"p {label}", f"gap {label}"]
     if any(kids):
         header += [f"KID×10³ {label}" for label in labels]
+    if any(swds):
+        header += [f"SWD×10³ {label}" for label in labels]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     prev = 0
     for point in points:
-        windows = [summarise(t, k, prev, point) for t, k in zip(ticks, kids)]
-        if all(w == Window(None, None, None, None) for w in windows):
+        windows = [summarise(t, k, prev, point, s) for t, k, s in zip(ticks, kids, swds)]
+        if all(w == Window(None, None, None, None, None) for w in windows):
             continue  # no tick ended in this window (ticks sparser than --every-kimg); fold it into the next
         cells = [f"{point / 1000:.3g}"]
         for w in windows:
             cells += [_fmt(w.r_t), _fmt(w.p), _fmt(w.gap, 2)]
         if any(kids):
             cells += [_fmt(w.kid, 2, 1000.0) for w in windows]
+        if any(swds):
+            cells += [_fmt(w.swd, 1) for w in windows]
         lines.append("| " + " | ".join(cells) + " |")
         prev = point
-    notes = kid_notes(sources)
+    notes = kid_notes(sources) + swd_notes(swd_sources)
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
