@@ -283,7 +283,7 @@ def test_in_training_metrics_hook_logs_scores_without_touching_training_noise(tm
         return in_training.TrainingMetrics({"kid": 0.5 / (len(calls))}, None, run_dir / "metrics" / "r.json")
 
     monkeypatch.setattr(in_training, "run_training_metrics", fake_metrics)
-    base = tiny_config(dataset, log={"sample_seeds": 0})
+    base = tiny_config(dataset, log={"sample_seeds": 0}, metrics={"metrics": []})  # SWD is on by default
     plain = write_config(tmp_path / "plain.yaml", base)
     with_metrics = write_config(tmp_path / "m.yaml", {**base, "metrics": {"metrics": ["kid"], "every_kimg": 0.004}})
     assert train.main(["--config", str(plain), "--run-dir", str(tmp_path / "a"), "--max-kimg", "0.008"]) == 0
@@ -413,7 +413,8 @@ def test_maintenance_time_is_logged_apart_from_training_speed(tmp_path, dataset,
 
 def test_resume_drops_logged_ticks_it_trains_again(tmp_path, dataset):
     """A kill after ticks were logged but before the next checkpoint: the resumed run logs each kimg once."""
-    cfg = tiny_config(dataset, checkpoint={"every_kimg": 0.008, "keep_last": 3}, log={"tick_kimg": 0.004})
+    cfg = tiny_config(dataset, checkpoint={"every_kimg": 0.008, "keep_last": 3}, log={"tick_kimg": 0.004},
+                      metrics={"metrics": []})  # tick records only
     write_config(tmp_path / "c.yaml", cfg)
     run = tmp_path / "run"
     assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(run), "--max-kimg", "0.016"]) == 0
