@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from importlib import metadata as importlib_metadata
@@ -38,6 +39,8 @@ from tqdm import tqdm
 
 from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
 from atelier.common.hashing import weights_sha256
+from atelier.common.content_credentials import MIME_TYPES, load_credentials, sign_file
+from atelier.common.content_credentials import manifest as c2pa_manifest
 from atelier.common.disclosure import build_xmp, disclosure_text
 from gan.export import GeneratorLoadError, describe_generator, generator_provenance, load_generator, resolve_source
 from gan.model_card import existing_card
@@ -110,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="cpu, cuda, cuda:N or auto = cuda when available, else cpu (default: %(default)s)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--c2pa-cert", metavar="PEM",
+        help="also sign every file with C2PA content credentials: this PEM certificate chain (signer first; "
+        "needs `pip install 'atelier[c2pa]'`; signed files differ from run to run)",
+    )
+    parser.add_argument("--c2pa-key", metavar="PEM", help="the unencrypted PEM private key of --c2pa-cert")
+    parser.add_argument("--c2pa-tsa", metavar="URL", help="RFC 3161 time-stamp authority for the C2PA signature (optional)")
     return parser
 
 
@@ -143,8 +153,12 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"{name} must be at least {low}, got {value}")
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
+    if not math.isfinite(args.psi):  # nan paints a black image, inf an overflow
+        raise ValueError(f"--psi must be a finite number, got {args.psi}")
     if args.interpolate and min(args.interpolate) < 0:
         raise ValueError(f"--interpolate seeds must be non-negative, got {args.interpolate}")
+    if bool(args.c2pa_cert) != bool(args.c2pa_key):
+        raise ValueError("--c2pa-cert and --c2pa-key go together")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} exists and is not a directory")
 
@@ -166,6 +180,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     _check_args(args)
     seeds = parse_seeds(args.seeds) if args.seeds is not None else []
     device = resolve_device(args.device)
+    credentials = load_credentials(args.c2pa_cert, args.c2pa_key, args.c2pa_tsa) if args.c2pa_cert else None
     _make_deterministic()
     info = describe_generator(args.checkpoint)
     source = resolve_source(args.checkpoint)
@@ -186,6 +201,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     def packet(**settings) -> str:
         return build_xmp(provenance, identity, {**settings, **recipe}, disclosure)
 
+    def signed(path: Path, **settings) -> Path:
+        if credentials is not None:  # C2PA content credentials on top of the XMP packet
+            definition = c2pa_manifest(provenance, identity, {**settings, **recipe}, path.name, MIME_TYPES[path.suffix])
+            sign_file(path, credentials, definition)
+        return path
+
     out = Path(args.out)
     base_text = {
         "psi": f"{args.psi:g}",
@@ -201,12 +222,13 @@ def run(args: argparse.Namespace) -> list[Path]:
     with tqdm(total=len(seeds), unit="img", desc="generate", disable=args.no_progress or not seeds) as bar:
         for seed, image in iter_images(G, seeds, args.psi, args.noise_mode, args.batch, device, on_batch=bar.update):
             name = f"seed{seed:04d}-psi{args.psi:.2f}{noise_suffix(args.noise_mode)}.png"
-            written.append(save_png(image, out / name, {"seed": str(seed), **base_text}, packet(seed=seed)))
+            written.append(signed(save_png(image, out / name, {"seed": str(seed), **base_text}, packet(seed=seed)), seed=seed))
             if args.grid:
                 images.append(image)
     if args.grid:
         grid_text = {"seeds": args.seeds, **base_text}
-        written.append(save_png(make_grid(images, args.grid_cols), out / "grid.png", grid_text, packet(seeds=args.seeds)))
+        grid = save_png(make_grid(images, args.grid_cols), out / "grid.png", grid_text, packet(seeds=args.seeds))
+        written.append(signed(grid, seeds=args.seeds))
     if args.interpolate:
         seed_a, seed_b = args.interpolate
         with tqdm(total=args.frames, unit="frame", desc="interpolate", disable=args.no_progress) as bar:
@@ -215,7 +237,8 @@ def run(args: argparse.Namespace) -> list[Path]:
             )
         gif = out / f"interp-seed{seed_a:04d}-seed{seed_b:04d}-psi{args.psi:.2f}{noise_suffix(args.noise_mode)}.gif"
         walk = packet(interpolate=f"{seed_a}-{seed_b}", frames=args.frames)
-        written.append(save_gif(frames, gif, args.fps, xmp=walk, comment=disclosure))
+        written.append(signed(save_gif(frames, gif, args.fps, xmp=walk, comment=disclosure),
+                              interpolate=f"{seed_a}-{seed_b}", frames=args.frames))
     log.info("wrote %d file(s) to %s", len(written), out)
     return written
 
