@@ -437,6 +437,10 @@ def test_page_handlers_paint_curate_export_and_show_the_run(studio, tmp_path):
     with pytest.raises(gr.Error, match="no fine layers"):
         _handler(demo, "mix_handler")("1", "3", "fine", 0.7, "const")
     assert "note saved" in _handler(demo, "note_handler")(current, "warm light")
+    stop = studio.paint_stop_flag("default")
+    stop.set()  # Stop pressed: the next batch is not painted
+    assert studio.paint("0-40", 1, 0.7, "const", cancelled=stop.is_set) == []
+    assert not studio.paint_stop_flag("default").is_set()  # a new request starts clear
     notes, losses, quality, augmentation, grid, config = _handler(demo, "overview_handler")()
     assert "run:" in notes and len(losses) == 16 and len(quality) == 16 and grid.endswith("fakes-002000.png") and "name: tiny" in config
     with pytest.raises(gr.Error, match="select a painting"):

@@ -222,10 +222,11 @@ def build_app(studio: Studio) -> gr.Blocks:
             editor = {"background": view, "layers": [], "composite": view}
             return view, verdict_html(item, studio.judge_error), nearest_gallery(studio, item), item.note, editor
 
-        def paint_handler(seed_text, n, psi_value, noise_mode, progress=gr.Progress()):
+        def paint_handler(seed_text, n, psi_value, noise_mode, request: gr.Request = None, progress=gr.Progress()):
+            stop = studio.paint_stop_flag(getattr(request, "session_hash", None) or "default")
             try:
                 items = studio.paint(seed_text, n, psi_value, noise_mode,
-                                     progress=lambda frac, text: progress(frac, desc=text))
+                                     progress=lambda frac, text: progress(frac, desc=text), cancelled=stop.is_set)
             except Exception as exc:
                 raise gr.Error(error_text(exc))
             ids = [item.id for item in items]
@@ -238,7 +239,10 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         paint_event = paint_btn.click(paint_handler, [seeds, count, psi, noise],
                                       [gallery, shown, current, paint_status, *panel])
-        paint_stop.click(None, None, None, cancels=[paint_event])
+        def paint_stop_handler(request: gr.Request):
+            studio.paint_stop_flag(request.session_hash or "default", fresh=False).set()  # the worker stops between batches
+
+        paint_stop.click(paint_stop_handler, None, None, cancels=[paint_event])
 
         def select_handler(ids, evt: gr.SelectData):
             item_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None

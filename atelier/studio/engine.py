@@ -69,9 +69,11 @@ class Studio:
     _vgg_error: str = field(default="", init=False)
     _fast: object = field(default=None, init=False)
     _fast_error: str = field(default="", init=False)
-    _gpu: threading.Lock = field(default_factory=threading.Lock, init=False)  # one model call at a time
+    _gpu: threading.Lock = field(default_factory=threading.Lock, init=False)  # one generator call at a time
     _loading: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _flags: threading.Lock = field(default_factory=threading.Lock, init=False)
     refines: dict[str, RefineState] = field(default_factory=dict, init=False)  # by browser session
+    paint_stops: dict[str, threading.Event] = field(default_factory=dict, init=False)  # by browser session
 
     def __post_init__(self) -> None:
         from gan.export import describe_generator, load_generator
@@ -247,6 +249,13 @@ class Studio:
             paintings = P.paint_seeds(self.G, seeds, float(psi), noise_mode, progress=progress, cancelled=cancelled)
         return self.register(paintings)
 
+    def paint_stop_flag(self, session: str, fresh: bool = True) -> threading.Event:
+        """The session's stop flag for painting: a new, clear one for a new request (``fresh``), else the current one."""
+        with self._flags:
+            if fresh or session not in self.paint_stops:
+                self.paint_stops[session] = threading.Event()
+            return self.paint_stops[session]
+
     def variations(self, item_id: str, count: int, step: float, seed: int = 0) -> list[Item]:
         """Variations around a painting's w."""
         base = self.collection.get(item_id).painting
@@ -312,8 +321,8 @@ class Studio:
         self.refines[session] = state
 
         def work() -> None:
-            with self._gpu:
-                run_refine(vgg, painting, styles, request, state, mask=mask)
+            # Not under the generator's lock: painting stays quick while a long refine runs.
+            run_refine(vgg, painting, styles, request, state, mask=mask)
 
         threading.Thread(target=work, name=f"refine-{session[:8]}", daemon=True).start()
         return state
