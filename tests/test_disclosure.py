@@ -134,6 +134,11 @@ def test_refinement_keeps_every_property_and_appends_entries():
     assert parsed["refinements"][0]["settings"] == {"strength": 0.75, "style": [f"a{HOSTILE}.png"]}
     assert parsed["description"].count("Refined by atelier with neural style transfer.") == 1
     assert "http://ns.example/1/" in twice and ">5<" in twice
+    compact = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+               f'<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="{IPTC}" Iptc4xmpExt:DigitalSourceType='
+               '"http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"/></rdf:RDF></x:xmpmeta>')
+    extended = D.extend_xmp(compact, {"method": "gatys"})
+    assert extended.count("DigitalSourceType") == 1 and D.parse_xmp(extended)["digital_source_type"] == SOURCE_TYPE
     fresh = D.parse_xmp(D.extend_xmp(None, {"method": "gatys"}))
     assert fresh["digital_source_type"] == SOURCE_TYPE and "unknown origin" in fresh["description"]
 

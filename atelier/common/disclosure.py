@@ -304,10 +304,13 @@ def extend_xmp(packet: Optional[str | bytes], refine: Mapping[str, Any], provena
         )))
     desc = _main_description(root)
     source_type = _property(root, _q("Iptc4xmpExt", "DigitalSourceType"))
-    if source_type is None:
-        ET.SubElement(desc, _q("Iptc4xmpExt", "DigitalSourceType")).text = TRAINED_ALGORITHMIC_MEDIA
-    else:
+    as_attribute = [d for d in root.iter(_q("rdf", "Description")) if _q("Iptc4xmpExt", "DigitalSourceType") in d.attrib]
+    if source_type is not None:
         source_type.text = TRAINED_ALGORITHMIC_MEDIA
+    elif as_attribute:  # the compact RDF form other tools write: one property, so set it there
+        as_attribute[0].set(_q("Iptc4xmpExt", "DigitalSourceType"), TRAINED_ALGORITHMIC_MEDIA)
+    else:
+        ET.SubElement(desc, _q("Iptc4xmpExt", "DigitalSourceType")).text = TRAINED_ALGORITHMIC_MEDIA
     _append_description(root, desc, " Refined by atelier with neural style transfer.")
     history = _property(root, _q("atelier", "Refinement"))
     if history is None:
