@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         required=True,
         metavar="PATH",
-        help="generator export (.safetensors), checkpoint dir (G_ema.safetensors + state.json) "
-        "or run dir (uses its generator.safetensors, else its latest checkpoint)",
+        help="generator export (.safetensors), checkpoint dir (G_ema.safetensors + state.json), "
+        "run dir (uses its generator.safetensors, else its latest checkpoint), or an NVIDIA "
+        "StyleGAN2(-ADA) .pkl file or https URL (read without unpickling code; see docs/transfer.md)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     parser.add_argument(
