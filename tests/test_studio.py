@@ -51,7 +51,7 @@ def make_tiny_run(root: Path, works: int = 12) -> dict[str, Path]:
     (run / "samples").mkdir()
     Image.new("RGB", (64, 64), "red").save(run / "samples" / "fakes-000000.png")
     Image.new("RGB", (64, 64), "blue").save(run / "samples" / "fakes-002000.png")
-    dataset = write_dataset(paintings(works, seed=1, size=RES), root / "data")
+    write_dataset(paintings(works, seed=1, size=RES), root / "data")
     weights = root / "weights"
     write_vgg19_features(weights)
     return {"run": run, "dataset": root / "data", "weights": weights, "G": G}

@@ -310,7 +310,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     f"-> {report.get('style_loss_after', float('nan')):.4g}; saved as {item.id}")
             yield enlarged(state.result), text, item.id, *show(item.id)
 
-        refine_event = refine_btn.click(
+        refine_btn.click(
             refine_handler, [current, source, picked, uploads, strength, steps, size, keep_colour, mask_editor],
             [refine_live, refine_status, current, *panel],
         )
