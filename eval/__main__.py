@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
-from atelier.common.command import CommandParser, fail, prog_name, setup_logging
+from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
+from atelier.common.fileio import check_writable
 from eval.evaluate import ALL_METRICS, EvalOptions, evaluate, parse_metrics
 from eval.report import to_json, write_report
 from eval.samples import FolderImages
@@ -100,6 +102,9 @@ def options_from_args(args: argparse.Namespace, grid_path: Path) -> EvalOptions:
     for name in ("num_samples", "lpips_samples", "kid_subsets", "batch_size", "worst_k", "lpips_resolution"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("psi", "nn_percentile", "nn_factor"):
+        if not math.isfinite(getattr(args, name)):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
     return EvalOptions(
         metrics=parse_metrics(args.metrics), num_samples=args.num_samples, lpips_samples=args.lpips_samples,
         seed=args.seed, weights_dir=args.weights_dir, cache_dir=args.cache_dir,
@@ -116,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     out = Path(args.out)
+    try:  # before any sampling: a read-only or full disk must not cost hours of metrics first
+        check_writable(out.parent)
+    except OSError as exc:
+        return fail_write(CMD, exc, out)
     try:
         folder = FolderImages(args.samples) if args.samples else None
         sample_counts(args, len(folder) if folder is not None else None)
@@ -129,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
             report = evaluate(args.dataset, options, samples=folder, samples_dir=args.samples)
     except (MissingWeightsError, WeightsChecksumError, ValueError) as exc:
         return fail(CMD, exc)
-    write_report(report, out)
+    try:
+        write_report(report, out)
+    except OSError as exc:  # the disk filled up while computing
+        return fail_write(CMD, exc, out)
     log.info("report written to %s", out)
     print(to_json(report)) if args.verbose else _print_summary(report)
     if args.checkpoint:

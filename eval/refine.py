@@ -44,8 +44,8 @@ from eval.style_transfer import (
 )
 from eval.vgg import VGG19Features, load_vgg19
 from eval.weights import MissingWeightsError, WeightsChecksumError, weights_identity
-from atelier.common.fileio import atomic_write_bytes
-from atelier.common.command import CommandParser, fail, prog_name, setup_logging
+from atelier.common.fileio import atomic_write_bytes, check_writable
+from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
 
 CMD = "refine"
 log = logging.getLogger("eval.refine")
@@ -315,6 +315,7 @@ def refine(args: argparse.Namespace) -> list[dict]:
     styles = StyleImages(args.size)
     for path in () if request.automatic else request.explicit.paths:
         styles.get(path)  # explicit style images too: fail before the network loads and --out exists
+    check_writable(args.out)  # a read-only or full disk fails now, not after the optimisation
     vgg = load_vgg19(FEATURE_LAYERS, weights=args.weights, weights_dir=args.weights_dir, pooling=settings.pooling, device=device)
     choices = select_styles(request, vgg, samples, args)
     extra = {
@@ -402,6 +403,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (RefineInputError, MissingWeightsError, WeightsChecksumError, FileNotFoundError, ValueError) as exc:
         log.debug("refine failed", exc_info=True)
         return fail(CMD, exc)
+    except OSError as exc:  # an output that cannot be written: disk full, read-only, permission
+        return fail_write(CMD, exc, args.out)
     print(f"refined {len(reports)} image(s) into {args.out} (reports: *.json, {SUMMARY_NAME})")
     return 0
 

@@ -115,6 +115,19 @@ def read_image_uint8(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+# Images atelier writes beside samples that are not samples: generate's --grid tiling and eval's
+# memorisation grid (<report>_nn.png). Counted as samples they would skew every metric.
+NOT_SAMPLES = ("grid.png",)
+NOT_SAMPLE_SUFFIXES = ("_nn.png",)
+
+
+def is_sample_file(path: Path) -> bool:
+    """An image file that is one generated sample (not a grid, not a hidden or temporary file)."""
+    name = path.name.lower()
+    return (path.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and name not in NOT_SAMPLES
+            and not name.endswith(NOT_SAMPLE_SUFFIXES))
+
+
 class FolderImages(Dataset):
     """A folder of already generated images (PNG/JPEG/WebP), sorted by file name."""
 
@@ -122,7 +135,7 @@ class FolderImages(Dataset):
         folder = Path(folder)
         if not folder.is_dir():
             raise EvalInputError(f"samples folder not found: {folder}")
-        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = sorted(p for p in folder.iterdir() if is_sample_file(p))
         if not self.files:
             raise EvalInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
         first = read_image_uint8(self.files[0])

@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -36,6 +35,7 @@ from atelier.common.hashing import file_sha256
 from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
 from atelier.common.dataset_format import DATASET_FORMAT, content_sha256
 from atelier.common.errors import ExitCode
+from atelier.common.fileio import make_temp_dir
 from atelier.common.images import MAX_PIXELS, BadImage, open_image_rgb
 
 CMD = "prepare"
@@ -279,11 +279,17 @@ def collect_sources(src: Path, skip: Iterable[Path] = ()) -> tuple[list[SourceIt
     if manifest.is_file():
         return _sources_from_manifest(src, manifest)
     skip_resolved = [p.resolve() for p in skip]
-    items = [
-        SourceItem(source=path.relative_to(src).as_posix(), path=path)
-        for path in _walk_images(src, skip_resolved)
-    ]
-    return sorted(items, key=lambda it: it.source), [], None
+    root = src.resolve()
+    items, dropped = [], []
+    for path in _walk_images(src, skip_resolved):
+        source = path.relative_to(src).as_posix()
+        target = path.resolve()
+        if target != root and root not in target.parents:
+            # A link out of --src would put files from elsewhere (another user's, /etc) in the dataset.
+            dropped.append(Dropped(source, "symlink to a file outside --src: not followed", "outside-src"))
+            continue
+        items.append(SourceItem(source=source, path=path))
+    return sorted(items, key=lambda it: it.source), dropped, None
 
 
 def _walk_images(root: Path, skip: list[Path]) -> Iterator[Path]:
@@ -413,6 +419,9 @@ def prepare_dataset(opts: PrepareOptions, progress: bool = True) -> PrepareResul
     if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
         # Replacing --out would delete the input with it.
         raise PrepareError(f"--out {out} must not be --src or contain it")
+    if src.resolve() in out.resolve().parents:
+        # The next prepare of --src would take this output in as input.
+        raise PrepareError(f"--out {out} must not be inside --src {src}: choose a folder outside it")
     if out.exists() and not out.is_dir():
         raise PrepareError(f"--out {out} exists and is not a directory")
     _recover_from_a_kill(out)
@@ -426,7 +435,7 @@ def prepare_dataset(opts: PrepareOptions, progress: bool = True) -> PrepareResul
     kind = "manifest.jsonl" if manifest_sha else "a folder scan"
     log.info("%d source images from %s (%s) -> %dx%d %s", len(items), src, kind, opts.resolution, opts.resolution, opts.mode)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp_dir = make_temp_dir(out.parent, prefix=f".{out.name}.tmp-")  # umask permissions, not mkdtemp's 0700
     try:
         results = _run_all(items, opts, tmp_dir, progress)
         rows, more_dropped = _assemble(results, items, opts, tmp_dir)

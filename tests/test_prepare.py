@@ -308,17 +308,21 @@ def test_manifest_provenance_and_row_problems(tmp_path):
     assert info["content_sha256"] == expected
 
 
-def test_plain_folder_is_recursive_sorted_and_skips_out_inside_src(tmp_path):
+def test_plain_folder_is_recursive_sorted_and_refuses_out_inside_src(tmp_path):
     src = tmp_path / "src"
     save(painting(1), src / "b" / "two.jpg")
     save(painting(2), src / "a" / "one.png")
     save(painting(3), src / "three.webp")
     (src / "notes.txt").write_text("ignored")
-    first = run_prepare(src, src / "prepared")
+    first = run_prepare(src, tmp_path / "prepared")
     assert [r["source"] for r in first.info["images"]] == ["a/one.png", "b/two.jpg", "three.webp"]
     assert first.info["source_manifest_sha256"] is None
-    again = run_prepare(src, src / "prepared", overwrite=True, workers=2)  # its own output is not input
+    again = run_prepare(src, tmp_path / "prepared", overwrite=True, workers=2)
     assert again.info["images"] == first.info["images"]  # deterministic, any worker count
+    # Output inside the input would be ingested by the next prepare of that input.
+    with pytest.raises(P.PrepareError, match="must not be inside --src"):
+        run_prepare(src, src / "prepared")
+    assert not (src / "prepared").exists()
 
 
 # ------------------------------------------------------------ atomic output and CLI
@@ -403,6 +407,7 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, flag, value):
     assert capsys.readouterr().err.startswith(f"atelier prepare: error: {flag} must")
 
 
+@pytest.mark.slow
 def test_help_documents_every_option():
     out = subprocess.run([sys.executable, "-m", "scraping.prepare", "--help"], cwd=REPO, capture_output=True, text=True, check=True)
     for action in P.build_parser()._actions:
@@ -437,3 +442,51 @@ def test_sample_set_is_reproducible_from_its_script(tmp_path):
     assert rows == committed[:4]
     total = sum(row["bytes"] for row in committed)
     assert total < 400_000  # "a few hundred KB"
+
+
+# ------------------------------------------------------------ links, permissions, full disks
+
+
+def test_folder_mode_does_not_follow_links_out_of_src(tmp_path):
+    src, outside = tmp_path / "src", tmp_path / "private"
+    save(painting(1), src / "mine.png")
+    save(painting(2), src / "sub" / "also-mine.png")
+    save(painting(3), outside / "secret.png")
+    os.symlink(outside / "secret.png", src / "link-out.png")
+    os.symlink(src / "sub" / "also-mine.png", src / "link-in.png")  # a link within --src is fine
+    os.symlink(outside, src / "linked-dir")  # a linked folder is not walked into
+    result = run_prepare(src, tmp_path / "out")
+    sources = [r["source"] for r in result.info["images"]]
+    assert sources == ["link-in.png", "mine.png"]  # sub/also-mine.png is link-in.png's duplicate
+    reasons = {d.source: d.reason for d in result.dropped}
+    assert reasons["link-out.png"] == "symlink to a file outside --src: not followed"
+    assert not any("secret" in name for name in list(reasons) + sources)
+
+
+def test_dataset_dir_and_files_follow_the_umask(tmp_path):
+    src = tmp_path / "src"
+    save(painting(1), src / "x.png")
+    old = os.umask(0o022)
+    try:
+        result = run_prepare(src, tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (result.out.stat().st_mode & 0o777) == 0o755  # not mkdtemp's 0700
+    assert {p.stat().st_mode & 0o777 for p in result.out.iterdir()} == {0o644}
+
+
+def test_full_disk_is_one_line_exit_5_and_no_temp_dir(tmp_path, monkeypatch, capsys):
+    import errno
+
+    src = tmp_path / "src"
+    save(painting(1), src / "x.png")
+    save(painting(2), src / "y.png")
+
+    def full(img, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(P, "_write_png", full)
+    code = P.main(["--src", str(src), "--out", str(tmp_path / "out"), "--resolution", "32", "--workers", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 5 and len(err) == 1 and "disk full" in err[0] and str(tmp_path / "out") in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no .out.tmp-* left behind

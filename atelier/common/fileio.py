@@ -15,13 +15,16 @@ from typing import Callable
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe later.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() gives a new file
+DIR_MODE = 0o777 & ~_UMASK  # what mkdir() gives a new folder (mkdtemp gives 0700)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], fsync: bool = True) -> Path:
     """Call ``write(tmp)`` to fill a temp file beside ``path``, then rename it to ``path``.
 
     The parent folder is created if needed. The file gets the permissions a plain ``open``
-    would give it (``mkstemp`` alone makes it owner-only). With ``fsync`` the data reaches
+    would give it under the user's umask (``mkstemp`` makes it owner-only, and some writers,
+    safetensors among them, recreate the file owner-only, so the mode is set after writing). With ``fsync`` the data reaches
     the disk before the rename, so a power cut cannot leave an empty file under the final
     name; cheap, regenerable outputs (sample images) may skip it. On any failure the temp
     file is removed and the exception propagates; ``path`` is untouched.
@@ -32,8 +35,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], fsync: 
     os.close(fd)
     tmp = Path(name)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         if fsync:
             _fsync_file(tmp)
         os.replace(tmp, path)
@@ -56,3 +59,32 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A fresh temporary folder inside ``parent`` (for a later rename), with the user's umask applied.
+
+    ``tempfile.mkdtemp`` makes folders owner-only; a dataset renamed from one would stay
+    unreadable to teammates on a shared machine.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and prove a file can be written and synced in it; raise OSError if not.
+
+    Commands call this before long work so that a read-only or full disk is reported at once,
+    not after hours of computing; the probe file is removed.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".atelier-write-check-", dir=folder)
+    try:
+        os.write(fd, b"atelier")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+    return folder
