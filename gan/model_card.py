@@ -255,8 +255,9 @@ def _evaluation(meta: Mapping[str, Any], run_dir: Optional[Path], eval_report) -
     if training is not None:
         path, report = training
         kimg = (report.get("extra") or {}).get("kimg")
-        lines += ["", f"Latest in-training evaluation (G_ema at kimg {kimg}; this export: kimg {meta.get('kimg')}; "
-                  f"`{_esc(path.name)}`):", ""]
+        same = report.get("generator_weights_sha256") and report.get("generator_weights_sha256") == meta.get("weights_sha256")
+        weights = "these very weights" if same else f"G_ema at kimg {kimg}; this export: kimg {meta.get('kimg')}"
+        lines += ["", f"Latest in-training evaluation ({weights}; `{_esc(path.name)}`):", ""]
         lines += _table(report_rows(report))
         report_for_verdict = report_for_verdict or report
     row = latest_metrics_row(run_dir)
