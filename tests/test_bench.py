@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here starts a Python subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--z-dim", "32", "--w-dim", "32", "--mapping-layers", "1", "--channel-base", "128", "--channel-max", "16"]
 

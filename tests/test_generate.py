@@ -150,6 +150,7 @@ def test_cli_bad_input_is_one_line(export, tmp_path, capsys):
     assert not list(tmp_path.glob("*.png"))
 
 
+@pytest.mark.slow
 def test_script_runs_standalone_with_help():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "generate.py"), "--help"],
                             capture_output=True, text=True, timeout=120, cwd="/")

@@ -308,6 +308,7 @@ def test_cli_bad_input_fails_with_one_clear_line(case, expected, cli_files, weig
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_cli_missing_weights_in_a_real_process(cli_files, tmp_path):
     root, samples, works = cli_files
     env = {**os.environ, "ATELIER_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch-home")}

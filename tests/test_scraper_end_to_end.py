@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import hashlib
 import json
 import logging
@@ -286,6 +288,7 @@ def _cli(site: FakeWikiArt, out: Path) -> list[str]:
             "--workers", "2", *FAST_FLAGS]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
