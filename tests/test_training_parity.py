@@ -272,3 +272,32 @@ def test_path_length_noise_and_batch_shrink_are_distributed_as_nvidias(fx, stoch
     # The test can tell: the other half of the batch has other path lengths.
     other = _path_lengths(G, D, cfg, z.flip(0), 80)
     assert ks_2samp(other.numpy(), nvidia.numpy()).pvalue < 1e-3
+
+
+def test_initialisation_is_distributed_as_nvidias(fx):
+    """Every tensor of a freshly built G and D against NVIDIA's fresh init (mean, std per tensor):
+    constants equal, random tensors the same scale (equalised lr: N(0, 1), / lr_mul in the mapping)."""
+    import json
+
+    from gan.nvidia.convert import nvidia_to_atelier_name
+
+    _, _, cfg = fx
+    nvidia = json.loads((STOCHASTIC_FIXTURE.parent / "nvidia_init.json").read_text())
+    torch.manual_seed(0)
+    res = cfg["resolution"]
+    nets = {"G": Generator(model_config(cfg), res), "D": Discriminator(model_config(cfg), res)}
+    for key, net in nets.items():
+        ours = dict(net.named_parameters()) | dict(net.named_buffers())
+        mapped = set()
+        for name, ref in nvidia[key].items():
+            target = nvidia_to_atelier_name(key, name, res).name
+            mapped.add(target)
+            t = ours[target].detach().double()
+            assert t.numel() == ref["numel"], name
+            if ref["std"] == 0:
+                assert torch.all(t == ref["mean"]), f"{name}: NVIDIA starts it at {ref['mean']}"
+                continue
+            n = ref["numel"]
+            assert abs(t.std(unbiased=False).item() / ref["std"] - 1) < 5 / n**0.5, name
+            assert abs(t.mean().item() - ref["mean"]) < 5 * ref["std"] * (2 / n) ** 0.5, name
+        assert mapped == {n for n in ours if not n.endswith("resample_filter")}, f"{key}: a tensor NVIDIA lacks"
