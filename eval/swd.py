@@ -284,8 +284,11 @@ def wasserstein_1d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.shape[1] == b.shape[1]:
         return (a - b).abs().mean(dim=1)
     widths, index_a, index_b = _quantile_steps(a.shape[1], b.shape[1])
+    if a.device.type == "cpu":
+        steps = np.abs(np.take(a.numpy(), index_a, axis=1) - np.take(b.numpy(), index_b, axis=1))
+        return torch.from_numpy(steps @ widths.astype(np.float32))
     steps = (a[:, torch.from_numpy(index_a).to(a.device)] - b[:, torch.from_numpy(index_b).to(a.device)]).abs()
-    return (steps.double() @ torch.from_numpy(widths).to(a.device)).float()
+    return steps @ torch.from_numpy(widths).to(a.device, a.dtype)
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor, chunk: int = 32) -> torch.Tensor:
