@@ -345,12 +345,20 @@ def test_engine_paints_judges_refines_and_exports(studio, tiny):
     assert not studio.stop_refine("s1")
     gif, mp4 = studio.latent_walk(0, 1, 4, 0.7, "const", 8)
     assert gif.is_file() and mp4.is_file() and studio.export_root in gif.parents
+    from atelier.common.disclosure import read_xmp
+
+    assert "trainedAlgorithmicMedia" in read_xmp(gif)
+    with av.open(str(mp4)) as container:
+        assert container.metadata["description"].startswith("AI-generated video")
     studio.collection.mark(refined.id, "starred")
     folder = studio.export("show")
     record = json.loads((folder / "gallery.json").read_text())["paintings"][0]
     assert record["kind"] == "refined" and record["refine"]["settings"]["steps"] == 4
     assert record["model"]["weights_sha256"] == studio.collection.provenance["weights_sha256"]
-    assert json.loads((folder / "gallery.json").read_text())["provenance"]["work_count"] == 12
+    provenance = json.loads((folder / "gallery.json").read_text())["provenance"]
+    assert provenance["originality_dataset"]["work_count"] == 12 and provenance["disclosure"].startswith("AI-generated image")
+    assert provenance["training"]["training_data"] == "unknown"  # a bare export of no recorded run: said plainly
+    assert provenance["disclosure"] in (folder / "index.html").read_text()
     allowed = studio.allowed_paths()
     assert str(tiny["run"].resolve()) in allowed and str(tiny["dataset"].resolve()) in allowed
 

@@ -110,7 +110,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         return judge_names
 
     with gr.Blocks(title="atelier studio", analytics_enabled=False) as demo:
-        gr.Markdown(f"## atelier studio\n{html.escape(studio.describe())}", elem_id="header")
+        gr.Markdown(f"## atelier studio\n{html.escape(studio.describe())}  \n"
+                    f"*{html.escape(studio.collection.provenance['disclosure'])}*", elem_id="header")
         current = gr.State(None)  # id of the painting in the side panel
         shown = gr.State([])  # ids of the paintings in the Paint gallery, in order
 

@@ -221,8 +221,7 @@ def index_html(listing: dict) -> str:
         "body{font-family:sans-serif;margin:2em}figure{display:inline-block;width:280px;vertical-align:top;margin:8px}"
         "img{width:256px;image-rendering:pixelated;border:2px solid #ccc}.copy img{border-color:#c80000}"
         ".copy figcaption{color:#c80000}figcaption{font-size:12px}</style></head><body>"
-        f"<h1>atelier gallery</h1><p>Images made by a trained generative model (AI-generated). Model weights sha256 "
-        f"{esc(str(prov.get('weights_sha256', '?')))}; dataset {esc(str(prov.get('dataset_sha256', '?')))} "
-        f"({esc(str(prov.get('work_count', '?')))} works by {esc(str(prov.get('artist', '?')))}).</p>"
+        f"<h1>atelier gallery</h1><p>{esc(str(prov.get('disclosure') or 'AI-generated images.'))} "
+        f"Model weights sha256 {esc(str(prov.get('weights_sha256', '?')))}.</p>"
         + "".join(cards) + "</body></html>\n"
     )

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from atelier.common.disclosure import build_xmp, disclosure_text, unknown_provenance, video_metadata
 from atelier.common.hashing import weights_sha256
 from atelier.studio import paint as P
 from atelier.studio.curate import Collection, Item, export_gallery
@@ -91,25 +92,24 @@ class Studio:
     # ------------------------------------------------------------------ facts
 
     def _provenance(self) -> dict:
+        """The facts every record carries: the model's identity, what it learnt from, the disclosure sentence,
+        and the dataset the originality check compares against (which need not be the training set)."""
+        training = model_provenance(self.options.checkpoint)
         facts = {
             "weights_sha256": weights_sha256(self.G),
             "generator": {k: self.info.get(k) for k in ("kind", "weights", "resolution", "kimg")},
             "run": str(self.run_dir) if self.run_dir else None,
+            "training": training,
+            "disclosure": disclosure_text(training),
         }
         if self.options.dataset is not None:
-            facts.update(dataset_facts(Path(self.options.dataset)))
+            facts["originality_dataset"] = dataset_facts(Path(self.options.dataset))
         return facts
 
     def disclosure(self) -> dict:
-        """Facts for each exported image's disclosure packet."""
+        """Facts for each exported image's disclosure packet (atelier.common.disclosure.packet_from_facts)."""
         prov = self.collection.provenance
-        return {
-            "model_weights_sha256": prov.get("weights_sha256"),
-            "dataset_sha256": prov.get("dataset_sha256"),
-            "artist": prov.get("artist"),
-            "work_count": prov.get("work_count"),
-            "licence": prov.get("licence"),
-        }
+        return {"provenance": prov["training"], "model_weights_sha256": prov["weights_sha256"]}
 
     def describe(self) -> str:
         """One line about the model for the page header."""
@@ -279,7 +279,12 @@ class Studio:
             images = P.latent_walk(self.G, int(seed_a), int(seed_b), int(frames), float(psi), noise_mode)
         stem = f"walk-seed{int(seed_a)}-seed{int(seed_b)}-psi{float(psi):.2f}-{int(frames)}f"
         folder = self.export_root / "walks"
-        return P.write_gif(images, folder / f"{stem}.gif", fps=fps), P.write_mp4(images, folder / f"{stem}.mp4", fps=fps)
+        prov = self.collection.provenance
+        settings = {"walk": f"seed {int(seed_a)} to seed {int(seed_b)}", "frames": int(frames), "psi": float(psi), "noise_mode": noise_mode}
+        xmp = build_xmp(prov["training"], prov["weights_sha256"], settings)
+        gif = P.write_gif(images, folder / f"{stem}.gif", fps=fps, xmp=xmp, comment=prov["disclosure"])
+        mp4 = P.write_mp4(images, folder / f"{stem}.mp4", fps=fps, metadata=video_metadata(prov["training"], prov["weights_sha256"]))
+        return gif, mp4
 
     # ------------------------------------------------------------------ refining
 
@@ -360,19 +365,22 @@ def home_of(checkpoint: Path | str) -> Path:
     return path.parent if path.is_file() else path
 
 
+def model_provenance(checkpoint: Path | str) -> dict:
+    """What the generator learnt from (gan.export.generator_provenance), or an honest "unknown"."""
+    from gan.export import generator_provenance, resolve_source
+
+    try:
+        return generator_provenance(resolve_source(checkpoint))
+    except Exception as exc:  # provenance must never stop the studio; it then says "unknown"
+        return unknown_provenance(None, f"provenance not readable: {' '.join(str(exc).split())}")
+
+
 def dataset_facts(dataset: Path) -> dict:
-    """Provenance of a prepared dataset from its dataset.json: content hash, work count, artist(s), licence."""
+    """Provenance of the dataset originality is judged against (atelier.common.disclosure.dataset_provenance)."""
+    from atelier.common.disclosure import dataset_provenance
+
     try:
         info = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {"dataset": str(dataset)}
-    rows = info.get("images") or []
-    artists = sorted({str(r.get("artist")) for r in rows if isinstance(r, dict) and r.get("artist")})
-    licences = sorted({str(r.get("license") or r.get("licence")) for r in rows if isinstance(r, dict) and (r.get("license") or r.get("licence"))})
-    return {
-        "dataset": str(dataset),
-        "dataset_sha256": info.get("content_sha256"),
-        "work_count": info.get("count", len(rows)),
-        "artist": ", ".join(artists[:3]) + (f" and {len(artists) - 3} more" if len(artists) > 3 else "") if artists else None,
-        "licence": ", ".join(licences) if licences else None,
-    }
+    return {**dataset_provenance(info, name=dataset.name), "path": str(dataset)}

@@ -190,13 +190,15 @@ def latent_walk(G, seed_a: int, seed_b: int, frames: int, psi: float = 0.7, nois
     return interpolate(G, seed_a, seed_b, frames, psi=psi, noise_mode=noise_mode, batch=8)
 
 
-def write_gif(frames: Sequence[np.ndarray], path: Path, fps: float = 24.0) -> Path:
-    """The walk as a looping GIF (:func:`gan.sampling.save_gif`)."""
-    return save_gif(frames, path, fps=fps)
+def write_gif(frames: Sequence[np.ndarray], path: Path, fps: float = 24.0, xmp: Optional[str] = None,
+              comment: Optional[str] = None) -> Path:
+    """The walk as a looping GIF (:func:`gan.sampling.save_gif`) with the disclosure packet and sentence."""
+    return save_gif(frames, path, fps=fps, xmp=xmp, comment=comment)
 
 
-def write_mp4(frames: Sequence[np.ndarray], path: Path, fps: int = 24) -> Path:
-    """The walk as an H.264 MP4 (yuv420p, so browsers and phones play it) through PyAV."""
+def write_mp4(frames: Sequence[np.ndarray], path: Path, fps: int = 24, metadata: Optional[dict[str, str]] = None) -> Path:
+    """The walk as an H.264 MP4 (yuv420p, so browsers and phones play it) through PyAV, with container
+    tags (``metadata``: atelier.common.disclosure.video_metadata, the disclosure for video)."""
     import av
 
     from atelier.common.fileio import atomic_write_bytes
@@ -208,6 +210,7 @@ def write_mp4(frames: Sequence[np.ndarray], path: Path, fps: int = 24) -> Path:
     scale = max(1, int(np.ceil(128 / max(height, width))))
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
+        container.metadata.update(metadata or {})
         stream = container.add_stream("libx264", rate=Fraction(int(fps), 1))
         stream.width, stream.height = width * scale, height * scale
         stream.pix_fmt = "yuv420p"
