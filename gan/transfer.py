@@ -168,8 +168,8 @@ def pickle_overrides(init_from: str | None, config_path: str | Path | None, over
                 f"{key}={given[key][0]!r}; the architecture comes from the pickle, so leave {key} out"
             )
     extra = [f"{key}={'null' if value is None else value}" for key, value in wanted.items()]
-    if url:  # the training loop takes a local path; the log keeps the URL and the file's sha256
-        extra.append(f"transfer.init_from={path}")
+    if url:  # the training loop takes a local path; config.yaml keeps the URL and the file's sha256
+        extra += [f"transfer.init_from={path}", f"transfer.init_url={url}", f"transfer.init_sha256={digest}"]
         logging.getLogger(__name__).info("%s %s: downloaded to %s (sha256 %s)", OPTION, url, path, digest)
     return extra
 

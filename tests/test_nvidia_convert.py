@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 import pytest
+
+from atelier.common.hashing import file_sha256
 import torch
 from nvidia_pickles import expected_image, load_case, pytorch_snapshot
 from PIL import Image
@@ -129,3 +131,9 @@ def test_init_from_url_is_fetched_and_recorded_as_the_cached_file(server, pkl, t
     extra = pickle_overrides(url, None, [])
     cached = tmp_path / "cache" / "models" / cache_name(url)
     assert f"transfer.init_from={cached}" in extra and "data.resolution=32" in extra
+    # config.yaml records where the weights came from and the sha256 of the bytes trained from
+    assert f"transfer.init_url={url}" in extra and f"transfer.init_sha256={file_sha256(cached)}" in extra
+    from gan.config import load_config
+
+    cfg = load_config(None, extra)
+    assert cfg.transfer.init_url == url and cfg.transfer.init_sha256 == file_sha256(cached)
