@@ -90,6 +90,10 @@ class AugmentConfig:
 class TransferConfig:
     init_from: Optional[str] = None  # checkpoint / run dir / generator export to start from
     freeze_d: int = 0  # freeze the first K discriminator blocks (FreezeD)
+    # Set by the run itself when init_from was an https URL: where the file came from and the
+    # sha256 of the bytes it trained from, so config.yaml says exactly what the run started from.
+    init_url: Optional[str] = None
+    init_sha256: Optional[str] = None
 
 
 @dataclass
