@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
         "resolution": studio.G.resolution,
         "displayed_width": width,
         "reps": len(times),
-        "click_to_screen_ms": {"median": round(statistics.median(times), 1), "p90": round(times[int(0.9 * (len(times) - 1))], 1),
+        "click_to_screen_ms": {"median": round(statistics.median(times), 1), "p90": round(times[max(0, math.ceil(0.9 * len(times)) - 1)], 1),
                                "min": round(times[0], 1)},
         "server_paint_ms": {"median": round(statistics.median(server_ms[2:]), 1)},
         "originality": args.dataset is not None,
