@@ -181,6 +181,7 @@ def front_matter(meta: Mapping[str, Any]) -> dict[str, Any]:
         "known": prov.get("training_data") == "known",
         "artists": list(prov.get("artists") or []),
         "work_count": prov.get("work_count"),
+        "image_count": prov.get("image_count"),
         "all_public_domain": bool(prov.get("all_public_domain")),
         "licence": prov.get("licence") or "unknown",
         "source": prov.get("source"),
@@ -216,7 +217,8 @@ def build_card(
     if known:
         lines += [
             f"- Artist(s): {_esc(', '.join(prov.get('artists') or []) or 'not recorded')}",
-            f"- Works: {prov.get('work_count')}" + (f" from {_esc(prov['source'])}" if prov.get("source") else ""),
+            f"- Works: {prov.get('work_count')}" + (f" from {_esc(prov['source'])}" if prov.get("source") else "")
+            + (f" ({prov['image_count']} training images)" if prov.get("image_count") not in (None, prov.get("work_count")) else ""),
             f"- Licence: {_esc(prov.get('licence'))}"
             + (" (every work is public domain)" if prov.get("all_public_domain") else " (NOT all public domain)"),
             f"- Dataset: `{_esc(prov.get('dataset') or '?')}`, content sha256 `{prov.get('dataset_sha256')}`",

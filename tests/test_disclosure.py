@@ -62,8 +62,10 @@ def exiftool(path: Path) -> dict:
 
 
 def dataset(root: Path, licences=("public-domain",) * 3, artist="Claude Monet") -> Path:
-    rows = [{"file": f"{i:05d}.png", "sha256": f"{i:064x}", "artist": artist, "license": lic,
-             "source_url": f"https://www.wikiart.org/en/claude-monet/work-{i}"} for i, lic in enumerate(licences)]
+    rows = [{"file": f"{i:05d}.png", "sha256": f"{i:064x}", "source_sha256": f"{i + 100:064x}",
+             "work": {"id": f"work-{i}", "artist": artist, "license": lic,
+                      "source_url": f"https://www.wikiart.org/en/claude-monet/work-{i}"}}
+            for i, lic in enumerate(licences)]
     info = {"format": "atelier-dataset/1", "resolution": RES, "count": len(rows), "content_sha256": "cd" * 32,
             "images": rows}
     root.mkdir(parents=True)
@@ -116,6 +118,11 @@ def test_provenance_from_dataset_is_honest_about_licences(tmp_path):
     prov = D.dataset_provenance(mixed)
     assert not prov["all_public_domain"] and prov["licence"] == "CC0-1.0; public-domain"
     assert "public-domain works" not in D.disclosure_text(prov) and "licence: CC0-1.0; public-domain" in D.disclosure_text(prov)
+    tiles = {**info, "count": 4, "images": info["images"] + [{**info["images"][0], "file": "00009.png"}]}
+    tiles["images"].append({"file": "00010.png", "artist": "Flat Row", "license": "public-domain"})  # a flat row
+    prov = D.dataset_provenance(tiles)
+    assert prov["work_count"] == 4 and prov["image_count"] == 4 and prov["artists"] == ["Claude Monet", "Flat Row"]
+    assert D.dataset_provenance({**tiles, "images": tiles["images"][:4]})["work_count"] == 3  # two tiles, one work
     unknown = D.disclosure_text(D.unknown_provenance("NVIDIA StyleGAN2-ADA pickle ffhq.pkl"))
     assert unknown.endswith("training data unknown.") and "ffhq.pkl" in unknown
     tuned = D.disclosure_text({**D.dataset_provenance(info), "base_model": "runs/impressionism"})

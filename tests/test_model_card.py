@@ -77,7 +77,7 @@ def test_export_writes_a_card_with_provenance_metrics_verdict_and_disclosure(tmp
     assert meta["license"] and "ai-generated" in meta["tags"] and "stylegan2-ada" in meta["tags"]
     assert "base_model" not in meta
     data = meta["training_data"]
-    assert data == {"known": True, "artists": ["Claude Monet"], "work_count": 3, "all_public_domain": True,
+    assert data == {"known": True, "artists": ["Claude Monet"], "work_count": 3, "image_count": 3, "all_public_domain": True,
                     "licence": "public domain (WikiArt labels)", "source": "WikiArt", "dataset": "ds",
                     "dataset_sha256": "cd" * 32}
     assert len(meta["model_weights_sha256"]) == 64
@@ -136,7 +136,7 @@ def test_card_fields_are_escaped(tmp_path):
     run = make_run(tmp_path)
     info = json.loads((tmp_path / "ds" / "dataset.json").read_text())
     for row in info["images"]:
-        row["artist"] = "<img src=x onerror=alert(1)> & Co"
+        row["work"]["artist"] = "<img src=x onerror=alert(1)> & Co"
     (tmp_path / "ds" / "dataset.json").write_text(json.dumps(info))
     meta, body = front_matter(card_path(export(run)))
     assert meta["training_data"]["artists"] == ["<img src=x onerror=alert(1)> & Co"]  # YAML keeps the value

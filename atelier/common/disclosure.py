@@ -82,13 +82,18 @@ def dataset_provenance(info: Mapping[str, Any], name: Optional[str] = None) -> d
     """Provenance of a prepared dataset from its parsed ``dataset.json``: artists, work count,
     content hash and an honest licence summary (public domain only when every work is labelled so)."""
     rows = [row for row in info.get("images") or [] if isinstance(row, Mapping)]
-    artists = sorted({str(row["artist"]).strip() for row in rows if row.get("artist")})
-    licences = sorted({str(row.get("license") or row.get("licence") or "unknown") for row in rows})
+    # prepare stores the scraped work's fields under "work"; a flat row is accepted too
+    works = [row["work"] if isinstance(row.get("work"), Mapping) else row for row in rows]
+    artists = sorted({str(work["artist"]).strip() for work in works if work.get("artist")})
+    licences = sorted({str(work.get("license") or work.get("licence") or "unknown") for work in works})
     all_pd = bool(rows) and licences == [PUBLIC_DOMAIN_LABEL]
-    from_wikiart = any("wikiart.org" in str(row.get("source_url") or "") for row in rows)
+    from_wikiart = any("wikiart.org" in str(work.get("source_url") or "") for work in works)
+    # --mode tiles cuts several images from one work: count works, not images
+    identities = {str(work.get("id") or row.get("source_sha256") or row.get("file")) for row, work in zip(rows, works)}
     return {
         "artists": artists,
-        "work_count": int(info.get("count", len(rows))),
+        "work_count": len(identities) if rows else int(info.get("count", 0)),
+        "image_count": int(info.get("count", len(rows))),
         "dataset_sha256": info.get("content_sha256"),
         "dataset": name,
         "licence": PUBLIC_DOMAIN_SUMMARY if all_pd else "; ".join(licences) or "unknown",
@@ -198,6 +203,7 @@ def build_xmp(
         "DatasetSHA256": prov.get("dataset_sha256"),
         "Dataset": prov.get("dataset"),
         "WorkCount": prov.get("work_count"),
+        "ImageCount": prov.get("image_count"),
         "Licence": prov.get("licence"),
         "AllPublicDomain": prov.get("all_public_domain"),
         "TrainingSource": prov.get("source"),
