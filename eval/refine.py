@@ -11,6 +11,10 @@ between sample and result, style sources, settings, weights file), plus
 ``<out>/refine_summary.json``; with ``--run-dir`` or ``--wandb-run`` the numbers and images
 also go to Weights & Biases (offline unless WANDB_MODE says otherwise).
 
+With ``--mask`` (one per ``--style`` image, paired in order) each style paints its own region
+(:mod:`eval.masks`). With ``--fast MODEL`` a network trained by ``atelier refine-train``
+stylises each image in one forward pass instead (:mod:`eval.refine_fast`; no VGG19).
+
 The optimisation itself lives in :mod:`eval.style_transfer`, the network in
 :mod:`eval.vgg`, the choice of style images in :mod:`eval.style_select`.
 """
