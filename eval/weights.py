@@ -331,6 +331,8 @@ def tensors_from_bytes(data: bytes, path: str | Path) -> dict[str, torch.Tensor]
             return dict(load_safetensors(data))
         except Exception as exc:
             raise ValueError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
+    if not data.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or its legacy pickle stream
+        raise ValueError(f"{path}: truncated or corrupt (not a torch.save file)")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

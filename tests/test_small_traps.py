@@ -44,8 +44,11 @@ def test_safetensors_written_atomically_follow_the_umask(tmp_path):
 
 
 def test_write_check_names_the_cause_and_leaves_nothing(tmp_path):
-    folder = check_writable(tmp_path / "a" / "b")
-    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert check_writable(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []  # neither the probe nor the folders made for it are left
+    (tmp_path / "kept").mkdir()
+    check_writable(tmp_path / "kept")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []
     (tmp_path / "file").write_text("x")
     with pytest.raises(OSError):
         check_writable(tmp_path / "file" / "sub")

@@ -73,18 +73,27 @@ def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
 
 
 def check_writable(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` if needed and prove a file can be written and synced in it; raise OSError if not.
+    """Prove a file can be written and synced in ``folder``; raise OSError (naming the cause) if not.
 
     Commands call this before long work so that a read-only or full disk is reported at once,
-    not after hours of computing; the probe file is removed.
+    not after hours of computing. Folders it had to create for the probe are removed again with
+    the probe file, so a later failure leaves no empty output folder behind.
     """
     folder = Path(folder)
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".atelier-write-check-", dir=folder)
     try:
-        os.write(fd, b"atelier")
-        os.fsync(fd)
+        fd, name = tempfile.mkstemp(prefix=".atelier-write-check-", dir=folder)
+        try:
+            os.write(fd, b"atelier")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
     finally:
-        os.close(fd)
-        os.unlink(name)
+        for created in missing:  # deepest first
+            try:
+                created.rmdir()
+            except OSError:
+                pass
     return folder
