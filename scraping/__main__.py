@@ -1,5 +1,7 @@
 """``atelier scrape``: collect one WikiArt artist's public-domain works into a folder.
 
+Several ``--artist`` values run one after another in one command, each into ``DIR/<artist>``.
+
 Writes ``DIR/manifest.jsonl`` (one verified work per line), ``DIR/images/`` and
 ``DIR/rejected.jsonl`` (works left out for good: labelled other than public domain, or a
 duplicate image). Safe to interrupt and re-run: neither kept nor recorded works are requested
@@ -25,6 +27,7 @@ from atelier.common.images import MAX_PIXELS
 from .download import SIZES
 from .http import HttpError, HttpSettings, RateLimit
 from .manifest import MANIFEST_NAME, ManifestError, read_manifest
+from .names import safe_id
 from .scrape import ScrapeOptions, scrape
 from .v2api import ACCESS_ENV, SECRET_ENV, V2Credentials
 from .wikiart import DEFAULT_BASE_URL, SchemaError, UnknownArtist
@@ -51,8 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
             "the server failed, 5 cannot write, 130 interrupted."
         ),
     )
-    parser.add_argument("--artist", required=True, help="the artist's WikiArt slug, e.g. claude-monet")
-    parser.add_argument("--out", required=True, type=Path, help="download folder (created; resumable)")
+    parser.add_argument("--artist", required=True, action="append",
+                        help="the artist's WikiArt slug, e.g. claude-monet; repeat it for several artists, "
+                             "each then downloaded into DIR/<artist>")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="download folder (created; resumable); with several --artist, their parent")
     parser.add_argument("--base-url", default=DEFAULT_BASE_URL,
                         help=f"WikiArt site root for the JSON and work pages (default {DEFAULT_BASE_URL}); "
                              "image URLs come from the JSON as absolute URLs")
@@ -73,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backoff", type=float, default=1.0,
                         help="first retry delay in seconds, doubling per retry, capped at 60 (default 1)")
     parser.add_argument("--timeout", type=float, default=60.0, help="read timeout per request in seconds (default 60)")
+    parser.add_argument("--deadline", type=float, default=300.0,
+                        help="whole-transfer limit per request in seconds, however steadily bytes arrive "
+                             "(default 300)")
+    parser.add_argument("--image-host", action="append", default=[], metavar="HOST",
+                        help="also allow images (and their redirects) from HOST and its subdomains; by default "
+                             "only WikiArt's own hosts and the host its API names for each work; '*' allows any")
     parser.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS,
                         help=f"reject images with more pixels (decompression-bomb guard, default {MAX_PIXELS})")
     parser.add_argument("--v2", action="store_true",
@@ -104,40 +116,61 @@ def _rate(text: str) -> RateLimit:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``atelier scrape``; returns the exit status (README's table)."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     if urlsplit(args.base_url).scheme not in ("http", "https") or not urlsplit(args.base_url).netloc:
         return fail(CMD, f"--base-url {args.base_url!r} is not an http(s) URL")
+    for name in ("timeout", "deadline"):
+        if not getattr(args, name) > 0:  # also refuses nan
+            return fail(CMD, f"--{name} must be a positive number of seconds, got {getattr(args, name)}")
     credentials = None
     if args.v2:
         credentials = V2Credentials.from_env()
         if credentials is None:
             return fail(CMD, f"--v2 needs the environment variables {ACCESS_ENV} and {SECRET_ENV}")
+    artists = list(dict.fromkeys(args.artist))
+    if len(artists) == 1:
+        return _scrape_one(args, artists[0], args.out, credentials)
+    bad = [a for a in artists if safe_id(a) != a]
+    if bad:
+        return fail(CMD, f"--artist {bad[0]!r} is not a WikiArt slug (lower-case letters, digits and dashes)")
+    worst = ExitCode.OK
+    for artist in artists:
+        code = _scrape_one(args, artist, args.out / artist, credentials)
+        worst = max(worst, ExitCode(code))
+        if code in (ExitCode.REFUSED, ExitCode.IO, ExitCode.INTERRUPTED):
+            break  # the quota, the disk or the user stops every artist, not just this one
+    return int(worst)
+
+
+def _scrape_one(args: argparse.Namespace, artist: str, out: Path, credentials) -> int:
     options = ScrapeOptions(
-        artist=args.artist,
-        out=args.out,
+        artist=artist,
+        out=out,
         base_url=args.base_url,
         size=args.size,
         limit=args.limit,
         workers=args.workers,
         max_pixels=args.max_pixels,
         http=HttpSettings(api_rate=args.api_rate, image_rate=args.image_rate, max_retries=args.retries,
-                          backoff_base=args.backoff, read_timeout=args.timeout),
+                          backoff_base=args.backoff, read_timeout=args.timeout, transfer_deadline=args.deadline),
         progress=not args.no_progress,
         v2=credentials,
         v2_artist_id=args.v2_artist_id,
         recheck_rejected=args.recheck_rejected,
+        image_hosts=tuple(args.image_host),
     )
     try:
         summary = scrape(options)
     except (UnknownArtist, ManifestError) as exc:
-        return fail(CMD, f"scrape of {args.artist!r} failed: {exc}")
+        return fail(CMD, f"scrape of {artist!r} failed: {exc}")
     except (HttpError, SchemaError) as exc:
-        return fail(CMD, f"scrape of {args.artist!r} failed: {exc}", ExitCode.REFUSED)
+        return fail(CMD, f"scrape of {artist!r} failed: {exc}", ExitCode.REFUSED)
     except OSError as exc:
         return fail_write(CMD, exc)
     except KeyboardInterrupt:
-        print(f"{prog_name(CMD)}: interrupted: {_kept_rows(args.out / MANIFEST_NAME)} works kept in {args.out}; "
+        print(f"{prog_name(CMD)}: interrupted: {_kept_rows(out / MANIFEST_NAME)} works kept in {out}; "
               "run the same command again to go on", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     for line in summary.lines():
@@ -146,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(CMD, f"stopped early: {summary.stopped}", ExitCode.REFUSED)
     if summary.kept_total == 0:
         log.warning("no public-domain works found for %r in %d listed works; nothing to train on",
-                    args.artist, summary.listed)
+                    artist, summary.listed)
     else:
-        log.info("%d works in %s", summary.kept_total, args.out / "manifest.jsonl")
+        log.info("%d works in %s", summary.kept_total, out / "manifest.jsonl")
     return int(ExitCode.OK)
 
 

@@ -4,8 +4,13 @@ Every request the scraper makes goes through :class:`PoliteClient`:
 
 * a single ``requests.Session`` (connection reuse) with a descriptive User-Agent;
 * a timeout on every request;
-* a rate limiter per (host, budget), shared by all threads: WikiArt publishes separate limits
-  for API/page calls (10 per 2.5 s) and for image downloads (20 per second);
+* a rate limiter per (host, budget), shared by all threads and by every process of this user
+  on this machine (a lock-protected timestamp file in the cache folder: a shell loop over
+  artists stays within the limit too): WikiArt publishes separate limits for API/page calls
+  (10 per 2.5 s) and for image downloads (20 per second);
+* a whole-transfer deadline per request on top of the connect/read timeouts, so a server that
+  trickles bytes just inside the read timeout cannot hold a worker for ever;
+* an optional allow-list of hosts a request (and every redirect hop) may go to;
 * retries for 408/429/5xx and connection errors with jittered exponential backoff that honours
   ``Retry-After``. The retry loop is explicit rather than urllib3's ``Retry`` because every
   attempt must pass the rate limiter again, and because WikiArt's "Free API limit exceeded"
@@ -17,7 +22,9 @@ Every request the scraper makes goes through :class:`PoliteClient`:
 from __future__ import annotations
 
 import email.utils
+import fcntl
 import logging
+import os
 import random
 import re
 import threading
@@ -25,10 +32,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Literal
-from urllib.parse import urlsplit
+from pathlib import Path
+from typing import Callable, Iterable, Literal
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from atelier.common.errors import one_line
@@ -98,6 +107,25 @@ class BodyTooLarge(HttpError):
     """The body exceeded the caller's byte cap."""
 
 
+class HostNotAllowed(HttpError):
+    """A request, or a redirect hop, to a host outside the allow-list: never sent."""
+
+
+def default_state_dir() -> Path:
+    """``$XDG_CACHE_HOME/atelier`` (``~/.cache/atelier``): where the shared rate-limit state lives."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "atelier"
+
+
+def host_allowed(url: str, allowed: Iterable[str]) -> bool:
+    """True when ``url``'s host is one of ``allowed`` or a subdomain of one (``*`` allows any)."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    for entry in allowed:
+        entry = entry.lower().strip().lstrip(".")
+        if entry == "*" or (host and (host == entry or host.endswith("." + entry))):
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """At most ``calls`` requests in any window of ``period`` seconds."""
@@ -132,6 +160,9 @@ class HttpSettings:
     api_rate: RateLimit = RateLimit(10, 2.5)
     image_rate: RateLimit = RateLimit(20, 1.0)
     pool_size: int = 16
+    transfer_deadline: float = 300.0  # whole request, headers to last byte (plus at most one read timeout)
+    # Rate-limit state shared across processes; None keeps it inside this process.
+    state_dir: Path | None = field(default_factory=default_state_dir)
 
 
 class RateLimiter:
@@ -169,21 +200,85 @@ class RateLimiter:
             waited += delay
 
 
-class HostLimiters:
-    """One :class:`RateLimiter` per (host, budget), created on first use."""
+class SharedRateLimiter:
+    """The same sliding window, kept in a file so every process on this machine shares it.
 
-    def __init__(self, api_rate: RateLimit, image_rate: RateLimit):
-        self._rates = {"api": api_rate, "image": image_rate}
-        self._limiters: dict[tuple[str, str], RateLimiter] = {}
+    The file holds the wall-clock times of the grants still inside the window, one per line;
+    ``fcntl.flock`` serialises the read-modify-write between processes, a thread lock between
+    this process's threads. Wall-clock time because monotonic clocks are per boot and process
+    agnostic only on some systems; grants stamped in the future (a clock set back) are dropped.
+    """
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.limit = limit
+        self.path = Path(path)
+        self._clock = clock
+        self._sleep = sleep
         self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def for_url(self, url: str, budget: Budget) -> RateLimiter:
+    def acquire(self) -> float:
+        """Block until a slot is free in every process's view; return the seconds spent waiting."""
+        waited = 0.0
+        while True:
+            with self._lock, open(self.path, "a+", encoding="ascii") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+                handle.seek(0)
+                now = self._clock()
+                granted = sorted(t for t in _floats(handle.read().split())
+                                 if 0 <= now - t < self.limit.period)
+                if len(granted) < self.limit.calls:
+                    granted.append(now)
+                    handle.seek(0)
+                    handle.truncate()
+                    handle.write("".join(f"{t:.6f}\n" for t in granted))
+                    handle.flush()
+                    return waited
+                delay = self.limit.period - (now - granted[0])
+            self._sleep(delay)
+            waited += delay
+
+
+def _floats(words: list[str]) -> Iterable[float]:
+    for word in words:
+        try:
+            yield float(word)
+        except ValueError:
+            continue  # a torn or foreign line costs one slot at most, never a crash
+
+
+class HostLimiters:
+    """One limiter per (host, budget), created on first use; shared across processes when ``state_dir`` is set."""
+
+    def __init__(self, api_rate: RateLimit, image_rate: RateLimit, state_dir: Path | None = None):
+        self._rates = {"api": api_rate, "image": image_rate}
+        self._limiters: dict[tuple[str, str], RateLimiter | SharedRateLimiter] = {}
+        self._lock = threading.Lock()
+        self.state_dir = state_dir
+
+    def for_url(self, url: str, budget: Budget) -> RateLimiter | SharedRateLimiter:
         host = urlsplit(url).netloc.lower()
         with self._lock:
             key = (host, budget)
             if key not in self._limiters:
-                self._limiters[key] = RateLimiter(self._rates[budget])
+                self._limiters[key] = self._make(host, budget)
             return self._limiters[key]
+
+    def _make(self, host: str, budget: Budget) -> RateLimiter | SharedRateLimiter:
+        if self.state_dir is not None:
+            safe = re.sub(r"[^a-z0-9.-]", "_", host)
+            try:
+                return SharedRateLimiter(self._rates[budget], Path(self.state_dir) / f"ratelimit-{safe}-{budget}")
+            except OSError as exc:
+                log.warning("rate limit for %s kept in this process only: cannot use %s (%s)",
+                            host, self.state_dir, one_line(exc))
+        return RateLimiter(self._rates[budget])
 
 
 @dataclass
@@ -212,7 +307,7 @@ class PoliteClient:
         adapter = HTTPAdapter(pool_connections=self.settings.pool_size, pool_maxsize=self.settings.pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.limiters = HostLimiters(self.settings.api_rate, self.settings.image_rate)
+        self.limiters = HostLimiters(self.settings.api_rate, self.settings.image_rate, self.settings.state_dir)
         # Set when the run is stopping (quota hit): waiting threads give up instead of retrying.
         self.stop = stop or threading.Event()
 
@@ -227,19 +322,26 @@ class PoliteClient:
         expect: Expect,
         max_bytes: int = 50_000_000,
         params: dict[str, str] | None = None,
+        allowed_hosts: Iterable[str] | None = None,
     ) -> Fetched:
         """GET ``url`` and return the verified answer, retrying transient failures.
 
+        With ``allowed_hosts``, the request and every redirect hop must go to one of those
+        hosts (or a subdomain); otherwise :class:`HostNotAllowed` is raised before sending.
         Raises :class:`ApiLimitExceeded` (final), :class:`HttpError` for a non-retryable status
         (``status`` set, e.g. 404) or when retries are exhausted.
         """
+        allowed = tuple(allowed_hosts) if allowed_hosts is not None else None
+        if allowed is not None and not host_allowed(url, allowed):
+            raise HostNotAllowed(f"{url}: host not in the allowed image hosts ({', '.join(allowed)})", url)
         attempt = 0
         while True:
             if self.stop.is_set():
                 raise HttpError(f"run stopping, not fetching {url}", url)
             self.limiters.for_url(url, budget).acquire()
             try:
-                return self._attempt(url, budget=budget, expect=expect, max_bytes=max_bytes, params=params)
+                return self._attempt(url, budget=budget, expect=expect, max_bytes=max_bytes, params=params,
+                                     allowed=allowed)
             except _Retryable as exc:
                 attempt += 1
                 if attempt > self.settings.max_retries:
@@ -264,10 +366,23 @@ class PoliteClient:
         ceiling = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 
-    def _attempt(self, url: str, *, budget: Budget, expect: Expect, max_bytes: int, params) -> Fetched:
+    def _attempt(self, url: str, *, budget: Budget, expect: Expect, max_bytes: int, params, allowed=None) -> Fetched:
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        deadline = time.monotonic() + self.settings.transfer_deadline
+
+        def check_redirect(resp: requests.Response, *args, **kwargs) -> None:
+            # Runs on every answer before requests follows it: a hop off the list is never sent.
+            if allowed is not None and resp.is_redirect:
+                target = urljoin(resp.url, resp.headers.get("Location", ""))
+                # A non-http(s) target is requests' to refuse (UnsafeRedirect), whatever its host.
+                if urlsplit(target).scheme in ("http", "https") and not host_allowed(target, allowed):
+                    resp.close()
+                    raise HostNotAllowed(f"{url}: redirected to {target}, a host not in the allowed image hosts",
+                                         url, resp.status_code)
+
         try:
-            resp = self.session.get(url, params=params, timeout=timeout, stream=True)
+            resp = self.session.get(url, params=params, timeout=timeout, stream=True,
+                                    hooks={"response": check_redirect})
         except requests.TooManyRedirects as exc:
             raise HttpError(f"{url}: too many redirects", url) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -300,7 +415,7 @@ class PoliteClient:
                 raise RedirectedToErrorPage(
                     f"{url} redirected to an HTML page ({resp.url}), not {expect}", resp.url, status
                 )
-            body = _read_checked(resp, max_bytes)
+            body = _read_checked(resp, max_bytes, deadline, self.settings.transfer_deadline)
             return Fetched(resp.url, status, content_type, body, redirected, dict(resp.headers))
 
 
@@ -321,25 +436,37 @@ def _read_some(resp: requests.Response, limit: int) -> bytes:
         return b""
 
 
-def _read_checked(resp: requests.Response, max_bytes: int) -> bytes:
-    """Read the whole body, refusing more than ``max_bytes`` and short/long bodies."""
+def _read_checked(resp: requests.Response, max_bytes: int, deadline: float = float("inf"),
+                  allowed_seconds: float | None = None) -> bytes:
+    """Read the whole body, refusing more than ``max_bytes``, short/long bodies, and a transfer past ``deadline``.
+
+    ``read1`` returns whatever one socket read brings, so the deadline is checked at least once
+    per read timeout however slowly the bytes come (a full-size read would wait for all of them).
+    """
     declared = resp.headers.get("Content-Length")
     chunks: list[bytes] = []
     total = 0
     try:
-        for chunk in resp.iter_content(chunk_size=64 * 1024):
+        while True:
+            if time.monotonic() > deadline:
+                raise _Retryable(f"transfer from {resp.url} cut off: not complete within {allowed_seconds:g}s "
+                                 f"({total} bytes so far)")
+            chunk = resp.raw.read1(64 * 1024, decode_content=True)
+            if not chunk:
+                break
             total += len(chunk)
             if total > max_bytes:
                 raise BodyTooLarge(f"{resp.url}: body larger than {max_bytes} bytes", resp.url, resp.status_code)
             chunks.append(chunk)
-    except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
-        # urllib3 enforces Content-Length and raises here when the connection closes early.
-        raise _Retryable(f"truncated body from {resp.url}: {one_line(exc)}", truncated=True) from exc
-    except requests.Timeout as exc:
+    except (urllib3.exceptions.ReadTimeoutError, requests.Timeout) as exc:
         raise _Retryable(f"read timeout from {resp.url}") from exc
-    except requests.exceptions.ContentDecodingError as exc:
+    except (urllib3.exceptions.DecodeError, requests.exceptions.ContentDecodingError) as exc:
         # A gzip/deflate stream that does not decode is a corrupt download; another try may be whole.
         raise _Retryable(f"undecodable {resp.headers.get('Content-Encoding')} body from {resp.url}") from exc
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError, OSError,
+            requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
+        # urllib3 enforces Content-Length and raises here when the connection closes early.
+        raise _Retryable(f"truncated body from {resp.url}: {one_line(exc)}", truncated=True) from exc
     body = b"".join(chunks)
     encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
     if declared is not None and not encoded and declared.isdigit() and int(declared) != len(body):

@@ -32,7 +32,16 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .download import PART_SUFFIX, ImageRejected, commit_part, fetch_image, write_part
+from .download import (
+    PART_SUFFIX,
+    PLACEHOLDERS_FILE,
+    ImageRejected,
+    Placeholders,
+    allowed_image_hosts,
+    commit_part,
+    fetch_image,
+    write_part,
+)
 from .http import ApiLimitExceeded, HttpError, HttpSettings, PoliteClient, RedirectedToErrorPage
 from atelier.common.images import MAX_PIXELS
 from .licence import Licence, parse_copyright_label, prefilter_work
@@ -79,6 +88,9 @@ class ScrapeOptions:
     v2: V2Credentials | None = None
     v2_artist_id: str | None = None
     recheck_rejected: bool = False  # check works in rejected.jsonl again and rebuild that file
+    # Image hosts allowed besides WikiArt's own, the site root's and the one the API names for
+    # each work; "*" allows any.
+    image_hosts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -106,6 +118,7 @@ class ScrapeSummary:
     listed: int = 0
     already_kept: int = 0
     already_rejected: int = 0  # skipped: recorded in rejected.jsonl by an earlier run
+    skipped_rows: int = 0  # listing rows without a usable id
     kept_new: int = 0
     reasons: dict[Outcome, Counter] = field(default_factory=lambda: {o: Counter() for o in Outcome})
     stopped: str | None = None
@@ -132,6 +145,7 @@ class ScrapeSummary:
             f"not public domain {self.count(Outcome.NOT_PUBLIC_DOMAIN)}; "
             f"unknown licence {self.count(Outcome.UNKNOWN_LICENCE)}; failed {self.count(Outcome.FAILED)}; "
             f"duplicates {self.count(Outcome.DUPLICATE)}"
+            + (f"; listing rows skipped (no id) {self.skipped_rows}" if self.skipped_rows else "")
         ]
         for outcome in (Outcome.NOT_PUBLIC_DOMAIN, Outcome.UNKNOWN_LICENCE, Outcome.FAILED, Outcome.DUPLICATE):
             if self.reasons[outcome]:
@@ -204,7 +218,7 @@ def _scrape_into(options: ScrapeOptions, images_dir: Path) -> ScrapeSummary:
     try:
         client = WikiArtClient(http, options.base_url)
         try:
-            works = _list_works(client, options)
+            works, summary.skipped_rows = _list_works(client, options)
             death_day = _artist_death_day(client, options.artist)
         except ApiLimitExceeded as exc:
             summary.stopped = str(exc)
@@ -230,19 +244,22 @@ def _scrape_into(options: ScrapeOptions, images_dir: Path) -> ScrapeSummary:
     return summary
 
 
-def _list_works(client: WikiArtClient, options: ScrapeOptions) -> list[WorkSummary]:
+def _list_works(client: WikiArtClient, options: ScrapeOptions) -> tuple[list[WorkSummary], int]:
+    """The artist's works (each once) and how many listing rows were skipped for lack of an id."""
     if options.v2 is None:
         works = client.list_works(options.artist)
+        skipped = client.skipped_rows
     else:
         v2 = V2Client(client.http, options.base_url, options.v2)
         artist_id = options.v2_artist_id or client.artist(options.artist).content_id
         if not artist_id:
             raise SchemaError(f"artist {options.artist!r}: no id for the v2 API; pass --v2-artist-id")
         works = v2.list_works(artist_id)
+        skipped = v2.skipped_rows
     unique: dict[str, WorkSummary] = {}
     for work in works:
         unique.setdefault(work.id, work)  # a work listed twice is processed once
-    return list(unique.values())
+    return list(unique.values()), skipped
 
 
 def _artist_death_day(client: WikiArtClient, artist: str) -> str | None:
@@ -382,6 +399,8 @@ class _Worker:
         self.images_dir = images_dir
         self.stop = stop
         self.today = options.today or date.today()
+        state_dir = options.http.state_dir
+        self.placeholders = Placeholders(Path(state_dir) / PLACEHOLDERS_FILE if state_dir is not None else None)
 
     def __call__(self, work: WorkSummary) -> WorkResult:
         try:
@@ -427,7 +446,9 @@ class _Worker:
         if not image_url:
             return WorkResult(work, Outcome.FAILED, "no image URL")
         try:
-            image = fetch_image(self.client.http, image_url, self.options.size, self.options.max_pixels)
+            allowed = allowed_image_hosts(self.options.base_url, image_url, self.options.image_hosts)
+            image = fetch_image(self.client.http, image_url, self.options.size, self.options.max_pixels,
+                                allowed_hosts=allowed, placeholders=self.placeholders)
         except ImageRejected as exc:
             log.debug("work %s image rejected: %s", work.id, exc.detail)
             return WorkResult(work, Outcome.FAILED, exc.reason)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from .http import PoliteClient
-from .wikiart import SchemaError, WorkSummary, parse_json, parse_work_summary
+from .wikiart import SchemaError, WorkSummary, parse_json, parse_work_rows
 
 ACCESS_ENV = "WIKIART_ACCESS_CODE"
 SECRET_ENV = "WIKIART_SECRET_CODE"
@@ -53,6 +53,8 @@ class V2Client:
         self._session_key = key
         return key
 
+    skipped_rows = 0  # listing rows without a usable id
+
     def list_works(self, artist_id: str) -> list[WorkSummary]:
         """Every page of ``PaintingsByArtist`` for one artist id."""
         key = self._session_key or self.login()
@@ -69,7 +71,9 @@ class V2Client:
             page = parse_json(fetched.body, "v2 PaintingsByArtist")
             if not isinstance(page, dict) or not isinstance(page.get("data"), list):
                 raise SchemaError("v2 PaintingsByArtist: expected an object with a 'data' array")
-            works.extend(parse_work_summary(row, "v2 PaintingsByArtist") for row in page["data"])
+            rows, skipped = parse_work_rows(page["data"], "v2 PaintingsByArtist")
+            works.extend(rows)
+            self.skipped_rows += skipped
             token = page.get("paginationToken") or ""
             if page.get("hasMore") is not True or not token:
                 return works

@@ -12,6 +12,7 @@ Ids stay strings end to end: ``contentId`` values exceed 2**53, so JSON is parse
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -19,6 +20,8 @@ from urllib.parse import quote, urlencode, urlsplit
 from .http import Fetched, PoliteClient, RedirectedToErrorPage
 
 DEFAULT_BASE_URL = "https://www.wikiart.org"
+
+log = logging.getLogger(__name__)
 
 
 class SchemaError(ValueError):
@@ -80,6 +83,8 @@ def parse_json(body: bytes | str, what: str) -> Any:
 class WikiArtClient:
     """The keyless WikiArt JSON endpoints and the HTML work page."""
 
+    skipped_rows = 0  # listing rows without a usable id, over this client's listings
+
     def __init__(self, http: PoliteClient, base_url: str = DEFAULT_BASE_URL):
         self.http = http
         self.base_url = base_url.rstrip("/")
@@ -103,7 +108,9 @@ class WikiArtClient:
             ) from exc
         if not isinstance(data, list):
             raise SchemaError(f"work list of {artist_slug!r}: expected a JSON array, got {type(data).__name__}")
-        return [parse_work_summary(row, f"work list of {artist_slug!r}") for row in data]
+        works, skipped = parse_work_rows(data, f"work list of {artist_slug!r}")
+        self.skipped_rows += skipped
+        return works
 
     def work_details(self, content_id: str) -> WorkDetails:
         url = self._url(f"/en/App/Painting/ImageJson/{quote(content_id, safe='')}")
@@ -122,6 +129,21 @@ class WikiArtClient:
         """The work's HTML page (it carries the authoritative copyright label)."""
         fetched = self.http.get(self.work_page_url(artist_url, work_url), budget="api", expect="html")
         return fetched.text()
+
+
+def parse_work_rows(rows: list, what: str) -> tuple[list[WorkSummary], int]:
+    """The works of a listing, and how many rows were skipped (not an object, or no id).
+
+    One broken row must not cost the whole listing: it is skipped, counted and logged.
+    """
+    works, skipped = [], 0
+    for row in rows:
+        try:
+            works.append(parse_work_summary(row, what))
+        except SchemaError as exc:
+            skipped += 1
+            log.warning("skipping a listing row: %s", exc)
+    return works, skipped
 
 
 def parse_work_summary(row: Any, what: str) -> WorkSummary:

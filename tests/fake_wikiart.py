@@ -4,7 +4,8 @@ It serves the endpoints the scraper uses (work list, work details, artist record
 v2 login/paging) and images at absolute URLs on itself. Tests add works with
 :meth:`FakeWikiArt.add_work` and arm traps per path: scripted one-shot answers (429 with
 Retry-After, 503, the "Free API limit exceeded" 500), truncated bodies, HTML served as an
-image, a slow image endpoint. Every request is logged with its arrival time.
+image, a slow image endpoint, a body dripped one byte at a time. Every request is logged with
+its arrival time.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     truncate_to: int | None = None  # send Content-Length of body but only this many bytes
     delay: float = 0.0
+    trickle: float = 0.0  # seconds between single body bytes (a server dripping data inside any read timeout)
 
 
 class FakeWikiArt:
@@ -278,7 +280,13 @@ def _make_handler(site: FakeWikiArt):
             self.end_headers()
             body = reply.body if reply.truncate_to is None else reply.body[: reply.truncate_to]
             try:
-                self.wfile.write(body)
+                if reply.trickle:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(reply.trickle)
+                else:
+                    self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
