@@ -105,14 +105,14 @@ class StyleGAN2Loss:
             # Average over ranks so every process (and every checkpoint) has one pl_mean.
             torch.distributed.all_reduce(batch_mean)
             batch_mean = batch_mean / torch.distributed.get_world_size()
-        # The target a = lerp(pl_mean, batch mean, pl_decay) is not detached, as in StyleGAN2's
-        # TF code and StyleGAN2-ADA's: the gradient also flows through this batch's mean length
-        # (docs/parity.md). Its value is the all-process mean, its gradient the local mean's.
         pl_mean = self.pl_mean.to(batch_mean.device)
-        target = pl_mean.lerp(local_mean + (batch_mean - local_mean).detach(), self.cfg.pl_decay)
         # Blend only a finite batch mean: the loop skips a non-finite step, but a NaN already
         # blended into the running mean would poison every later step. torch.where: no host sync.
-        self.pl_mean = torch.where(torch.isfinite(batch_mean), target.detach(), pl_mean)
+        self.pl_mean = torch.where(torch.isfinite(batch_mean), pl_mean.lerp(batch_mean, self.cfg.pl_decay), pl_mean)
+        # The penalty's target a = lerp(pl_mean, batch mean, pl_decay) is not detached, as in
+        # StyleGAN2's TF code and StyleGAN2-ADA's: the gradient also flows through this batch's
+        # mean length (docs/parity.md). Its value is the all-process mean, its gradient the local mean's.
+        target = pl_mean.lerp(local_mean + (batch_mean - local_mean).detach(), self.cfg.pl_decay)
         penalty = (lengths - target).square().mean()
         # img * 0 ties every G parameter into the graph (e.g. the last ToRGB bias has no
         # second derivative here), so each gets a (zero) gradient and the loop's flattened
