@@ -45,9 +45,9 @@ import torch
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as safetensors_bytes
 
-from atelier.common.safe_load import UnreadableTensorsFile, load_tensors
 from atelier.common.errors import first_line
 from atelier.common.hashing import file_sha256, tensors_sha256, weights_sha256
+from atelier.common.safe_load import UnreadableTensorsFile, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class DamagedCheckpoint(CheckpointError):
 
 
 class ProcessGroup(Protocol):
-    """What saving needs from the launcher (an ``accelerate.Accelerator`` fits)."""
+    """What saving needs from the process group (gan.process_group.ProcessGroup; an accelerate.Accelerator fits)."""
 
     is_main_process: bool
     process_index: int

@@ -16,8 +16,8 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from atelier.common.fileio import atomic_write_text
 from atelier.common.errors import first_line
+from atelier.common.fileio import atomic_write_text
 
 
 class ConfigError(ValueError):
@@ -239,7 +239,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "train.seed": (0, 2**63 - 1, True),
     "train.max_bad_steps": (1, _INF, True),
     "augment.p": (0, 1, True),
-    "augment.target": (0, 1, True),
+    "augment.target": (-1, 1, True),  # r_t = E[sign(D(real))] lies in [-1, 1]
     "augment.interval": (1, _INF, True),
     "augment.speed_kimg": (0, _INF, False),
     "transfer.freeze_d": (0, _INF, True),

@@ -50,7 +50,9 @@ class StyleGAN2Loss:
 
     ``augment_pipe`` (img -> img, differentiable) is applied to every image D sees, real
     or fake (ADA, Karras et al. 2020b Sec. 2). ``pl_mean`` (the running path length)
-    is state: save it with ``state_dict()``.
+    is state: save it with ``state_dict()``. ``process_mean`` (tensor -> its mean over the
+    training processes, e.g. gan.process_group.ProcessGroup.mean) keeps one ``pl_mean`` for
+    all processes; None with one process.
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class StyleGAN2Loss:
         D: nn.Module,
         cfg: LossConfig,
         augment_pipe: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        process_mean: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     ) -> None:
         self.G, self.D, self.cfg, self.augment_pipe = G, D, cfg, augment_pipe
+        self.process_mean = process_mean
         device = next(G.parameters()).device
         self.pl_mean = torch.zeros([], device=device)
 
@@ -101,10 +105,9 @@ class StyleGAN2Loss:
         lengths = grads.float().square().sum(dim=2).mean(dim=1).sqrt()
         local_mean = lengths.mean()
         batch_mean = local_mean.detach().clone()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Average over ranks so every process (and every checkpoint) has one pl_mean.
-            torch.distributed.all_reduce(batch_mean)
-            batch_mean = batch_mean / torch.distributed.get_world_size()
+        if self.process_mean is not None:
+            # Average over processes so every process (and every checkpoint) has one pl_mean.
+            batch_mean = self.process_mean(batch_mean)
         pl_mean = self.pl_mean.to(batch_mean.device)
         # Blend only a finite batch mean: the loop skips a non-finite step, but a NaN already
         # blended into the running mean would poison every later step. torch.where: no host sync.

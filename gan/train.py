@@ -296,11 +296,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(cfg, accelerator, args, run_dir: Path, resume: Optional[Path], tracker, previous_config) -> int:
     """Track, train and map every way a run ends to its exit status (README's table)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from gan.export import GeneratorLoadError
     from gan.signals import StopRequested, StopSignals
     from gan.trackers import end_tracking, start_tracking
     from gan.training_loop import RunOptions, TrainingDiverged, training_loop
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     main = accelerator.is_main_process
     start_tracking(accelerator, tracker, cfg.log.project, run_dir, to_dict(cfg))

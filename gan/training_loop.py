@@ -18,6 +18,9 @@ on one or many nodes. By design G and D are not wrapped in DistributedDataParall
 (StyleGAN2-ADA does wrap them and makes it work; here it would buy nothing): after each
 phase's backward, the gradients of the module being trained are flattened and averaged
 over processes in one all-reduce, and every process then takes the same optimiser step.
+Every collective (gradients, w_avg, pl_mean, ADA's statistics, tick stats, checkpoints, the
+stop signal) goes through one gan.process_group.ProcessGroup. Each Phase carries its loss;
+what a run reports and when (gan.reporting) stays out of the step code.
 One explicit collective per phase avoids DDP's reducer bookkeeping with four phases that
 train different parameter sets at different (lazy) intervals, with the other network
 frozen and R1/path length differentiating twice, and needs no find_unused_parameters or
@@ -29,13 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from time import monotonic  # checkpoint durations: apart from the tick clock (time.time), which tests fake
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -44,12 +47,12 @@ from tqdm.auto import tqdm
 from gan import checkpoint as ckpt_io
 from gan.config import ConfigError, TrainingConfig, to_dict
 from gan.ema import ema_beta, update_ema
-from atelier.common.fileio import atomic_write_text
 from gan.minibatches import EpochItems, MinibatchOrder
 from gan.perf import apply_perf, set_eager
+from gan.process_group import ProcessGroup
+from gan.reporting import Reporter, Schedule
 from gan.shared_cache import preload_per_machine
 from gan.signals import StopRequested, StopSignals
-from gan.trackers import log_image, log_scalars
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +72,27 @@ class RunOptions:
     signals: Optional[StopSignals] = None  # SIGTERM/SIGINT received while training (gan.signals)
 
 
+PhaseLoss = Callable[[torch.Tensor], tuple[torch.Tensor, dict]]  # one round's reals -> (loss, stats)
+
+
 @dataclass
 class Phase:
-    name: str  # "G_main" | "G_reg" | "D_main" | "D_reg"
+    """One of the step's optimisation phases, carrying the loss it minimises."""
+
+    name: str  # "G_main" | "G_reg" | "D_main" | "D_reg": for logs and counters only
     params: list[torch.nn.Parameter]  # what this phase trains (FreezeD-frozen D blocks excluded)
     opt: torch.optim.Optimizer
     interval: int  # runs when step % interval == 0
     gain: float  # loss multiplier (reg interval for lazy regularisation)
-    mixed_precision: bool  # regularisers run in fp32: their small second-order terms underflow in half precision
+    loss: PhaseLoss
+    # A regulariser differentiates twice: it runs eagerly (compiled graphs have no double backward)
+    # and in fp32 (its small second-order terms underflow in half precision).
+    regulariser: bool = False
+    measures_reals: bool = False  # its stats carry ADA's overfitting signal sign(D(real))
+
+    @property
+    def mixed_precision(self) -> bool:
+        return not self.regulariser
 
 
 @dataclass
@@ -144,12 +160,6 @@ def _memory_gb(device: torch.device) -> float:
         return float("nan")
 
 
-def _crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
-    """Whether a multiple of ``every_kimg`` lies in (prev, cur]; depends only on counters, so resume-safe."""
-    every = max(1, round(every_kimg * 1000))
-    return every_kimg > 0 and cur_nimg // every > prev_nimg // every
-
-
 # --------------------------------------------------------------------------- the trainer
 
 
@@ -162,6 +172,7 @@ class Trainer:
         from gan.networks import Discriminator, Generator
 
         self.cfg, self.acc, self.opts = cfg, accelerator, options
+        self.group = ProcessGroup(accelerator)  # every collective below goes through it
         self.device = accelerator.device
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.run_dir = Path(options.run_dir)
@@ -188,7 +199,8 @@ class Trainer:
         self.G_run, self.D_run, self.perf = apply_perf(cfg.perf, self.G, self.D, self.device)
         if self.perf.channels_last:  # same strides as G, or the EMA's foreach lerp falls back to one op per tensor
             self.G_ema.to(memory_format=torch.channels_last)
-        self.loss = StyleGAN2Loss(self.G_run, self.D_run, cfg.loss, augment_pipe=self.augment_pipe)
+        self.loss = StyleGAN2Loss(self.G_run, self.D_run, cfg.loss, augment_pipe=self.augment_pipe,
+                                  process_mean=self.group.mean if self.group.distributed else None)
         self.phases = self._build_phases()
         # Skip non-finite updates on the device (fused Adam's found_inf) instead of deciding on the
         # host; then the host reads each step's flags `check_lag` steps later, when a GPU has long
@@ -211,9 +223,9 @@ class Trainer:
     def _build_augment(self) -> tuple[Optional[torch.nn.Module], Any]:
         """The augmentation the loss applies to every image D sees (ADA / fixed / DiffAugment), and
         the ADA controller that measures E[sign(D(real))] and steers the pipeline's p."""
-        from gan.ada import accelerate_sum, from_config
+        from gan.ada import from_config
 
-        reduce_fn = accelerate_sum(self.acc) if self.world > 1 else None
+        reduce_fn = self.group.sum if self.group.distributed else None
         return from_config(self.cfg.augment, batch_size=self.cfg.train.batch, reduce_fn=reduce_fn, device=self.device)
 
     def _init_from(self, source: Path) -> None:
@@ -237,12 +249,15 @@ class Trainer:
         fused = self.cfg.perf.fused_adam and self.device.type in ("cpu", "cuda")
         opt_G = lazy_adam(g_params, t.g_lr, t.betas, t.eps, g_reg, fused)
         opt_D = lazy_adam(d_params, t.d_lr, t.betas, t.eps, d_reg, fused)
-        phases = [Phase("G_main", g_params, opt_G, 1, 1.0, True)]
+        # Latents are drawn inside each loss call (self._latents looked up then), in phase order.
+        phases = [Phase("G_main", g_params, opt_G, 1, 1.0, lambda reals: self.loss.g_main(self._latents()))]
         if g_reg:
-            phases.append(Phase("G_reg", g_params, opt_G, g_reg, float(g_reg), False))
-        phases.append(Phase("D_main", d_params, opt_D, 1, 1.0, True))
+            phases.append(Phase("G_reg", g_params, opt_G, g_reg, float(g_reg),
+                                lambda reals: self.loss.g_pathlen(self._latents()), regulariser=True))
+        phases.append(Phase("D_main", d_params, opt_D, 1, 1.0,
+                            lambda reals: self.loss.d_main(reals, self._latents()), measures_reals=True))
         if d_reg:
-            phases.append(Phase("D_reg", d_params, opt_D, d_reg, float(d_reg), False))
+            phases.append(Phase("D_reg", d_params, opt_D, d_reg, float(d_reg), self.loss.d_r1, regulariser=True))
         self.opt_G, self.opt_D = opt_G, opt_D
         return phases
 
@@ -291,8 +306,8 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         self.check_finite()  # the saved counters include every step taken so far
-        started = time.monotonic()
-        path = ckpt_io.save_checkpoint(self.run_dir, self._snapshot(), self.acc, self.cfg.checkpoint.keep_last)
+        started = monotonic()
+        path = ckpt_io.save_checkpoint(self.run_dir, self._snapshot(), self.group, self.cfg.checkpoint.keep_last)
         if self.acc.is_main_process:
             from gan.export import EXPORT_NAME, save_generator
 
@@ -302,17 +317,10 @@ class Trainer:
             )
             log.info("checkpoint %s", path)
         self.last_checkpoint = path
-        self.last_save_sec = time.monotonic() - started
+        self.last_save_sec = monotonic() - started
         return path
 
     # ----------------------------------------------------------------- stopping for a signal
-
-    def _main_value(self, value: float) -> float:
-        """The main process's ``value`` on every process (one tiny collective), so all decide alike."""
-        if self.world == 1:
-            return value
-        mine = torch.tensor([value if self.acc.is_main_process else 0.0], device=self.device)
-        return float(self.acc.reduce(mine, reduction="sum").item())
 
     def stop_signal(self, signals: Optional[StopSignals]) -> Optional[int]:
         """The signal every process agrees to stop for, or None.
@@ -327,7 +335,7 @@ class Trainer:
         if self.world == 1:
             return local
         flags = torch.tensor([float(local == sig.SIGTERM), float(local == sig.SIGINT)], device=self.device)
-        reduced = self.acc.reduce(flags, reduction="sum")
+        reduced = self.group.sum(flags)
         if self.check_lag:
             reduced, self._pending_stop = self._pending_stop, reduced
             if reduced is None:
@@ -343,7 +351,7 @@ class Trainer:
         grace = self.cfg.checkpoint.stop_grace_sec
         elapsed = signals.seconds_since() if signals is not None else 0.0
         needed = self.last_save_sec or 0.0  # unknown before the first save: try
-        fits = self._main_value(float(elapsed + needed <= grace)) > 0
+        fits = self.group.from_main(float(elapsed + needed <= grace), self.device) > 0
         if not fits:
             raise StopRequested(signum, None, f"a checkpoint takes about {needed:.0f} s, more than the "
                                               f"{grace:g} s left of checkpoint.stop_grace_sec")
@@ -373,15 +381,6 @@ class Trainer:
     def _latents(self) -> torch.Tensor:
         return torch.randn([self.batch_per_gpu, self.G.z_dim], device=self.device)
 
-    def _phase_loss(self, phase: Phase, reals: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        if phase.name == "G_main":
-            return self.loss.g_main(self._latents())
-        if phase.name == "G_reg":
-            return self.loss.g_pathlen(self._latents())
-        if phase.name == "D_main":
-            return self.loss.d_main(reals, self._latents())
-        return self.loss.d_r1(reals)
-
     def _run_phase(self, phase: Phase, reals: list[torch.Tensor]) -> torch.Tensor:
         """Forward/backward over the accumulation rounds, average gradients, step unless non-finite.
 
@@ -391,18 +390,18 @@ class Trainer:
             p.requires_grad_(True)
         phase.opt.zero_grad(set_to_none=True)
         # Compiled graphs have no double backward: the regularisers (R1, path length) run eagerly.
-        set_eager((self.G_run, self.D_run), phase.name.endswith("_reg"))
+        set_eager((self.G_run, self.D_run), phase.regulariser)
         loss_sum = torch.zeros([], device=self.device)
         signs = []  # ADA's r_t statistics, counted only if the step is taken
         for round_reals in reals:
             autocast = self.acc.autocast() if phase.mixed_precision else contextlib.nullcontext()
             with autocast:
-                loss, stats = self._phase_loss(phase, round_reals)
+                loss, stats = phase.loss(round_reals)
             # Divide by the rounds so accumulated gradients equal those of one big minibatch.
             self.acc.backward(loss * (phase.gain / self.accum))
             loss_sum += loss.detach().float() / self.accum
             self._record(stats)
-            if phase.name == "D_main":  # ADA's overfitting signal r_t = E[sign(D(real))]
+            if phase.measures_reals:  # ADA's overfitting signal r_t = E[sign(D(real))]
                 signs.append((stats["scores/real_sign"].double() * round_reals.shape[0], round_reals.shape[0]))
         self._record({f"Loss/{phase.name}": loss_sum})
         finite = self._average_gradients(phase.params, loss_sum)
@@ -432,9 +431,9 @@ class Trainer:
     def _average_gradients(self, trained: list[torch.nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
         """All-reduce (mean) the phase's gradients and the loss in one call; whether all are finite (0-dim bool)."""
         params = [p for p in trained if p.grad is not None]
-        if self.world > 1:
+        if self.group.distributed:
             flat = torch.cat([p.grad.flatten() for p in params] + [loss.reshape(1)])
-            flat = self.acc.reduce(flat, reduction="mean")
+            flat = self.group.mean(flat)
             for p, g in zip(params, flat[:-1].split([p.numel() for p in params])):
                 p.grad.copy_(g.view_as(p))
             loss = flat[-1]
@@ -478,10 +477,10 @@ class Trainer:
         It is the only G buffer training changes (FIR filters and constant noise maps are fixed),
         so one small all-reduce per step suffices; the loss averages pl_mean over processes itself.
         """
-        if self.world == 1:
+        if not self.group.distributed:
             return
         w_avg = self.G.mapping.w_avg
-        w_avg.copy_(self.acc.reduce(w_avg, reduction="mean"))
+        w_avg.copy_(self.group.mean(w_avg))
 
     def _count_bad(self, finite: dict[str, bool]) -> None:
         """Count consecutive non-finite runs per phase; stop once one phase reaches train.max_bad_steps.
@@ -509,143 +508,35 @@ class Trainer:
                 "Try a lower learning rate, a larger loss.r1_gamma or train.mixed_precision=no"
             )
 
-    # ----------------------------------------------------------------- reporting
+    # ----------------------------------------------------------------- statistics
 
     def reduced_stats(self) -> dict[str, float]:
         """Means of the recorded stats since the last call, averaged over processes (collective)."""
         keys = sorted(self.stats)
         if not keys:
             return {}
-        means = torch.stack([torch.stack(self.stats[k]).mean() for k in keys]).to(self.device)
-        if self.world > 1:
-            means = self.acc.reduce(means, reduction="mean")
+        means = self.group.mean(torch.stack([torch.stack(self.stats[k]).mean() for k in keys]).to(self.device))
         self.stats.clear()
         return dict(zip(keys, means.tolist()))
-
-    def write_samples(self, name: str) -> None:
-        """A grid of G_ema images at fixed seeds (noise_mode const: draws nothing from the global RNG)."""
-        if not self.acc.is_main_process or self.cfg.log.sample_seeds <= 0:
-            return
-        from gan.sampling import generate_images, make_grid, save_png
-
-        seeds = list(range(self.cfg.log.sample_seeds))
-        grid = make_grid(generate_images(self.G_ema, seeds, psi=1.0, noise_mode="const", device=self.device))
-        save_png(grid, self.run_dir / "samples" / f"{name}.png", text={"kimg": f"{self.progress.kimg:.3f}", "seeds": f"0-{seeds[-1]}"})
-        log_image(self.acc, self.opts.tracker, "samples", grid, step=self.progress.cur_nimg)
-
-    def run_metrics(self, metrics_path: Path) -> None:
-        """In-training evaluation of G_ema (eval.in_training) on the main process; the others wait."""
-        if self.acc.is_main_process:
-            result = self._evaluate()
-            if result is not None:
-                self._report_metrics(result, metrics_path)
-        self.acc.wait_for_everyone()
-
-    def _evaluate(self) -> Any:
-        from eval.in_training import run_training_metrics
-
-        try:
-            with _preserved_rng():  # sampling for the metrics must not shift the training noise
-                return run_training_metrics(
-                    self.G_ema, self.cfg.metrics, self.cfg.data.path, self.run_dir, self.progress.kimg, self.device,
-                    seed=self.cfg.train.seed,
-                )
-        except Exception as exc:  # a metric failure (e.g. missing Inception weights) must not end a long run
-            log.error("in-training metrics failed at kimg %.3f, training continues: %s", self.progress.kimg, exc)
-            return None
-
-    def _report_metrics(self, result: Any, metrics_path: Path) -> None:
-        step = self.progress.cur_nimg
-        scalars = {f"metrics/{k}": v for k, v in result.scalars.items()}
-        _append_jsonl(metrics_path, {"kimg": self.progress.kimg, "cur_nimg": step, **scalars})
-        log_scalars(self.acc, self.opts.tracker, scalars, step=step)
-        log.info("metrics at kimg %.3f: %s (report %s)", self.progress.kimg,
-                 ", ".join(f"{k} {v:.4g}" for k, v in result.scalars.items()), result.report)
-        if result.nn_panel is not None:
-            from PIL import Image
-
-            with Image.open(result.nn_panel) as panel:
-                log_image(self.acc, self.opts.tracker, "memorisation", np.asarray(panel.convert("RGB")), step=step)
-
-    def write_reals(self) -> None:
-        if not self.acc.is_main_process or self.cfg.log.sample_seeds <= 0:
-            return
-        from gan.sampling import make_grid, save_png, to_uint8_images
-
-        count = min(self.cfg.log.sample_seeds, len(self.dataset))
-        images = torch.stack([self.dataset[i] for i in range(count)])
-        save_png(make_grid(list(to_uint8_images(images))), self.run_dir / "samples" / "reals.png")
 
 
 # --------------------------------------------------------------------------- the loop
 
 
-@contextlib.contextmanager
-def _preserved_rng():
-    state = ckpt_io.capture_rng()
-    try:
-        yield
-    finally:
-        ckpt_io.restore_rng(state)
-
-
-def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-def trim_metrics_log(path: Path, cur_nimg: int) -> int:
-    """Drop the records a resumed run is about to replay; return the last kept tick number.
-
-    A run killed after its last checkpoint has logged ticks (and metrics) past the point it
-    resumes from; training them again would log each such stretch twice. Lines that do not
-    parse (a write cut short by the kill) are dropped too. The file is rewritten atomically.
-    """
-    if not path.is_file():
-        return 0
-    kept, dropped, last_tick = [], 0, 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-            beyond = record["cur_nimg"] > cur_nimg
-        except (ValueError, KeyError, TypeError):
-            dropped += 1
-            continue
-        if beyond:
-            dropped += 1
-            continue
-        kept.append(line)
-        last_tick = record.get("tick", last_tick)
-    if dropped:
-        log.info("%s: dropped %d record(s) past kimg %.3f, which this resumed run trains again", path, dropped, cur_nimg / 1000)
-        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-    return int(last_tick)
-
-
-def _tick_line(rec: dict) -> str:
-    losses = "  ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in rec.items() if k.startswith("Loss/"))
-    aug = f"  augment_p {rec['augment/p']:.3f}" if "augment/p" in rec else ""
-    return (
-        f"tick {rec['tick']:<4d} kimg {rec['kimg']:<9.3f} sec/tick {rec['sec_per_tick']:<7.1f} "
-        f"sec/kimg {rec['sec_per_kimg']:<8.2f} maintenance {rec['timing/maintenance_sec']:<6.1f} "
-        f"{losses}{aug}  mem {rec['memory_gb']:.2f} GB"
-    )
-
-
 def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) -> RunResult:
-    """Train until ``min(train.total_kimg, options.stop_kimg)``; returns counters and the last checkpoint."""
+    """Train until ``min(train.total_kimg, options.stop_kimg)``; returns counters and the last checkpoint.
+
+    The loop runs steps; ``Schedule`` says what falls due after each, ``Reporter`` writes it.
+    """
     trainer = Trainer(cfg, accelerator, options)
-    run_dir, main = Path(options.run_dir), accelerator.is_main_process
-    metrics_path = run_dir / "metrics.jsonl"
-    tick_index = 0
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if options.resume is not None:
-            tick_index = trim_metrics_log(metrics_path, trainer.progress.cur_nimg)
+    main = accelerator.is_main_process
+    schedule = Schedule.from_config(cfg)
+    reporter = Reporter(cfg, accelerator, trainer.group, Path(options.run_dir), options.tracker)
+    tick_index = reporter.start(options.resume is not None, trainer.progress.cur_nimg)
     result = RunResult(progress=trainer.progress, last_checkpoint=trainer.last_checkpoint)
     if trainer.progress.cur_nimg == 0:
-        trainer.write_reals()
-        trainer.write_samples(f"fakes-{ckpt_io.checkpoint_name(0)}")
+        reporter.write_reals(trainer.dataset)
+        reporter.write_samples(trainer.G_ema, f"fakes-{ckpt_io.checkpoint_name(0)}", 0, trainer.device)
     if trainer.progress.cur_nimg >= trainer.stop_nimg:
         log.info("already at kimg %.3f, at or past the stop point kimg %.3f: nothing to train "
                  "(resume with --set train.total_kimg=K to train further)",
@@ -675,8 +566,9 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
             # (tqdm then shows a negative time remaining).
             bar.update(min(cur, trainer.stop_nimg) / 1000 - bar.n)
             done = cur >= trainer.stop_nimg
+            due = schedule.due(prev, cur, done)
             now = time.time()
-            if done or _crossed(prev, cur, cfg.log.tick_kimg):
+            if due.tick:
                 tick_index += 1
                 train_sec = now - tick_start - maintenance
                 rec = {
@@ -690,19 +582,17 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
                 }
                 rec.update(trainer.ada.log_values())
                 tick_start, tick_nimg, maintenance = now, cur, 0.0
+                reporter.tick(rec, step=cur)
                 if main:
-                    _append_jsonl(metrics_path, rec)
                     bar.set_postfix_str(f"G {rec.get('Loss/G_main', float('nan')):.3f} D {rec.get('Loss/D_main', float('nan')):.3f}")
-                    log.info(_tick_line(rec))
-                log_scalars(accelerator, options.tracker, {k: v for k, v in rec.items() if k != "timestamp"}, step=cur)
                 result.ticks.append(rec)
-            if done or _crossed(prev, cur, cfg.log.sample_every_kimg):
-                trainer.write_samples(f"fakes-{ckpt_io.checkpoint_name(cur)}")
-            if done or _crossed(prev, cur, cfg.checkpoint.every_kimg):
+            if due.samples:
+                reporter.write_samples(trainer.G_ema, f"fakes-{ckpt_io.checkpoint_name(cur)}", cur, trainer.device)
+            if due.checkpoint:
                 trainer.save_checkpoint()
                 saved_at = cur
-            if cfg.metrics.metrics and (done or _crossed(prev, cur, cfg.metrics.every_kimg)):
-                trainer.run_metrics(metrics_path)
+            if due.metrics:
+                reporter.run_metrics(trainer.G_ema, cur, trainer.device)
             maintenance += time.time() - now
             signum = trainer.stop_signal(options.signals)
             if signum is not None and not done:

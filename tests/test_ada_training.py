@@ -9,15 +9,14 @@ import math
 
 import pytest
 import torch
+from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
-from gan import train
 from gan import checkpoint as ck
-from gan import training_loop as tl
+from gan import reporting, train
 from gan.augment import AugmentPipe
 from gan.config import load_config
 from gan.diffaugment import DiffAugment
 from gan.training_loop import RunOptions, Trainer, training_loop
-from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 STEPS = 6  # batch 4, one tick per step (tick_kimg 0.004); R1 every 2 steps
 
@@ -37,7 +36,7 @@ def _cfg(tmp_path, dataset, augment, **sections):
 def _train(tmp_path, dataset, augment, monkeypatch, steps=STEPS):
     """Run ``steps`` steps; returns (metrics.jsonl rows, tracker calls, augment calls by phase)."""
     tracked = []
-    monkeypatch.setattr(tl, "log_scalars", lambda acc, tracker, scalars, step: tracked.append(dict(scalars)))
+    monkeypatch.setattr(reporting, "log_scalars", lambda acc, tracker, scalars, step: tracked.append(dict(scalars)))
     calls = {"G_main": 0, "D_main": 0, "D_reg": 0}
     phase = {"name": None}
     real_run_phase = Trainer._run_phase

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
-from gan import train
 from gan import checkpoint as ck
+from gan import train
 from gan.config import load_config
 from gan.networks import Discriminator, Generator
-from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 
 def _snapshot(cfg, cur_nimg: int) -> ck.Snapshot:

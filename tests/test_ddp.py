@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_support import REPO, make_dataset, tiny_config, write_config
 
 from gan import checkpoint as ck
-from training_support import REPO, make_dataset, tiny_config, write_config
 
 
 def _launch_two(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -137,7 +137,6 @@ def _free_port() -> int:
 
 def test_two_process_gradients_equal_one_process_on_the_union_batch(tmp_path):
     import torch.multiprocessing as mp
-
     from training_support import OneProcess
 
     data = make_dataset(tmp_path / "data", count=8)
@@ -152,6 +151,6 @@ def test_two_process_gradients_equal_one_process_on_the_union_batch(tmp_path):
     for key in single:
         for a, b, ref in zip(ranks[0][key], ranks[1][key], single[key]):
             assert torch.equal(a, b), f"{key}: ranks differ"
-            torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-6, msg=lambda m: f"{key}: 2 processes vs 1: {m}")
+            torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-6, msg=lambda m, key=key: f"{key}: 2 processes vs 1: {m}")
     # Not vacuous: zero gradients would agree under any reduction.
     assert all(any(g.abs().sum() > 0 for g in single[f"{name}/grad"]) for name in ("G_main", "D_main"))

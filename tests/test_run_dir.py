@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from training_support import make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 from atelier.common.errors import ExitCode
 from gan import checkpoint as ck
 from gan import train
 from gan.run_lock import LOCK_NAME, RunDirLocked, RunLock
-from training_support import make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture()

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from training_support import REPO, make_dataset, tiny_config, write_config
 
 from atelier.common.errors import ExitCode
 from gan import checkpoint as ck
 from gan.signals import StopRequested, StopSignals
-from training_support import REPO, make_dataset, tiny_config, write_config
 
 
 def test_the_first_signal_is_recorded_and_a_second_ctrl_c_interrupts_at_once():

@@ -10,16 +10,16 @@ import shutil
 
 import pytest
 import torch
+from training_support import OneProcess, assert_one_line_error, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 from atelier.common.errors import ExitCode
-from gan import train
 from gan import checkpoint as ck
+from gan import train
 from gan.config import load_config
 from gan.ema import ema_beta, update_ema
 from gan.minibatches import EpochItems, MinibatchOrder, epoch_permutation
 from gan.trackers import choose_tracker
 from gan.training_loop import RunOptions, Trainer, TrainingDiverged, batch_split, lazy_adam, training_loop
-from training_support import OneProcess, assert_one_line_error, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -391,18 +391,20 @@ def test_maintenance_time_is_logged_apart_from_training_speed(tmp_path, dataset,
 
     clock = [1000.0]
     monkeypatch.setattr(loop, "time", type("FakeTime", (), {"time": staticmethod(lambda: clock[0])}))
-    real_step, real_samples = Trainer.train_step, Trainer.write_samples
+    from gan.reporting import Reporter
+
+    real_step, real_samples = Trainer.train_step, Reporter.write_samples
 
     def step(self):  # every training step takes 2 s, every sample grid 100 s
         real_step(self)
         clock[0] += 2.0
 
-    def samples(self, name):
-        real_samples(self, name)
+    def samples(self, *args, **kwargs):
+        real_samples(self, *args, **kwargs)
         clock[0] += 100.0
 
     monkeypatch.setattr(Trainer, "train_step", step)
-    monkeypatch.setattr(Trainer, "write_samples", samples)
+    monkeypatch.setattr(Reporter, "write_samples", samples)
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(dataset, log={"sample_every_kimg": 0.008})))
     result = training_loop(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run", stop_kimg=0.016))
     # one step (4 images) per tick; grids after ticks 2 and 4 (and before training)

@@ -57,6 +57,7 @@ def tiny_config(dataset: Path, resolution: int = 16, **sections: dict) -> dict:
         "augment": {"mode": "none"},
         "checkpoint": {"every_kimg": 1.0, "keep_last": 2},
         "log": {"tracker": "none", "tick_kimg": 0.004, "sample_every_kimg": 1.0, "sample_seeds": 4},
+        "metrics": {"metrics": []},  # in-training SWD (on by default) only where a test asks for it
     }
     for section, values in sections.items():
         cfg.setdefault(section, {}).update(values)
