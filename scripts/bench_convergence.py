@@ -41,7 +41,9 @@ log = logging.getLogger("bench_convergence")
 
 WEIGHTED_METRICS = ("kid", "fid", "pr")  # scored only when their weights are already on disk
 TIME_KEY = "train_sec"
-Y_LABELS = {"swd": "SWD ×10³ (mean over levels)", "kid": "KID (Inception)", "fd_dinov2": "FD (DINOv2)"}
+PLOTTED = ("swd", "kid", "fid", "precision", "recall", "fd_dinov2", "r_t")
+Y_LABELS = {"swd": "SWD ×10³ (mean over levels)", "kid": "KID (Inception)", "fd_dinov2": "FD (DINOv2)",
+            "r_t": "r_t = E[sign D(real)] over the tick"}
 
 
 @dataclass
@@ -148,8 +150,11 @@ def points_of(run_dir: Path, label: str, seed: int) -> list[dict]:
         if not scores:
             continue
         elapsed = sum(t["sec_per_tick"] for t in ticks if t["cur_nimg"] <= row["cur_nimg"])
+        # D's overfitting signal over the tick that ends here (ADA's r_t, logged in every augment mode).
+        tick = next((t for t in ticks if t["cur_nimg"] == row["cur_nimg"]), {})
+        extra = {"r_t": tick["scores/real_sign"]} if "scores/real_sign" in tick else {}
         out.append({"run": label, "seed": seed, "kimg": row["cur_nimg"] / 1000, "cur_nimg": row["cur_nimg"],
-                    TIME_KEY: elapsed, **scores})
+                    TIME_KEY: elapsed, **scores, **extra})
     return out
 
 
@@ -184,7 +189,7 @@ def plot(points: list[dict], path: Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in ("swd", "kid", "fid", "precision", "recall", "fd_dinov2") if any(m in p for p in points)]
+    metrics = [m for m in PLOTTED if any(m in p for p in points)]
     if not metrics:
         raise ValueError("no metric values to plot")
     fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
@@ -207,6 +212,32 @@ def plot(points: list[dict], path: Path, title: str = "") -> Path:
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def table(points: list[dict], every_kimg: Optional[float] = None) -> str:
+    """Markdown: one row per image count (every ``every_kimg`` when given), mean ± std over seeds per run and metric."""
+    metrics = [m for m in PLOTTED if any(m in p for p in points)]
+    runs = list(dict.fromkeys(p["run"] for p in points))
+    columns = [(m, r) for m in metrics for r in runs]
+    cells: dict[tuple[str, str], dict[int, tuple[float, float, int]]] = {}
+    for metric in metrics:
+        for run, rows in aggregate(points, metric, "cur_nimg").items():
+            cells[(metric, run)] = {int(x): (mean, std, n) for x, mean, std, n in rows}
+    nimgs = sorted({int(p["cur_nimg"]) for p in points})
+    if every_kimg:  # the first point at or after each multiple (points land where ticks end, e.g. 1504)
+        step = max(1, round(every_kimg * 1000))
+        nimgs = sorted({min(n for n in nimgs if n >= m) for m in range(step, nimgs[-1] + 1, step)})
+    header = "| kimg | " + " | ".join(f"{m} {r}" for m, r in columns) + " |"
+    lines = [header, "|" + "---:|" * (len(columns) + 1)]
+    for nimg in nimgs:
+        row = [f"{nimg / 1000:g}"]
+        for key in columns:
+            value = cells.get(key, {}).get(nimg)
+            digits = 1 if key[0] == "swd" else 3
+            row.append("" if value is None else f"{value[0]:.{digits}f} ± {value[1]:.{digits}f}")
+        lines.append("| " + " | ".join(row) + " |")
+    seeds = sorted({p["seed"] for p in points})
+    return "\n".join(lines + ["", f"mean ± sample std over seeds {seeds}"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder (convergence.jsonl, .png, run dirs)")
     parser.add_argument("--title", default="", help="plot title")
     parser.add_argument("--plot-only", action="store_true", help="redraw OUT/convergence.png from OUT/convergence.jsonl")
+    parser.add_argument("--table-every-kimg", type=float,
+                        help="the printed Markdown table keeps rows at multiples of this (default: every point)")
     return parser
 
 
@@ -251,6 +284,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"bench_convergence.py: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
               file=sys.stderr)
         return 2
+    print(table(points, args.table_every_kimg))
     print(f"wrote {jsonl} ({len(points)} points) and {png}")
     return 0
 

@@ -46,7 +46,7 @@ def test_run_specs_and_aggregation_over_seeds(bench):
 
 
 @pytest.mark.slow  # four tiny trainings in process
-def test_two_runs_two_seeds_give_points_jsonl_and_plot(bench, tmp_path, monkeypatch):
+def test_two_runs_two_seeds_give_points_jsonl_and_plot(bench, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     dataset = make_dataset(tmp_path / "ds", resolution=16, count=8)
     config = write_config(tmp_path / "tiny.yaml", tiny_config(dataset))
@@ -63,6 +63,10 @@ def test_two_runs_two_seeds_give_points_jsonl_and_plot(bench, tmp_path, monkeypa
             assert [p["cur_nimg"] for p in mine] == [8, 16]
             assert 0 < mine[0]["train_sec"] < mine[1]["train_sec"]
             assert all(math.isfinite(p["swd"]) and p["swd"] > 0 and "swd_16" in p for p in mine)
+            assert all(-1 <= p["r_t"] <= 1 for p in mine)  # D's overfitting signal at the same tick
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "| kimg | swd plain | swd ada | r_t plain | r_t ada |"
+    assert printed[2].startswith("| 0.008 | ") and " ± " in printed[2]
     cfg = json.loads(json.dumps(__import__("yaml").safe_load((out / "ada" / "seed1" / "config.yaml").read_text())))
     assert cfg["augment"]["mode"] == "ada" and cfg["train"]["seed"] == 1 and cfg["metrics"]["metrics"] == ["swd"]
     with Image.open(out / "convergence.png") as image:
