@@ -206,7 +206,7 @@ def _perceptual_metrics(report, metrics, reference, options, samples, device) ->
     if "nn" in metrics:
         inception_path = W.resolve_weights(W.INCEPTION_V3, options.weights_dir)
         extractor = inception_extractor(inception_path, device)
-        inception_used = WeightsUsed(extractor="inception-v3-compat (pool3, 2048-d)", **W.weights_identity(inception_path))
+        inception_used = WeightsUsed(extractor="inception-v3-compat (pool3, 2048-d)", **extractor.weights_identity)
         report.memorisation = check_memorisation(
             generated, train, reference.names,
             lpips_measure=Measure("lpips", embedder.embed, squared=True),

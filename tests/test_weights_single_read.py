@@ -161,3 +161,10 @@ def test_reference_features_cache_holds_tensors_only(weights_dir, isolated_cache
     files = sorted(cache.iterdir())
     assert files and all(f.suffix == ".safetensors" for f in files)
     assert fidelity.default_cache_dir() == cache
+
+
+def test_inception_extractor_carries_the_identity_of_the_bytes_it_was_built_from(weights_dir):
+    loaded = W.read_weights(W.INCEPTION_V3, weights_dir)
+    extractor = features.inception_extractor(loaded)
+    assert extractor.weights_identity == {"file": W.INCEPTION_V3.filename, "sha256": loaded.sha256}
+    assert torch.equal(extractor.fc.weight, loaded.tensors["fc.weight"])
