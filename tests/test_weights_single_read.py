@@ -89,6 +89,10 @@ def test_fid_kid_weights_swapped_after_the_read_never_reach_an_unpickler(
     assert not swap_after_read.exists(), "pickled code from the weights file ran"
     assert result.weights[0].sha256 == digest  # the identity of the bytes scored with, not of the swapped file
     assert guarded.count(os.path.realpath(inception)) == 1, "the Inception file was opened more than once"
+    # torch-fidelity's own cache is pickles read back with weights_only=False: ours holds tensors only.
+    cache = isolated_caches / "xdg" / "atelier" / "fidelity"
+    assert fidelity.default_cache_dir() == cache
+    assert [f.suffix for f in cache.iterdir()] == [".safetensors"]
 
 
 def test_lpips_reads_backbone_and_calibration_once_without_unpickling(
@@ -151,16 +155,6 @@ def test_changed_lpips_calibration_file_is_refused(weights_dir, tmp_path, monkey
     monkeypatch.setattr(W, "lpips_linear_path", lambda net: copy)
     with pytest.raises(W.WeightsChecksumError, match="alex.pth"):
         features.lpips_model("alex", weights_dir)
-
-
-def test_reference_features_cache_holds_tensors_only(weights_dir, isolated_caches, tmp_path, guarded):
-    dataset = write_dataset(paintings(3, seed=1), tmp_path / "dataset")
-    reference = load_reference(dataset)
-    compute_fidelity(TensorImages(paintings(3, seed=2)), reference, ["kid"], weights_dir=weights_dir, kid_subsets=2)
-    cache = isolated_caches / "xdg" / "atelier" / "fidelity"
-    files = sorted(cache.iterdir())
-    assert files and all(f.suffix == ".safetensors" for f in files)
-    assert fidelity.default_cache_dir() == cache
 
 
 def test_inception_extractor_carries_the_identity_of_the_bytes_it_was_built_from(weights_dir):
