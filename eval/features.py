@@ -20,8 +20,8 @@ from __future__ import annotations
 import threading
 import warnings
 from dataclasses import dataclass
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F

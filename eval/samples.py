@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gan import sampling
 from atelier.common.dataset_format import load_dataset_info
 from atelier.common.images import BadImage, open_image_rgb
+from gan import sampling
 
 log = logging.getLogger(__name__)
 

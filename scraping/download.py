@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from atelier.common.images import MAX_PIXELS, BadImage, ImageInfo, inspect_image_bytes
+
 from .http import (
     ApiLimitExceeded,
     BodyTooLarge,
@@ -30,7 +32,6 @@ from .http import (
     TruncatedBody,
     UnsafeRedirect,
 )
-from atelier.common.images import MAX_PIXELS, BadImage, ImageInfo, inspect_image_bytes
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from atelier.common.hashing import file_sha256
 from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
 from atelier.common.dataset_format import DATASET_FORMAT, content_sha256
 from atelier.common.errors import ExitCode
 from atelier.common.fileio import make_temp_dir
+from atelier.common.hashing import file_sha256
 from atelier.common.images import MAX_PIXELS, BadImage, open_image_rgb
 
 CMD = "prepare"

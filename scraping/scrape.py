@@ -32,6 +32,8 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from atelier.common.images import MAX_PIXELS
+
 from .download import (
     PART_SUFFIX,
     PLACEHOLDERS_FILE,
@@ -43,7 +45,6 @@ from .download import (
     write_part,
 )
 from .http import ApiLimitExceeded, HttpError, HttpSettings, PoliteClient, RedirectedToErrorPage
-from atelier.common.images import MAX_PIXELS
 from .licence import Licence, parse_copyright_label, prefilter_work
 from .manifest import (
     IMAGES_DIR,
@@ -57,7 +58,7 @@ from .manifest import (
     read_rejected,
 )
 from .names import image_filename
-from .v2api import V2Credentials, V2Client
+from .v2api import V2Client, V2Credentials
 from .wikiart import DEFAULT_BASE_URL, SchemaError, WikiArtClient, WorkSummary
 
 log = logging.getLogger(__name__)

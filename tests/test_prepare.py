@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_images import jpeg_bytes, painting, png_claiming_size, save, write_raw_download
 from PIL import Image, ImageFile
 
-from helpers_images import jpeg_bytes, painting, png_claiming_size, save, write_raw_download
-from scraping import prepare as P
 from atelier.common.images import BadImage, inspect_image_bytes, open_image_rgb
+from scraping import prepare as P
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_wikiart import FakeWikiArt, Reply, jpeg_bytes
 from PIL import Image
 
-from fake_wikiart import FakeWikiArt, Reply, jpeg_bytes
 from scraping.__main__ import main
 from scraping.http import HostNotAllowed, HttpError, HttpSettings, PoliteClient, RateLimit
 from scraping.scrape import Outcome, ScrapeOptions, scrape

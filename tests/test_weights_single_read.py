@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from eval_support import isolated_caches, paintings, record_sha256, weights_dir, write_dataset  # noqa: F401
 
 from eval import features, fidelity
 from eval import weights as W
 from eval.fidelity import compute_fidelity
 from eval.samples import TensorImages, load_reference
-from eval_support import isolated_caches, paintings, record_sha256, weights_dir, write_dataset  # noqa: F401
 
 
 class _Payload:
