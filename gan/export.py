@@ -32,13 +32,12 @@ from safetensors.torch import load_file, save_file
 
 from atelier.common.dataset_format import DatasetError, load_dataset_info
 from atelier.common.disclosure import dataset_provenance, unknown_provenance
-from atelier.common.hashing import tensors_sha256
-from gan.checkpoint import CHECKPOINTS_DIR, NETWORK_FILES, STATE_FILE
-from gan.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from gan.checkpoint import latest_checkpoint
-from gan.config import ModelConfig
-from atelier.common.fileio import atomic_write
 from atelier.common.errors import first_line, one_line
+from atelier.common.fileio import atomic_write
+from atelier.common.hashing import tensors_sha256
+from gan.checkpoint import CHECKPOINTS_DIR, NETWORK_FILES, STATE_FILE, latest_checkpoint
+from gan.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from gan.config import ModelConfig
 from gan.networks import Generator
 
 log = logging.getLogger(__name__)

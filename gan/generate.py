@@ -38,10 +38,10 @@ import torch
 from tqdm import tqdm
 
 from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
-from atelier.common.hashing import weights_sha256
 from atelier.common.content_credentials import MIME_TYPES, load_credentials, sign_file
 from atelier.common.content_credentials import manifest as c2pa_manifest
 from atelier.common.disclosure import build_xmp, disclosure_text
+from atelier.common.hashing import weights_sha256
 from gan.export import GeneratorLoadError, describe_generator, generator_provenance, load_generator, resolve_source
 from gan.model_card import existing_card
 from gan.sampling import (

@@ -311,7 +311,8 @@ def update_with_eval(source, report_path: Path, report: Mapping[str, Any]) -> Op
     """Rewrite an export's card with an ``atelier eval`` report when the report scored the export's
     weights (same ``weights_sha256``); returns the card path, or None when there is no export of
     these weights to describe."""
-    from gan.export import EXPORT_NAME as RUN_EXPORT, _export_meta  # noqa: PLC0415 - avoids an import cycle
+    from gan.export import EXPORT_NAME as RUN_EXPORT  # noqa: PLC0415 - avoids an import cycle
+    from gan.export import _export_meta
 
     if source.kind == "export":
         export, meta = source.weights, source.meta

@@ -15,11 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 from PIL import Image  # noqa: E402
+from test_disclosure import SOURCE_TYPE, dataset, run_export  # noqa: E402
 
 from atelier.common import content_credentials as C  # noqa: E402
 from atelier.common import disclosure as D  # noqa: E402
-
-from test_disclosure import SOURCE_TYPE, dataset, run_export  # noqa: E402
 
 
 def _name(common: str) -> x509.Name:

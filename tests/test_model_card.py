@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_disclosure import dataset  # tests/ is on sys.path under pytest
 
 from eval.report import EvalReport, FidelityResult, MemorisationResult, NearestNeighbour, SWDResult, WeightsUsed, to_json
 from gan.config import ModelConfig
 from gan.export import resolve_source, save_generator
 from gan.model_card import CARD_NAME, card_path, existing_card, update_with_eval
 from gan.networks import Generator
-
-from test_disclosure import dataset  # noqa: E402  (tests/ is on sys.path under pytest)
 
 RES = 16
 CFG = ModelConfig(z_dim=16, w_dim=16, mapping_layers=1, channel_base=256, channel_max=16)
