@@ -17,7 +17,7 @@ networks and ``StyleGAN2Loss`` and runs its training loop's phase / lazy-regular
 EMA logic step for step.
 
     python scripts/bench_parity.py --data DATASET_DIR --out runs/parity [--nvidia PATH] \\
-        [--preset issue20|small] [--kimg 4] [--eval-kimg 1 2 4] [--seeds 0 1 2] [--sides atelier nvidia] [--only atelier:0]
+        [--preset issue20|small|auto256] [--device cuda] [--kimg 4] [--eval-kimg 1 2 4] [--seeds 0 1 2] [--sides atelier nvidia] [--only atelier:0]
     python scripts/bench_parity.py --out runs/parity --report    # table + plot from results.jsonl
 
 Each finished evaluation appends one JSON line to ``<out>/results.jsonl``; ``--only SIDE:SEED``
@@ -42,10 +42,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-# The issue-20 configuration (its side-by-side table), and a smaller one for a 2-core CPU.
+# The issue-20 configuration (its side-by-side table) and a smaller one for a 2-core CPU (32 px).
 PRESETS = {
     "issue20": dict(z_dim=256, w_dim=256, mapping_layers=2, channel_base=2048, channel_max=128, mbstd_group=4,
                     batch=16, r1_gamma=0.05, r1_interval=16, pl_weight=2.0, pl_interval=4, pl_decay=0.01,
+                    pl_batch_shrink=2, style_mixing=0.9, lr=0.0025, betas=[0.0, 0.99], eps=1e-8,
+                    ema_kimg=5.0, ema_rampup=0.05, xflip=True),
+    # What NVIDIA's --cfg=auto picks for 256 px on one GPU (= configs/stylegan2-256.yaml without ADA), for a GPU run.
+    "auto256": dict(z_dim=512, w_dim=512, mapping_layers=2, channel_base=16384, channel_max=512, mbstd_group=4,
+                    batch=16, r1_gamma=0.8192, r1_interval=16, pl_weight=2.0, pl_interval=4, pl_decay=0.01,
                     pl_batch_shrink=2, style_mixing=0.9, lr=0.0025, betas=[0.0, 0.99], eps=1e-8,
                     ema_kimg=5.0, ema_rampup=0.05, xflip=True),
     "small": dict(z_dim=64, w_dim=64, mapping_layers=2, channel_base=512, channel_max=64, mbstd_group=4,
@@ -95,7 +100,7 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(G_ema: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    return torch.cat([to_uint8(G_ema(chunk)) for chunk in z.split(64)])
+    return torch.cat([to_uint8(G_ema(chunk)).cpu() for chunk in z.split(64)])
 
 
 # --------------------------------------------------------------------------- data
@@ -126,8 +131,8 @@ def minibatches(reals: torch.Tensor, batch: int, xflip: bool, seed: int) -> Iter
 
 
 def train_atelier(p: dict, data: Path, seed: int, run_dir: Path, stops: list[int],
-                  on_eval: Callable[[int, float, Callable], None]) -> None:
-    """atelier's Trainer (the real training step) on an accelerate Accelerator (one CPU process)."""
+                  on_eval: Callable[[int, float, Callable], None], device: str = "cpu") -> None:
+    """atelier's Trainer (the real training step) on an accelerate Accelerator (one process)."""
     from accelerate import Accelerator
 
     from gan.config import load_config
@@ -147,8 +152,8 @@ def train_atelier(p: dict, data: Path, seed: int, run_dir: Path, stops: list[int
         "augment.mode=none", "log.tracker=none",
     ]
     cfg = load_config(None, overrides)
-    trainer = Trainer(cfg, Accelerator(cpu=True), RunOptions(run_dir=run_dir))
-    G_ema = lambda z: trainer.G_ema(z, noise_mode="const")  # noqa: E731
+    trainer = Trainer(cfg, Accelerator(cpu=device == "cpu"), RunOptions(run_dir=run_dir))
+    G_ema = lambda z: trainer.G_ema(z.to(trainer.device), noise_mode="const")  # noqa: E731
     train_sec = 0.0
     for stop in stops:
         start = time.perf_counter()
@@ -163,7 +168,7 @@ def load_reals_resolution(data: Path) -> int:
 
 
 def train_nvidia(p: dict, nvidia: Path, reals: torch.Tensor, seed: int, stops: list[int],
-                 on_eval: Callable[[int, float, Callable], None]) -> None:
+                 on_eval: Callable[[int, float, Callable], None], device: str = "cpu") -> None:
     """NVIDIA's networks and StyleGAN2Loss, driven like its training_loop.py (phases, lazy
     regularisation with corrected Adam, nan_to_num on gradients, G_ema with ramp-up)."""
     sys.path.insert(0, str(nvidia))
@@ -183,8 +188,9 @@ def train_nvidia(p: dict, nvidia: Path, reals: torch.Tensor, seed: int, stops: l
         c_dim=0, img_resolution=res, img_channels=3, channel_base=p["channel_base"], channel_max=p["channel_max"],
         num_fp16_res=0, conv_clamp=None, epilogue_kwargs=dict(mbstd_group_size=p["mbstd_group"]),
     ).train().requires_grad_(False)
+    device = torch.device(device)
+    G, D = G.to(device), D.to(device)
     G_ema = copy.deepcopy(G).eval()
-    device = torch.device("cpu")
     loss = StyleGAN2Loss(device=device, G_mapping=G.mapping, G_synthesis=G.synthesis, D=D,
                          style_mixing_prob=p["style_mixing"], r1_gamma=p["r1_gamma"],
                          pl_batch_shrink=p["pl_batch_shrink"], pl_decay=p["pl_decay"], pl_weight=p["pl_weight"])
@@ -195,14 +201,14 @@ def train_nvidia(p: dict, nvidia: Path, reals: torch.Tensor, seed: int, stops: l
         phases += [(name + "main", module, opt, 1), (name + "reg", module, opt, interval)]
     batch = p["batch"]
     data = minibatches(reals, batch, p["xflip"], seed)
-    no_c = torch.zeros([batch, 0])
+    no_c = torch.zeros([batch, 0], device=device)
     cur_nimg, batch_idx, train_sec = 0, 0, 0.0
-    sample_fn = lambda z: G_ema(z, None, noise_mode="const")  # noqa: E731
+    sample_fn = lambda z: G_ema(z.to(device), None, noise_mode="const")  # noqa: E731
     for stop in stops:
         start = time.perf_counter()
         while cur_nimg < stop:
-            real = next(data)
-            all_z = torch.randn([len(phases) * batch, p["z_dim"]]).split(batch)
+            real = next(data).to(device)
+            all_z = torch.randn([len(phases) * batch, p["z_dim"]], device=device).split(batch)
             for (name, module, opt, interval), z in zip(phases, all_z):
                 if batch_idx % interval != 0:
                     continue
@@ -324,6 +330,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="run only these sides (default: atelier, and nvidia with --nvidia)")
     parser.add_argument("--only", help="run just SIDE:SEED (e.g. atelier:1 or nvidia:0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (training; scoring runs on the CPU)")
     parser.add_argument("--report", action="store_true", help="only write table.md and parity.png from results.jsonl")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -361,9 +368,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(json.dumps(record), flush=True)
 
         if side == "atelier":
-            train_atelier(p, args.data, seed, args.out / f"atelier-{seed}", stops, on_eval)
+            train_atelier(p, args.data, seed, args.out / f"atelier-{seed}", stops, on_eval, args.device)
         else:
-            train_nvidia(p, args.nvidia, reals, seed, stops, on_eval)
+            train_nvidia(p, args.nvidia, reals, seed, stops, on_eval, args.device)
     print(write_report(args.out))
     return 0
 

@@ -301,3 +301,43 @@ def test_initialisation_is_distributed_as_nvidias(fx):
             assert abs(t.std(unbiased=False).item() / ref["std"] - 1) < 5 / n**0.5, name
             assert abs(t.mean().item() - ref["mean"]) < 5 * ref["std"] * (2 / n) ** 0.5, name
         assert mapped == {n for n in ours if not n.endswith("resample_filter")}, f"{key}: a tensor NVIDIA lacks"
+
+
+# --------------------------------------------------------------------------- the side-by-side benchmark's scoring
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_parity.py"
+    spec = importlib.util.spec_from_file_location("bench_parity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_metrics_and_report(tmp_path):
+    import json
+
+    bench = _bench()
+    flat = torch.full([2, 3, 8, 8], 100, dtype=torch.uint8)
+    assert bench.hf_energy(flat) == 0.0
+    checker = flat.clone()
+    checker[:, :, ::2, ::2] = 0
+    checker[:, :, 1::2, 1::2] = 0  # a pixel's 4 neighbours are the other colour: |Laplacian| = 4 * 100
+    assert bench.hf_energy(checker) == pytest.approx(400.0)
+    two = torch.stack([torch.zeros(3, 4, 4), torch.full([3, 4, 4], 200.0)]).to(torch.uint8)
+    assert bench.colour_spread(two) == pytest.approx(torch.tensor([0.0, 200.0]).std().item())
+    assert bench.to_uint8(torch.tensor([-1.0, 0.0, 1.0])).tolist() == [0, 128, 255]  # as NVIDIA's generate.py
+    rows = [{"side": "dataset", "hf_energy": 24.5, "colour_spread": 33.9}]
+    for side, base in (("atelier", 150.0), ("nvidia", 152.0)):
+        for seed in range(3):
+            for kimg in (0.5, 1.0):
+                rows.append({"side": side, "seed": seed, "kimg": kimg, "train_sec": 10.0 * kimg, "swd": base + seed - kimg,
+                             "hf_energy": 20.0 + seed, "colour_spread": 30.0 + seed})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = bench.write_report(tmp_path)
+    assert "| atelier | 1 | 0, 1, 2 | 149.0 / 150.0 / 151.0 (150.0 ± 1.0) |" in table
+    assert "| nvidia | 0.5 |" in table and "| dataset | — | — | — | 24.5 | 33.9 | — |" in table
+    assert (tmp_path / "parity.png").stat().st_size > 1000
