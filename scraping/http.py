@@ -221,10 +221,21 @@ class SharedRateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._local: RateLimiter | None = None  # used once the state file proves unusable
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def acquire(self) -> float:
         """Block until a slot is free in every process's view; return the seconds spent waiting."""
+        if self._local is not None:
+            return self._local.acquire()
+        try:
+            return self._acquire_shared()
+        except OSError as exc:  # a read-only or full cache folder must not stop the scrape
+            log.warning("rate limit kept in this process only: cannot use %s (%s)", self.path, one_line(exc))
+            self._local = RateLimiter(self.limit, sleep=self._sleep)
+            return self._local.acquire()
+
+    def _acquire_shared(self) -> float:
         waited = 0.0
         while True:
             with self._lock, open(self.path, "a+", encoding="ascii") as handle:

@@ -54,6 +54,17 @@ def test_two_clients_share_one_window_through_the_state_file(site, tmp_path):
     assert list((tmp_path / "state").glob("ratelimit-127.0.0.1_*-api"))
 
 
+def test_an_unusable_state_file_falls_back_to_this_process_with_a_warning(site, tmp_path, caplog):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "ratelimit-127.0.0.1_{}-api".format(site.url.rsplit(":", 1)[1])).mkdir()  # a folder where the file goes
+    client = PoliteClient(HttpSettings(api_rate=RateLimit(100, 1.0), max_retries=0, state_dir=state))
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            client.get(site.url + "/en/App/Painting/ImageJson/1", budget="api", expect="json")
+    assert caplog.text.count("rate limit kept in this process only") == 1
+
+
 def test_two_processes_stay_within_one_limit(site, tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
