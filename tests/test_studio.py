@@ -437,7 +437,10 @@ def test_page_handlers_paint_curate_export_and_show_the_run(studio, tmp_path):
 
     demo = build_app(studio)
     gallery, ids, current, status, big, verdict, *_ = _handler(demo, "paint_handler")("5-6", 1, 0.7, "const", progress=lambda *a, **k: None)
-    assert len(gallery) == 2 and ids[0] == current and "painted 2" in status and big.shape[0] >= 256 and "seed 5" in verdict
+    assert len(gallery) == 2 and ids[0] == current and "painted 2" in status and "seed 5" in verdict
+    assert Image.open(big).size == (256, 256) and Path(gallery[0][0]).parent == studio.view_dir  # shown enlarged, from files
+    again = _handler(demo, "paint_handler")("5", 1, 0.7, "const", progress=lambda *a, **k: None)
+    assert again[0][0][0] == gallery[0][0]  # the same picture is one file, written once
     gallery, ids, text = _handler(demo, "variations_handler")(current, 0.3, 3, 1)
     assert len(ids) == 3 and "3 variations" in text
     gallery, ids, text = _handler(demo, "mix_handler")("1-2", "3", "coarse", 0.7, "const")

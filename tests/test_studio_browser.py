@@ -153,7 +153,8 @@ def _set_number(driver, selector: str, value: int) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    box = driver.find_element(By.CSS_SELECTOR, f"{selector} input[type=number]")
+    box = _wait(driver, lambda d: (d.find_elements(By.CSS_SELECTOR, f"{selector} input[type=number]") or [None])[0],
+                what=f"the {selector} number box")
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(str(value), Keys.TAB)
 
@@ -199,7 +200,9 @@ def test_paint_refine_star_export_in_a_real_browser(server, driver, tmp_path):
     # Paint a region with the brush: only it is refined.
     from selenium.webdriver.common.action_chains import ActionChains
 
-    canvas = driver.find_elements(By.CSS_SELECTOR, "#mask-editor canvas")[-1]
+    canvas = _wait(driver, lambda d: ([c for c in d.find_elements(By.CSS_SELECTOR, "#mask-editor canvas") if c.size["width"] > 0]
+                                      or [None])[-1], what="the mask editor's canvas")
+    time.sleep(0.5)  # the editor draws the painting into the canvas just after creating it
     for dx in (-100, -80, -60):
         ActionChains(driver).move_to_element_with_offset(canvas, dx, -100).click_and_hold().move_by_offset(0, 100) \
             .move_by_offset(0, 100).release().perform()

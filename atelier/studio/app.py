@@ -75,7 +75,7 @@ def nearest_gallery(studio: Studio, item: Optional[Item]) -> list:
     if item is None or item.verdict is None or judge is None:
         return []
     return [
-        (enlarged(judge.real_image(n["index"], n["flipped"]), 128), f"{n['name']}{' (mirrored)' if n['flipped'] else ''}: {n['distance']:.4f}")
+        (studio.view(enlarged(judge.real_image(n["index"], n["flipped"]), 128)), f"{n['name']}{' (mirrored)' if n['flipped'] else ''}: {n['distance']:.4f}")
         for n in item.verdict["nearest"]
     ]
 
@@ -89,8 +89,9 @@ def enlarged(image: np.ndarray, minimum: int = DISPLAY_MIN) -> np.ndarray:
     return image if factor == 1 else image.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def gallery_value(items: list[Item]) -> list:
-    return [(item.painting.image, caption(item)) for item in items]
+def gallery_value(studio: Studio, items: list[Item]) -> list:
+    """(file, caption) per painting, for a gallery."""
+    return [(studio.view(item.painting.image), caption(item)) for item in items]
 
 
 def error_text(exc: BaseException) -> str:
@@ -219,7 +220,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             if not item_id:
                 return None, verdict_html(None), [], "", None
             item = studio.collection.get(item_id)
-            view = enlarged(item.painting.image)
+            view = studio.view(enlarged(item.painting.image))
             editor = {"background": view, "layers": [], "composite": view}
             return view, verdict_html(item, studio.judge_error), nearest_gallery(studio, item), item.note, editor
 
@@ -236,7 +237,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             status = f"painted {len(items)}: seeds {', '.join(str(i.painting.seed) for i in items[:12])}{' ...' if len(items) > 12 else ''}"
             if copies:
                 status += f" | **{copies} near-cop{'y' if copies == 1 else 'ies'} of real works**"
-            return (gallery_value(items), ids, first, status, *show(first))
+            return (gallery_value(studio, items), ids, first, status, *show(first))
 
         paint_event = paint_btn.click(paint_handler, [seeds, count, psi, noise],
                                       [gallery, shown, current, paint_status, *panel])
@@ -259,7 +260,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             except Exception as exc:
                 raise gr.Error(error_text(exc))
             ids = [item.id for item in items]
-            return gallery_value(items), ids, f"{len(items)} variations, step {step:g}"
+            return gallery_value(studio, items), ids, f"{len(items)} variations, step {step:g}"
 
         var_btn.click(variations_handler, [current, var_step, var_count, var_seed], [gallery, shown, paint_status])
 
@@ -268,7 +269,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 items, _ = studio.style_mix(rows, cols, group, psi_value, noise_mode)
             except Exception as exc:
                 raise gr.Error(error_text(exc))
-            return gallery_value(items), [item.id for item in items], f"style mixing: {group} layers from the column seeds"
+            return gallery_value(studio, items), [item.id for item in items], f"style mixing: {group} layers from the column seeds"
 
         mix_btn.click(mix_handler, [mix_rows, mix_cols, mix_group, psi, noise], [gallery, shown, paint_status])
 
@@ -298,9 +299,13 @@ def build_app(studio: Studio) -> gr.Blocks:
             except Exception as exc:
                 raise gr.Error(error_text(exc))
             yield gr.update(), f"refining toward {', '.join(names)} ...", gr.update(), *[gr.update()] * len(panel)
+            shown_version = -1
             while not state.finished.wait(POLL_SECONDS):
                 text = f"step {state.done} of {state.total}" + (" (stopping)" if state.stop.is_set() else "")
-                yield (enlarged(state.latest) if state.latest is not None else gr.update()), text, gr.update(), *[gr.update()] * len(panel)
+                image = gr.update()
+                if state.latest is not None and state.version != shown_version:  # only new pictures travel
+                    shown_version, image = state.version, studio.view(enlarged(state.latest))
+                yield image, text, gr.update(), *[gr.update()] * len(panel)
             if state.error:
                 yield gr.update(), f"refine failed: {state.error}", gr.update(), *[gr.update()] * len(panel)
                 return
@@ -309,7 +314,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             text = (f"done{' (stopped early, current image kept)' if report.get('stopped_early') else ''}: "
                     f"{report.get('iterations')} iterations, style loss {report.get('style_loss_before', float('nan')):.4g} "
                     f"-> {report.get('style_loss_after', float('nan')):.4g}; saved as {item.id}")
-            yield enlarged(state.result), text, item.id, *show(item.id)
+            yield studio.view(enlarged(state.result)), text, item.id, *show(item.id)
 
         refine_btn.click(
             refine_handler, [current, source, picked, uploads, strength, steps, size, keep_colour, mask_editor],
@@ -323,7 +328,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 item = studio.fast_refine(item_id, strength_v, size_v)
             except Exception as exc:
                 raise gr.Error(error_text(exc))
-            return enlarged(item.painting.image), f"fast refiner: saved as {item.id}", item.id, *show(item.id)
+            return studio.view(enlarged(item.painting.image)), f"fast refiner: saved as {item.id}", item.id, *show(item.id)
 
         fast_btn.click(fast_handler, [current, strength, size], [refine_live, refine_status, current, *panel])
 
@@ -341,7 +346,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             item = studio.collection.mark(item_id, status)
             kept_items = studio.collection.starred()
             words = {"starred": "starred", "rejected": "rejected", "": "cleared"}[status]
-            return (f"{item.id} {words}; {len(kept_items)} starred", gallery_value(kept_items),
+            return (f"{item.id} {words}; {len(kept_items)} starred", gallery_value(studio, kept_items),
                     verdict_html(item, studio.judge_error))
 
         star_btn.click(lambda i: mark(i, "starred"), current, [curate_status, kept, verdict])

@@ -9,8 +9,13 @@ unit tests call them without a browser; :mod:`atelier.studio.app` only wires the
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import io
 import json
 import logging
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +25,7 @@ import numpy as np
 import torch
 
 from atelier.common.disclosure import build_xmp, disclosure_text, unknown_provenance, video_metadata
+from atelier.common.fileio import atomic_write_bytes
 from atelier.common.hashing import weights_sha256
 from atelier.studio import paint as P
 from atelier.studio.curate import Collection, Item, export_gallery
@@ -88,6 +94,11 @@ class Studio:
         self.export_root = Path(opts.export_dir) if opts.export_dir else base / "studio" / "exports"
         self.export_root.mkdir(parents=True, exist_ok=True)
         self.collection = Collection(base / "studio" / "feedback.jsonl", self._provenance())
+        # What the page shows is written here once per distinct image (named by content), so Gradio
+        # copies complete files into its cache instead of re-encoding arrays over files a browser
+        # may be reading (it rewrites same-content files in place).
+        self.view_dir = Path(tempfile.mkdtemp(prefix="atelier-studio-view-"))
+        atexit.register(shutil.rmtree, self.view_dir, True)
 
     # ------------------------------------------------------------------ facts
 
@@ -120,9 +131,18 @@ class Studio:
             f"{self.collection.provenance['weights_sha256'][:12]}, on {self.device.type}"
         )
 
+    def view(self, image: np.ndarray) -> str:
+        """A PNG of ``image`` in the view folder (written once per distinct content); its path for the page."""
+        data = encode_png(image)
+        path = self.view_dir / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+        if not path.exists():
+            atomic_write_bytes(path, data, fsync=False)
+        return str(path)
+
     def allowed_paths(self) -> list[str]:
-        """The only folders the browser may read files from: the run, the dataset and the exports."""
-        paths = [self.run_dir or home_of(self.options.checkpoint), self.export_root]
+        """The only folders the browser may read files from: the run, the dataset, the exports (and the
+        studio's own renders)."""
+        paths = [self.run_dir or home_of(self.options.checkpoint), self.export_root, self.view_dir]
         if self.options.dataset is not None:
             paths.append(Path(self.options.dataset))
         return [str(Path(p).resolve()) for p in paths]
@@ -363,6 +383,15 @@ def home_of(checkpoint: Path | str) -> Path:
         return Path.cwd() / "studio-files"
     path = Path(checkpoint).resolve()
     return path.parent if path.is_file() else path
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """uint8 HWC -> PNG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image[..., :3])).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def model_provenance(checkpoint: Path | str) -> dict:

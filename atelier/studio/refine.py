@@ -58,6 +58,7 @@ class RefineState:
     total: int = 1
     done: int = 0
     latest: Optional[np.ndarray] = None
+    version: int = 0  # bumped with every new ``latest``
     stop: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     error: Optional[str] = None
@@ -161,6 +162,7 @@ def run_refine(
         def on_step(done: int, images: torch.Tensor) -> bool:
             state.done = min(state.total, done)
             state.latest = to_uint8(images[0])
+            state.version += 1
             return state.stop.is_set()
 
         result = transfer(vgg, content, styles_t, masks=masks, settings=settings, on_step=on_step, progress=progress)
