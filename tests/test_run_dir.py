@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -60,11 +61,36 @@ def test_a_stale_lock_is_taken_over_with_a_note_and_released_at_the_end(tmp_path
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid that no longer runs: the trainer that held it was killed
     _write_lock(run, gone.pid)
-    with caplog.at_level("WARNING", logger="gan.run_lock"):
-        assert _train(config, run) == 0
+    umask = os.umask(0o022)
+    try:
+        with caplog.at_level("WARNING", logger="gan.run_lock"):
+            assert _train(config, run) == 0
+    finally:
+        os.umask(umask)
     assert f"stale lock of process {gone.pid}" in caplog.text
     assert not (run / LOCK_NAME).exists()
     assert ck.latest_checkpoint(run) is not None
+    # Everything the run wrote follows the umask: teammates can read the weights.
+    modes = {p.relative_to(run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*") if p.is_file()}
+    assert "generator.safetensors" in modes and any(name.endswith("G.safetensors") for name in modes)
+    assert all(mode == 0o644 for mode in modes.values()), modes
+
+
+def test_resume_of_a_run_dir_skips_a_damaged_latest_checkpoint_and_says_so(tmp_path, config, caplog, capsys):
+    run = tmp_path / "run"
+    assert train.main(["--config", str(config), "--run-dir", str(run), "--max-kimg", "0.008", "--no-wandb"]) == 0
+    older, latest = ck.list_checkpoints(run / "checkpoints")[-2:]
+    data = bytearray((latest / "G.safetensors").read_bytes())
+    data[-3] ^= 0x10  # one flipped bit in the weights
+    (latest / "G.safetensors").write_bytes(bytes(data))
+    # Named explicitly, the damaged checkpoint is refused with a pointer to the intact one.
+    assert train.main(["--resume", str(latest), "--max-kimg", "0.012"]) == ExitCode.BAD_INPUT
+    err = _last_error(capsys)
+    assert "G.safetensors: damaged" in err and f"--resume {older}" in err, err
+    with caplog.at_level("WARNING"):
+        assert train.main(["--resume", str(run), "--max-kimg", "0.012", "--no-wandb"]) == 0
+    assert f"latest checkpoint {latest.name} is damaged" in caplog.text and f"newest intact one, {older}" in caplog.text
+    assert ck.latest_checkpoint(run).name == ck.checkpoint_name(12)
 
 
 def test_a_lock_from_another_host_is_refused_with_how_to_clear_it(tmp_path):
