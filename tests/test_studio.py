@@ -336,6 +336,15 @@ def test_engine_paints_judges_refines_and_exports(studio, tiny):
     styles, names = studio.style_sources(items[0].id, "nearest")
     assert len(styles) == 3 and names[0].endswith(".png")
     assert studio.style_sources(items[0].id, "picked", ["00001.png"])[1] == ["00001.png"]
+    upload = tiny["run"].parent / "upload-style.jpg"
+    Image.new("RGB", (40, 30), "orange").save(upload)
+    images, names = studio.style_sources(items[0].id, "uploads", uploads=[str(upload)])
+    assert names == ["upload-style.jpg"] and images[0].shape == (30, 40, 3)
+    (tiny["run"].parent / "fake.jpg").write_text("<?php system($_GET['x']); ?>")
+    with pytest.raises(ValueError, match="upload fake.jpg"):
+        studio.style_sources(items[0].id, "uploads", uploads=[str(tiny["run"].parent / "fake.jpg")])
+    with pytest.raises(ValueError, match="upload at least one"):
+        studio.style_sources(items[0].id, "uploads")
     with pytest.raises(ValueError, match="not a work"):
         studio.style_sources(items[0].id, "picked", ["../../etc/passwd"])
     state = studio.start_refine("s1", items[0].id, RefineRequest(strength=0.8, steps=4, size=64, sources=names), styles)
