@@ -7,8 +7,13 @@ KID is the headline number for small datasets (a master's few hundred works). Th
 memorisation check writes a side-by-side grid (sample | nearest real work) of the
 closest samples next to the report (<out stem>_nn.png).
 
+SWD (--metrics swd: ProGAN's sliced Wasserstein distance on Laplacian-pyramid patches) needs
+no pretrained network and works offline. fd_dinov2 / kid_dinov2 / pr_dinov2 are FD, KID and
+precision/recall in DINOv2 feature space (timm's ViT, safetensors from the Hugging Face Hub).
+Every summary line names the feature space its numbers come from.
+
 Pretrained feature extractors (Inception-v3 for FID/KID, VGG16 for precision/recall,
-AlexNet for LPIPS) download on first use into the torch hub cache. Offline, put the
+AlexNet for LPIPS, DINOv2 for the *_dinov2 metrics) download on first use into the torch hub cache. Offline, put the
 files named in the error into --weights-dir (or the torch hub cache) and set
 ATELIER_OFFLINE=1 to never try the network.
 """
@@ -183,6 +188,17 @@ def summary_lines(report) -> list[str]:
         if "fid" in f.metrics and min(f.num_generated, f.num_reference) < FID_MIN_IMAGES:
             lines.append(f"note: FID from fewer than {FID_MIN_IMAGES} images a side is biased upwards and not "
                          "comparable with published values; KID is the number to compare")
+    if report.swd:
+        s = report.swd
+        levels = " ".join(f"{resolution}px={value:.2f}" for resolution, value in s.levels.items())
+        lines.append(f"swd={s.swd:.2f} (x10^3; per level {levels}; {s.feature_space}): "
+                     f"{s.num_generated} generated vs {s.num_reference} real images of {reference}")
+    if report.dinov2:
+        g = report.dinov2
+        numbers = " ".join(f"{k}={v:.6g}" for k, v in g.metrics.items())
+        kid = f" (kid_subset_size={g.kid_subset_size})" if g.kid_subset_size else ""
+        lines.append(f"{numbers}{kid} (features: {g.feature_space}): {g.num_generated} generated vs "
+                     f"{g.num_reference} real images of {reference}")
     if report.swd:
         s = report.swd
         levels = " ".join(f"{resolution}px={value:.2f}" for resolution, value in s.levels.items())
