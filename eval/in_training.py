@@ -42,9 +42,6 @@ def scalars_of(report: EvalReport) -> dict[str, float]:
     if report.swd:  # x 10^3, the mean over pyramid levels and each level (swd_32, swd_16, ...)
         out["swd"] = report.swd.swd
         out.update({f"swd_{resolution}": value for resolution, value in report.swd.levels.items()})
-    if report.swd:
-        out["swd"] = report.swd.swd
-        out.update({f"swd_{resolution}": value for resolution, value in report.swd.levels.items()})
     if report.dinov2:
         names = {"fd_dinov2": "fd_dinov2", "kid_dinov2_mean": "kid_dinov2", "precision_dinov2": "precision_dinov2",
                  "recall_dinov2": "recall_dinov2"}
