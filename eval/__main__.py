@@ -199,17 +199,6 @@ def summary_lines(report) -> list[str]:
         kid = f" (kid_subset_size={g.kid_subset_size})" if g.kid_subset_size else ""
         lines.append(f"{numbers}{kid} (features: {g.feature_space}): {g.num_generated} generated vs "
                      f"{g.num_reference} real images of {reference}")
-    if report.swd:
-        s = report.swd
-        levels = " ".join(f"{resolution}px={value:.2f}" for resolution, value in s.levels.items())
-        lines.append(f"swd={s.swd:.2f} (x10^3; per level {levels}; {s.feature_space}): "
-                     f"{s.num_generated} generated vs {s.num_reference} real images of {reference}")
-    if report.dinov2:
-        g = report.dinov2
-        numbers = " ".join(f"{k}={v:.6g}" for k, v in g.metrics.items())
-        kid = f" (kid_subset_size={g.kid_subset_size})" if g.kid_subset_size else ""
-        lines.append(f"{numbers}{kid} (features: {g.feature_space}): {g.num_generated} generated vs "
-                     f"{g.num_reference} real images of {reference}")
     if report.diversity:
         d = report.diversity
         train = (f"{d.reference_lpips_diversity:.4f} over {d.num_reference} real works"
