@@ -151,12 +151,13 @@ class Reporter:
         """A grid of G_ema images at fixed seeds (noise_mode const: draws nothing from the global RNG)."""
         if not self.main or self.cfg.log.sample_seeds <= 0:
             return
-        from gan.sampling import generate_images, make_grid, save_png
+        from gan.sampling import generate_images, make_grid, run_xmp, save_png
 
         seeds = list(range(self.cfg.log.sample_seeds))
         grid = make_grid(generate_images(G_ema, seeds, psi=1.0, noise_mode="const", device=device))
-        save_png(grid, self.run_dir / "samples" / f"{name}.png",
-                 text={"kimg": f"{cur_nimg / 1000:.3f}", "seeds": f"0-{seeds[-1]}"})
+        settings = {"kimg": f"{cur_nimg / 1000:.3f}", "seeds": f"0-{seeds[-1]}"}
+        # Grids are for people: they carry the AI disclosure like every other image (reals.png does not).
+        save_png(grid, self.run_dir / "samples" / f"{name}.png", text=settings, xmp=run_xmp(self.run_dir, G_ema, settings))
         log_image(self.acc, self.tracker, "samples", grid, step=cur_nimg)
 
     def write_reals(self, dataset: Any) -> None:

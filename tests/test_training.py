@@ -234,6 +234,12 @@ def test_tensorboard_tracker_gets_scalars_and_sample_grids(tmp_path, dataset):
     assert "Loss/D_main" in acc.Tags()["scalars"] and "samples" in acc.Tags()["images"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
         "fakes-0000000000.png", "fakes-0000000004.png", "fakes-0000000008.png", "reals.png"]
+    from atelier.common.disclosure import read_disclosure
+
+    # Generated grids say in standard metadata that they are AI-made; the grid of real works does not.
+    facts = read_disclosure(run / "samples" / "fakes-0000000008.png")
+    assert facts is not None and facts["digital_source_type"].endswith("/trainedAlgorithmicMedia"), facts
+    assert read_disclosure(run / "samples" / "reals.png") is None
     assert (run / "generator.safetensors").is_file() and (run / "config.yaml").is_file()
 
 
