@@ -4,7 +4,8 @@
     python scripts/refine_figure.py --size 256 --out docs/images/refine_before_after.png \\
         sample.png:"GAN sample" gatys.png:"Gatys, 300 L-BFGS" fast.png:"trained network"
 
-Every panel is resized (nearest neighbour, so pixels stay visible) to ``--size`` px square.
+Every panel is centre-cropped to a square and resized (Lanczos, as the refiner enlarges a
+sample) to ``--size`` px.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     panels = []
     for spec in args.panels:
         path, _, caption = spec.partition(":")
-        panels.append((open_image_rgb(path).resize((args.size, args.size), Image.NEAREST), caption))
+        image = open_image_rgb(path)
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        square = image.crop((left, top, left + side, top + side))
+        panels.append((square.resize((args.size, args.size), Image.LANCZOS), caption))
     width = len(panels) * args.size + (len(panels) - 1) * GAP
     strip = Image.new("RGB", (width, args.size + CAPTION), "white")
     draw = ImageDraw.Draw(strip)
