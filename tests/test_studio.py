@@ -372,6 +372,20 @@ def test_engine_paints_judges_refines_and_exports(studio, tiny):
     assert str(tiny["run"].resolve()) in allowed and str(tiny["dataset"].resolve()) in allowed
 
 
+def test_painting_does_not_wait_for_the_warm_up(tiny):
+    from atelier.studio.engine import WARMING, Studio, StudioOptions
+
+    studio = Studio(StudioOptions(tiny["run"], tiny["dataset"], weights_dir=tiny["weights"], device="cpu", inception=False))
+    studio._warming.set()  # as while warm_up embeds a large dataset
+    item = studio.paint("4", 1, 0.7, "const")[0]
+    assert item.verdict is None and studio.judge_error == WARMING
+    studio._warming.clear()
+    assert studio.ensure_verdict(item).verdict["nearest"]  # judged when shown again
+    thread = studio.warm_up()
+    thread.join(60)
+    assert studio.judge().ready and not studio._warming.is_set()
+
+
 def test_app_helpers_caption_and_flag_near_copies(studio):
     from atelier.studio.app import caption, enlarged, verdict_html
 

@@ -219,7 +219,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         def show(item_id: Optional[str]):
             if not item_id:
                 return None, verdict_html(None), [], "", None
-            item = studio.collection.get(item_id)
+            item = studio.ensure_verdict(studio.collection.get(item_id))
             view = studio.view(enlarged(item.painting.image))
             editor = {"background": view, "layers": [], "composite": view}
             return view, verdict_html(item, studio.judge_error), nearest_gallery(studio, item), item.note, editor

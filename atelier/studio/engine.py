@@ -36,6 +36,7 @@ from atelier.studio.refine import RefineRequest, RefineState, load_refiner_vgg, 
 log = logging.getLogger(__name__)
 
 FAST_REFINER_NAME = "transfer_net.safetensors"
+WARMING = "the originality check is still embedding the real works; select the painting again in a moment"
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Studio:
     _gpu: threading.Lock = field(default_factory=threading.Lock, init=False)  # one generator call at a time
     _loading: threading.Lock = field(default_factory=threading.Lock, init=False)
     _flags: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _warming: threading.Event = field(default_factory=threading.Event, init=False)  # set while warm_up embeds the dataset
     refines: dict[str, RefineState] = field(default_factory=dict, init=False)  # by browser session
     paint_stops: dict[str, threading.Event] = field(default_factory=dict, init=False)  # by browser session
 
@@ -165,7 +167,7 @@ class Studio:
 
     @property
     def judge_error(self) -> str:
-        return self._judge_error
+        return WARMING if self._warming.is_set() and not self._judge_error else self._judge_error
 
     def vgg(self):
         """The refiner's VGG19 (loaded on first use); raises RuntimeError with the one-line reason when unavailable."""
@@ -230,15 +232,19 @@ class Studio:
         """Load the judge (and embed the dataset) and VGG19 in the background, so first clicks are quick."""
 
         def work() -> None:
-            judge = self.judge()
-            if judge is not None:
-                judge.judge(np.zeros((self.G.resolution, self.G.resolution, 3), np.uint8))
+            try:
+                judge = self.judge()
+                if judge is not None:
+                    judge.judge(np.zeros((self.G.resolution, self.G.resolution, 3), np.uint8))
+            finally:
+                self._warming.clear()
             try:
                 self.vgg()
             except RuntimeError:
                 pass
             self.fast_refiner()
 
+        self._warming.set()
         thread = threading.Thread(target=work, name="studio-warm-up", daemon=True)
         thread.start()
         return thread
@@ -246,11 +252,24 @@ class Studio:
     # ------------------------------------------------------------------ painting
 
     def judge_painting(self, image: np.ndarray) -> tuple[Optional[Verdict], str]:
-        """(verdict, '') or (None, why there is none)."""
+        """(verdict, '') or (None, why there is none).
+
+        While the warm-up is still embedding the real works, painting does not wait for it: the
+        verdict is left out and filled in when the painting is shown again (:meth:`ensure_verdict`).
+        """
+        if self._warming.is_set() and (self._judge is None or not self._judge.ready):
+            return None, WARMING
         judge = self.judge()
         if judge is None:
             return None, self.judge_error
         return judge.judge(image), ""
+
+    def ensure_verdict(self, item: Item) -> Item:
+        """Judge a painting registered while the judge was still warming up, once it is ready."""
+        if item.verdict is None and not self._warming.is_set():
+            verdict, _ = self.judge_painting(item.painting.image)
+            item.verdict = verdict.record() if verdict else None
+        return item
 
     def register(self, paintings: Sequence[P.Painting], refine: Optional[dict] = None) -> list[Item]:
         """Judge each painting and add it to the collection."""

@@ -123,6 +123,11 @@ class OriginalityJudge:
     _calibrated: list[_Calibrated] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def ready(self) -> bool:
+        """True once the real works are embedded and the thresholds calibrated."""
+        return bool(self._calibrated)
+
     def _ensure(self) -> list[_Calibrated]:
         with self._lock:  # two paintings judged at once must not embed the dataset twice
             if not self._calibrated:
