@@ -22,6 +22,8 @@ class ProcessGroup:
         self.num_processes: int = accelerator.num_processes
         self.process_index: int = accelerator.process_index
         self.is_main_process: bool = accelerator.is_main_process
+        # The first process on each machine (per-machine work such as the shared dataset copy).
+        self.is_local_main_process: bool = getattr(accelerator, "is_local_main_process", accelerator.is_main_process)
 
     @property
     def distributed(self) -> bool:

@@ -240,13 +240,11 @@ def claim_run_dir(run_dir: Path, resume: Optional[Path], overwrite: bool):
     return lock
 
 
-def _agree_on_error(accelerator, message: Optional[str]) -> Optional[str]:
-    """The main process's error message (or None) on every process, so all stop together."""
-    if accelerator.num_processes == 1:
-        return message
-    from accelerate.utils import broadcast_object_list
+def _agree_on_error(accelerator, message: Optional[tuple[str, int]]) -> Optional[tuple[str, int]]:
+    """The main process's error (message, exit code) or None on every process, so all stop together."""
+    from gan.process_group import ProcessGroup
 
-    return broadcast_object_list([message], from_process=0)[0]
+    return ProcessGroup(accelerator).broadcast_object(message)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -265,7 +265,7 @@ class Trainer:
         data = self.cfg.data
         if data.cache and self.world > 1 and data.shm_dir and not self.dataset.preloaded:
             # One decoded copy per machine for all its processes (and their workers), not one each.
-            preload_per_machine(self.dataset, self.acc, data.shm_dir)
+            preload_per_machine(self.dataset, self.group, data.shm_dir)
         if data.cache and data.workers > 0 and not self.dataset.preloaded:
             # One decoded copy that the workers share, instead of one lazy cache per worker.
             self.dataset.preload()
