@@ -86,6 +86,31 @@ def test_a_non_finite_gradient_with_a_finite_loss_skips_the_update(tmp_path, dat
     assert not trainer._average_gradients(params, torch.tensor(0.5))
 
 
+def test_each_phase_runs_the_loss_it_carries_and_collectives_stay_out_of_the_loss(tmp_path, dataset):
+    """The step calls each due phase's own loss once per accumulation round (no dispatch on names)."""
+    import inspect
+
+    import gan.loss
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(dataset, train={"batch": 4, "batch_per_gpu": 2})))
+    trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
+    assert [p.name for p in trainer.phases] == ["G_main", "G_reg", "D_main", "D_reg"]
+    calls = []
+
+    def counted(loss, name):
+        def run(reals):
+            calls.append((name, reals.shape[0]))
+            return loss(reals)
+        return run
+
+    for phase in trainer.phases:
+        phase.loss = counted(phase.loss, phase.name)
+    trainer.train_step()  # step 0: every phase is due
+    assert calls == [(name, 2) for name in ("G_main", "G_reg", "D_main", "D_reg") for _ in range(2)]
+    assert [p.regulariser for p in trainer.phases] == [False, True, False, True]
+    assert "torch.distributed" not in inspect.getsource(gan.loss)  # processes meet in gan.process_group
+
+
 @pytest.mark.parametrize("perf", [{}, {"device_side_skip": False}, {"fused_adam": False}])
 def test_a_nan_phase_leaves_weights_and_optimiser_state_untouched(tmp_path, dataset, monkeypatch, perf):
     """Device-side skip (fused Adam's found_inf) and host-side skip leave the same untouched state."""
