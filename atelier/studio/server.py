@@ -4,8 +4,9 @@ Security defaults: the server binds 127.0.0.1; another interface (``--host 0.0.0
 public Gradio share link (``--share``) only when asked, each with a warning in the log. The
 browser may read files only under the run, dataset and export folders (Gradio's
 ``allowed_paths``; everything else, the working directory included, is refused), uploads are
-capped in bytes by Gradio and in pixels by atelier's safe decoder, and nothing is unpickled:
-the generator comes from safetensors + JSON (:func:`gan.export.load_generator`).
+capped in bytes by Gradio and in pixels by atelier's safe decoder, and no file's code ever runs:
+the generator comes from safetensors + JSON (:func:`gan.export.load_generator`), an NVIDIA
+``.pkl`` through gan.nvidia's allow-list reader, weights through ``eval.weights``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def build_parser() -> CommandParser:
     )
     parser.add_argument("--checkpoint", required=True, metavar="RUN_OR_EXPORT_OR_PKL",
                         help="a run dir, checkpoint dir, generator.safetensors export, or an NVIDIA StyleGAN2(-ADA) .pkl "
-                        "(read without unpickling code)")
+                        "(read by gan.nvidia's reader, which never runs anything from the file)")
     parser.add_argument("--dataset", type=Path, metavar="DIR",
                         help="the prepared training dataset: originality checks and style sources need it")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to serve on (0 = any free port)")
