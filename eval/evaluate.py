@@ -217,4 +217,28 @@ def _perceptual_metrics(report, metrics, reference, options, samples, device) ->
             worst_k=options.worst_k, grid_path=options.grid_path,
             percentile=options.nn_percentile, factor=options.nn_factor, sample_seeds=seeds,
             sample_files=[f.name for f in samples.files] if isinstance(samples, FolderImages) else None,
+            grid_xmp=_pairs_grid_xmp(report.generator, report.generator_weights_sha256, reference),
         )
+
+
+def _pairs_grid_xmp(generator_path: Optional[str], weights_sha256: Optional[str], reference) -> str:
+    """The disclosure packet of eval's nearest-neighbour grid: generated samples beside real works.
+
+    Provenance comes from the generator when one was scored; a samples folder's origin is unknown.
+    """
+    from atelier.common import disclosure as X
+
+    provenance = None
+    if generator_path is not None:
+        from gan.export import GeneratorLoadError, generator_provenance, resolve_source
+
+        try:
+            provenance = generator_provenance(resolve_source(generator_path))
+        except (GeneratorLoadError, OSError, ValueError):
+            provenance = None
+    provenance = provenance or X.unknown_provenance(reason="a folder of samples")
+    text = (f"Composite made by atelier eval: AI-generated images (left) beside their nearest real works from "
+            f"the dataset {reference.path} (right). {X.disclosure_text(provenance)}")
+    return X.build_xmp(provenance, weights_sha256, {"dataset": str(reference.path)}, description=text,
+                       source_type=X.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA)
+

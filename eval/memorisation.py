@@ -110,12 +110,14 @@ def check_memorisation(
     factor: float = DEFAULT_FACTOR,
     sample_seeds: Optional[Sequence[int]] = None,
     sample_files: Optional[Sequence[str]] = None,
+    grid_xmp: Optional[str] = None,
 ) -> MemorisationResult:
     """Flag samples that are near-copies of training images; optionally write the worst-K grid.
 
     ``sample_seeds[i]`` is the ``generate.py`` seed of sample i; it is recorded in each row
     (and labels the grid) so a flagged sample can be regenerated and looked at in full;
-    ``sample_files[i]`` names sample i's file when a samples folder was scored.
+    ``sample_files[i]`` names sample i's file when a samples folder was scored. ``grid_xmp`` is
+    the disclosure packet the grid carries (it shows generated images beside real works).
     """
     if len(samples) == 0:
         raise EvalInputError("the memorisation check needs at least 1 generated sample")
@@ -145,7 +147,7 @@ def check_memorisation(
             )
             for i in order
         ]
-        grid = str(write_pairs_grid(samples, train_images, by_lpips, order, grid_path, captions))
+        grid = str(write_pairs_grid(samples, train_images, by_lpips, order, grid_path, captions, grid_xmp))
     return MemorisationResult(
         flagged_fraction=float(flagged.float().mean()),
         num_flagged=int(flagged.sum()),
@@ -252,7 +254,10 @@ def pairs_grid(
 def write_pairs_grid(
     samples, train_images, nearest: NearestResult, order: Sequence[int], path: str | Path,
     captions: Sequence[PairCaption],
+    xmp: Optional[str] = None,
 ) -> Path:
-    """Write :func:`pairs_grid` as a PNG via a temporary file and rename."""
+    """Write :func:`pairs_grid` as a PNG (with the disclosure packet ``xmp``) via a temporary file and rename."""
+    from atelier.common.disclosure import png_info
+
     grid = pairs_grid(samples, train_images, nearest, order, captions)
-    return atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
+    return atomic_write(path, lambda tmp: grid.save(tmp, format="PNG", pnginfo=png_info(xmp)))

@@ -48,6 +48,12 @@ def test_cli_scores_a_checkpoint_and_writes_report_and_grid(exported, weights_di
     memo = report["memorisation"]
     assert memo["num_samples"] == 4 and len(memo["worst"]) == 4 and 0 <= memo["flagged_fraction"] <= 1
     assert memo["grid"] == str(tmp_path / "out" / "report_nn.png") and (tmp_path / "out" / "report_nn.png").is_file()
+    from atelier.common.disclosure import read_disclosure
+
+    # The grid shows generated images beside real works: a composite, disclosed as such.
+    facts = read_disclosure(tmp_path / "out" / "report_nn.png")
+    assert facts["digital_source_type"].endswith("/compositeWithTrainedAlgorithmicMedia"), facts
+    assert "AI-generated images (left)" in facts["description"] and facts["ModelWeightsSHA256"] == report["generator_weights_sha256"]
     # Each row names the generate.py seed that regenerates its sample (--seed 0: samples 0..3 are seeds 0..3).
     assert sorted(row["seed"] for row in memo["worst"]) == [row["sample"] for row in sorted(memo["worst"], key=lambda r: r["sample"])]
     assert report["psi"] == 1.0

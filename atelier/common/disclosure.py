@@ -43,6 +43,8 @@ from PIL.PngImagePlugin import PngInfo
 from atelier.common.fileio import atomic_write
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+# A picture that puts generated images beside real ones (eval's nearest-neighbour grid).
+COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 XMP_PNG_KEY = "XML:com.adobe.xmp"
 ATELIER_NS = "https://github.com/atelier-gan/atelier/ns/provenance/1.0/"
 NS = {
@@ -184,17 +186,20 @@ def build_xmp(
     weights_sha256: Optional[str],
     settings: Optional[Mapping[str, Any]] = None,
     description: Optional[str] = None,
+    source_type: str = TRAINED_ALGORITHMIC_MEDIA,
 ) -> str:
     """The XMP packet (str) for an image a generator made.
 
     ``settings`` are the generation facts (seed, psi, noise_mode, ...): each key, an identifier,
     becomes ``atelier:<CamelCase>``. ``description`` defaults to :func:`disclosure_text`.
+    ``source_type`` is the IPTC digital source type (a composite of generated and real images
+    takes :data:`COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA`).
     """
     prov = dict(provenance or {})
     root = ET.Element(_q("x", "xmpmeta"))
     rdf = ET.SubElement(root, _q("rdf", "RDF"))
     desc = ET.SubElement(rdf, _q("rdf", "Description"), {_q("rdf", "about"): ""})
-    ET.SubElement(desc, _q("Iptc4xmpExt", "DigitalSourceType")).text = TRAINED_ALGORITHMIC_MEDIA
+    ET.SubElement(desc, _q("Iptc4xmpExt", "DigitalSourceType")).text = source_type
     alt = ET.SubElement(ET.SubElement(desc, _q("dc", "description")), _q("rdf", "Alt"))
     ET.SubElement(alt, _q("rdf", "li"), {XML_LANG: "x-default"}).text = description or disclosure_text(prov)
     ET.SubElement(desc, _q("xmp", "CreatorTool")).text = software()
