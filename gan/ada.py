@@ -10,7 +10,7 @@ Use in a training loop (one controller per process, same on every process; this 
 gan.training_loop does)::
 
     pipe, ada = from_config(cfg.augment, batch_size=cfg.train.batch,
-                            reduce_fn=accelerate_sum(accelerator))
+                            reduce_fn=group.sum)   # gan.process_group.ProcessGroup
     ...  # D main step: real_logits = D(pipe(reals) if pipe else reals)
     if d_step_taken:                 # gradients finite: a skipped step must not move p
         ada.add_stats(real_logits.sign().sum(), real_logits.numel())   # or ada.observe(real_logits)
@@ -41,11 +41,6 @@ from gan.diffaugment import DiffAugment, parse_policy
 log = logging.getLogger(__name__)
 
 ReduceFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def accelerate_sum(accelerator: Any) -> ReduceFn:
-    """A reduce function summing a tensor over all processes with Hugging Face accelerate."""
-    return lambda tensor: accelerator.reduce(tensor, reduction="sum")
 
 
 class AdaptiveAugment:

@@ -60,15 +60,18 @@ def preload_per_machine(dataset: ImageFolderDataset, accelerator, shm_dir: str |
                         memory_fraction: float = 0.5) -> bool:
     """Give ``dataset`` one decoded copy per machine, shared by all processes; returns whether it did.
 
-    Every process must call it at the same point (it waits for all of them twice). When the
-    dataset does not fit (memory or ``shm_dir``), nothing is shared and it returns False on
-    every process of that machine, which then decide for themselves (e.g. ``dataset.preload()``).
+    ``accelerator`` is the run's :class:`gan.process_group.ProcessGroup` (or an Accelerator, which
+    is wrapped in one): every collective goes through that interface. Every process must call it
+    at the same point (it waits for all of them twice). When the dataset does not fit (memory or
+    ``shm_dir``), nothing is shared and it returns False on every process of that machine, which
+    then decide for themselves (e.g. ``dataset.preload()``).
     """
-    from accelerate.utils import broadcast_object_list
+    from gan.process_group import ProcessGroup
 
+    group = accelerator if isinstance(accelerator, ProcessGroup) else ProcessGroup(accelerator)
     shm_dir = Path(shm_dir)
-    token = broadcast_object_list([uuid.uuid4().hex[:12]], from_process=0)[0]  # one name per launch
-    if accelerator.is_local_main_process and shm_dir.is_dir():
+    token = group.broadcast_object(uuid.uuid4().hex[:12])  # one name per launch
+    if group.is_local_main_process and shm_dir.is_dir():
         remove_stale_files(shm_dir)
         why_not = _fits(dataset, shm_dir, memory_fraction)
         if why_not is None:
@@ -80,12 +83,12 @@ def preload_per_machine(dataset: ImageFolderDataset, accelerator, shm_dir: str |
                             dataset.root, shm_dir, exc)
         else:
             log.warning("%s: not sharing the decoded dataset between processes: %s", dataset.root, why_not)
-    accelerator.wait_for_everyone()
+    group.wait_for_everyone()
     found = list(shm_dir.glob(f"{PREFIX}*-{token}.u8")) if shm_dir.is_dir() else []
     if found:
         dataset.map_file(found[0])
-    accelerator.wait_for_everyone()  # every process holds its mapping: the name can go
-    if accelerator.is_local_main_process:
+    group.wait_for_everyone()  # every process holds its mapping: the name can go
+    if group.is_local_main_process:
         for path in found:
             path.unlink(missing_ok=True)
     if found:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from training_support import make_dataset
 
 from gan import shared_cache
 from gan.dataset import ImageFolderDataset
-from training_support import make_dataset
 
 
 def _decoded(dataset: ImageFolderDataset) -> torch.Tensor:
@@ -109,11 +109,10 @@ def test_a_failed_write_leaves_no_file_and_nothing_mapped(tmp_path, monkeypatch)
     monkeypatch.setattr(dataset, "_decode", full)
 
     class OneProcess:
-        is_local_main_process = True
+        num_processes, process_index, is_main_process, is_local_main_process = 1, 0, True, True
 
         def wait_for_everyone(self):
             pass
 
-    monkeypatch.setattr("accelerate.utils.broadcast_object_list", lambda objects, from_process=0: objects)
     assert shared_cache.preload_per_machine(dataset, OneProcess(), shm) is False
     assert not dataset.preloaded and not list(shm.iterdir())
