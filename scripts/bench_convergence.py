@@ -299,7 +299,11 @@ def run_all(args: argparse.Namespace, jsonl: Path) -> list[dict]:
         raise ValueError(f"--num-samples must be at least 2, got {args.num_samples}")
     # Import the whole training and metrics stack now: a run takes minutes, and modules first
     # imported later would come from whatever the source tree holds by then.
-    import eval.dinov2, eval.in_training, eval.swd, gan.train, gan.training_loop  # noqa: F401, E401
+    import eval.dinov2  # noqa: F401
+    import eval.in_training  # noqa: F401
+    import eval.swd  # noqa: F401
+    import gan.train  # noqa: F401
+    import gan.training_loop  # noqa: F401
 
     specs = [RunSpec.parse(text) for text in args.runs] or [RunSpec(args.config.stem, [])]
     if len({s.folder for s in specs}) != len(specs):

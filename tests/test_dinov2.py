@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from eval_support import isolated_caches, paintings, save_pngs, write_dataset  # noqa: F401
 
 from eval import dinov2 as D
 from eval import weights as W
 from eval.__main__ import main
-from eval_support import isolated_caches, paintings, save_pngs, write_dataset  # noqa: F401
 
 SMALL = D.MODELS["vits14"]
 
