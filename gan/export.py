@@ -412,8 +412,38 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     _check_weights(shapes, _build(cfg, source, device="meta"), source.weights)
     G = _build(cfg, source, device="cpu")
     tensors = {rename(k): v for k, v in load_file(str(source.weights), device="cpu").items()}
+    _verify_weights(source, tensors)
     G.load_state_dict(tensors, strict=True)
     return G.to(device).eval().requires_grad_(False)
+
+
+def _verify_weights(source: GeneratorSource, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights that differ from the digest recorded when they were written (a flipped
+    byte, a half-copied file): an export's ``weights_sha256``, a checkpoint's state.json
+    ``files_sha256`` or, for older checkpoints, process-0.json's G_ema digest."""
+    expected, where = None, None
+    if source.kind == "export":
+        expected, where = source.meta.get("weights_sha256"), "its metadata"
+    elif source.kind == "checkpoint":
+        from gan.checkpoint import process_digests
+
+        from atelier.common.hashing import file_sha256
+
+        try:
+            state = json.loads((source.weights.parent / CHECKPOINT_STATE).read_text())
+            files = state.get("files_sha256") if isinstance(state, dict) else None
+            recorded = files.get(source.weights.name) if isinstance(files, dict) else None
+            if not isinstance(recorded, str):
+                expected, where = process_digests(source.weights.parent).get(0, {}).get("G_ema"), "process-0.json"
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # state.json was read and checked by resolve_source; old checkpoints may lack digests
+        if isinstance(recorded, str):
+            if file_sha256(source.weights) != recorded:
+                raise GeneratorLoadError(f"{source.weights}: damaged, its sha256 differs from the one recorded in "
+                                         f"{CHECKPOINT_STATE}")
+            return
+    if isinstance(expected, str) and tensors_sha256(tensors) != expected:
+        raise GeneratorLoadError(f"{source.weights}: damaged, its weights do not match the sha256 recorded in {where}")
 
 
 def _build(cfg: ModelConfig, source: GeneratorSource, device: str) -> Generator:

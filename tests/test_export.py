@@ -221,3 +221,21 @@ def test_mismatched_weights_are_refused_before_the_real_network_is_allocated(tmp
 
 def _never_built(*args, **kwargs):
     raise AssertionError("the Generator was constructed from out-of-range metadata")
+
+
+def _flip_last_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # inside the last tensor's bytes: the file still parses, one weight changed
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_in_the_weights_is_detected(tmp_path):
+    """generate / eval / the studio refuse weights that differ from the digest recorded at write time."""
+    G = make_generator(3)
+    export = save_generator(G, RES, CFG, tmp_path / "gen.safetensors")
+    ckpt = write_checkpoint(tmp_path / "run", G, 100)
+    assert torch.equal(render(load_generator(export)), render(G)) and torch.equal(render(load_generator(ckpt)), render(G))
+    _flip_last_byte(export)
+    assert_one_line_error(export, "gen.safetensors: damaged", "sha256 recorded in its metadata")
+    _flip_last_byte(ckpt / "G_ema.safetensors")
+    assert_one_line_error(ckpt, "G_ema.safetensors: damaged", "state.json")
