@@ -5,7 +5,9 @@ come from NVIDIA's own ``StyleGAN2Loss.accumulate_gradients`` and training-loop 
 same weights, reals, latents and path-length noise, with style mixing off and const noise.
 Every loss value and every parameter's gradient must agree to 1e-4 relative (max |error| over
 max |value|, per tensor); so must the weights, G_ema and pl_mean after two whole training
-steps (lazy-regularisation Adam, EMA with ramp-up).
+steps (lazy-regularisation Adam, EMA with ramp-up). The stochastic parts (style-mixing
+cutoffs, random noise, path-length noise and batch shrink) and the initialisation are compared
+with samples of NVIDIA's own draws; the side-by-side benchmark's scoring is checked by hand.
 
 Two differences are accounted for, not hidden (docs/parity.md):
 - minibatch-stddev groups: NVIDIA's are strided (sample i in group i mod N/G), atelier's
