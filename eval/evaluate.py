@@ -15,8 +15,8 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset, Subset
 
-from eval import weights as W
 from atelier.common.hashing import weights_sha256
+from eval import weights as W
 from eval.features import LpipsEmbedder, inception_extractor, inception_features, lpips_model
 from eval.fidelity import compute_fidelity
 from eval.lpips_diversity import compute_diversity

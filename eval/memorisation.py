@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from eval.features import squared_distances
 from atelier.common.fileio import atomic_write
+from eval.features import squared_distances
 from eval.report import MemorisationResult, NearestNeighbour, WeightsUsed
 from eval.samples import EvalInputError
 

@@ -7,7 +7,6 @@ one-line :class:`DatasetError` instead of mid-training.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor

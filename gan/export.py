@@ -425,9 +425,8 @@ def _verify_weights(source: GeneratorSource, tensors: Mapping[str, torch.Tensor]
     if source.kind == "export":
         expected, where = source.meta.get("weights_sha256"), "its metadata"
     elif source.kind == "checkpoint":
-        from gan.checkpoint import process_digests
-
         from atelier.common.hashing import file_sha256
+        from gan.checkpoint import process_digests
 
         try:
             state = json.loads((source.weights.parent / CHECKPOINT_STATE).read_text())

@@ -465,7 +465,7 @@ def _assemble(
     duplicate_of = {priority[i]: (priority[j], d) for i, (j, d) in dup.items()}
 
     final_names = {}
-    for k, (res, crop) in enumerate(crops):
+    for k in range(len(crops)):
         if k not in duplicate_of:
             final_names[k] = f"{len(final_names):05d}.png"
     rows = []

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_images import painting, save
 from PIL import Image
 
 from gan.dataset import DatasetError, ImageFolderDataset, load_dataset_info
-from helpers_images import painting, save
 from scraping.prepare import PrepareOptions, prepare_dataset
 
 

@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from eval_support import isolated_caches, paintings, tiny_generator, weights_dir, write_dataset  # noqa: F401
 
 from eval import weights as W
 from eval.__main__ import run
 from eval.in_training import run_training_metrics
-from eval_support import isolated_caches, paintings, tiny_generator, weights_dir, write_dataset  # noqa: F401
 
 
 @pytest.fixture()
@@ -142,7 +142,6 @@ def test_cli_names_every_missing_weights_file_before_generating(exported, weight
 def test_cli_weights_of_another_network_are_a_one_line_error(isolated_caches, tmp_path, capsys):
     import torch
     import torchvision
-
     from eval_support import record_sha256, save_pngs
 
     dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")

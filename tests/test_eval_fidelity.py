@@ -9,12 +9,12 @@ import pytest
 import scipy.linalg
 import torch
 import torch_fidelity
+from eval_support import isolated_caches, paintings, save_pngs, tiny_generator, weights_dir, write_dataset  # noqa: F401
 
 from eval import weights as W
 from eval.fidelity import choose_kid_subset_size, compute_fidelity, frechet_distance
 from eval.samples import EvalInputError, FolderImages, GeneratedImages, TensorImages, load_reference
 from gan import sampling
-from eval_support import isolated_caches, paintings, save_pngs, tiny_generator, weights_dir, write_dataset  # noqa: F401
 
 
 def scipy_frechet(mu1, s1, mu2, s2):

@@ -7,17 +7,22 @@ Inception) are random. Random conv features still tell a copy from a different p
 import numpy as np
 import pytest
 import torch
+from eval_support import (  # noqa: F401  (fixtures)
+    isolated_caches,
+    jpeg_recompressed,
+    paintings,
+    slightly_cropped,
+    weights_dir,
+    write_dataset,
+)
 from PIL import Image
 
+from eval import weights as W
 from eval.evaluate import EvalOptions, evaluate
 from eval.features import LpipsEmbedder, inception_extractor, inception_features, lpips_model, squared_distances
 from eval.lpips_diversity import compute_diversity
 from eval.memorisation import Measure, check_memorisation
 from eval.report import WeightsUsed
-from eval import weights as W
-from eval_support import (  # noqa: F401  (fixtures)
-    isolated_caches, jpeg_recompressed, paintings, slightly_cropped, weights_dir, write_dataset,
-)
 
 USED = WeightsUsed("test", "x", "0")
 
@@ -87,8 +92,9 @@ def test_distinct_samples_are_not_flagged(lpips_embedder):
 
 
 def test_evaluate_runs_lpips_metrics_on_a_samples_folder(weights_dir, isolated_caches, tmp_path):
-    from eval.samples import FolderImages
     from eval_support import save_pngs
+
+    from eval.samples import FolderImages
 
     dataset = write_dataset(paintings(6, seed=1), tmp_path / "ds")
     save_pngs(torch.cat([paintings(1, seed=1), paintings(3, seed=8)]), tmp_path / "samples")

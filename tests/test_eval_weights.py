@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 import torch
+from eval_support import isolated_caches  # noqa: F401  (fixture)
 
 from eval import weights as W
-from eval_support import isolated_caches  # noqa: F401  (fixture)
 
 
 def _tensor_file(path):

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gan.config import ModelConfig
 from gan.checkpoint import weights_sha256
+from gan.config import ModelConfig
 from gan.export import load_generator, save_generator
 from gan.networks import Generator
 from gan.sampling import (

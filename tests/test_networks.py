@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from gan.config import ModelConfig
 from gan.layers import (
     Conv2d,
-    equalised_lr_gain,
     FullyConnected,
     MinibatchStdDev,
     conv2d_resample,
     depthwise_fir,
     downsample2d,
+    equalised_lr_gain,
     fir_filter,
     modulated_conv2d,
     upfirdn2d,

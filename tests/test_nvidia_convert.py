@@ -12,13 +12,12 @@ import threading
 
 import numpy as np
 import pytest
-
-from atelier.common.hashing import file_sha256
 import torch
 from nvidia_pickles import expected_image, load_case, pytorch_snapshot
 from PIL import Image
 from test_nvidia_parity import assert_same_image, paint
 
+from atelier.common.hashing import file_sha256
 from gan import convert, generate
 from gan.export import describe_generator, load_generator
 from gan.nvidia.remote import DownloadError, cache_name, fetch

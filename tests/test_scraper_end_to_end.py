@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 import hashlib
 import json
 import logging
@@ -15,6 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import pytest
 from fake_wikiart import (
     LIMIT_EXCEEDED_BODY,
     LIVING_DEATH_DAY,
@@ -24,6 +23,7 @@ from fake_wikiart import (
     page_html,
     png_bomb,
 )
+
 from scraping.__main__ import main
 from scraping.http import HttpSettings, RateLimit
 from scraping.scrape import Outcome, ScrapeOptions, scrape

@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
-
 from fake_wikiart import LIMIT_EXCEEDED_BODY, FakeWikiArt, Reply, jpeg_bytes
+
 from scraping.http import (
     DEFAULT_USER_AGENT,
     ApiLimitExceeded,

@@ -7,8 +7,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-
 from fake_wikiart import LIVING_DEATH_DAY, date_ms, page_html
+
 from scraping.download import encode_url, image_candidates, is_placeholder
 from scraping.licence import LIVING, Licence, parse_copyright_label, parse_wikiart_date, prefilter_work
 from scraping.manifest import ManifestError, ManifestRow, ManifestWriter, read_manifest

@@ -9,14 +9,14 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_support import OneProcess, assert_one_line_error, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
-from gan import train
 from gan import checkpoint as ck
+from gan import train
 from gan.checkpoint import CheckpointError
 from gan.config import ConfigError, load_config
 from gan.training_loop import RunOptions, Trainer
 from gan.transfer import check_freeze_d, num_d_blocks
-from training_support import OneProcess, assert_one_line_error, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")

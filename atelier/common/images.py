@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 import numpy as np
-from atelier.common.errors import one_line
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from atelier.common.errors import one_line
 
 # Same default cap as Pillow's own bomb warning (~ 89.5 MP, a 9459 x 9459 image).
 MAX_PIXELS = 89_478_485

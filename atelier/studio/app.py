@@ -230,7 +230,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 items = studio.paint(seed_text, n, psi_value, noise_mode,
                                      progress=lambda frac, text: progress(frac, desc=text), cancelled=stop.is_set)
             except Exception as exc:
-                raise gr.Error(error_text(exc))
+                raise gr.Error(error_text(exc)) from exc
             ids = [item.id for item in items]
             first = ids[0] if ids else None
             copies = sum(1 for item in items if item.verdict and item.verdict["near_copy"])
@@ -258,7 +258,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             try:
                 items = studio.variations(item_id, n, step, direction_seed or 0)
             except Exception as exc:
-                raise gr.Error(error_text(exc))
+                raise gr.Error(error_text(exc)) from exc
             ids = [item.id for item in items]
             return gallery_value(studio, items), ids, f"{len(items)} variations, step {step:g}"
 
@@ -268,7 +268,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             try:
                 items, _ = studio.style_mix(rows, cols, group, psi_value, noise_mode)
             except Exception as exc:
-                raise gr.Error(error_text(exc))
+                raise gr.Error(error_text(exc)) from exc
             return gallery_value(studio, items), [item.id for item in items], f"style mixing: {group} layers from the column seeds"
 
         mix_btn.click(mix_handler, [mix_rows, mix_cols, mix_group, psi, noise], [gallery, shown, paint_status])
@@ -277,7 +277,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             try:
                 gif, mp4 = studio.latent_walk(a or 0, b or 0, frames, psi_value, noise_mode, int(fps))
             except Exception as exc:
-                raise gr.Error(error_text(exc))
+                raise gr.Error(error_text(exc)) from exc
             return str(mp4), [str(gif), str(mp4)]
 
         walk_btn.click(walk_handler, [walk_a, walk_b, walk_frames, walk_fps, psi, noise], [walk_video, walk_files])
@@ -297,7 +297,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 mask = load_mask_layer(layers[0]) if layers and layers[0] else None
                 state = studio.start_refine(session, item_id, job, styles, mask)
             except Exception as exc:
-                raise gr.Error(error_text(exc))
+                raise gr.Error(error_text(exc)) from exc
             yield gr.update(), f"refining toward {', '.join(names)} ...", gr.update(), *[gr.update()] * len(panel)
             shown_version = -1
             while not state.finished.wait(POLL_SECONDS):
@@ -327,7 +327,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             try:
                 item = studio.fast_refine(item_id, strength_v, size_v)
             except Exception as exc:
-                raise gr.Error(error_text(exc))
+                raise gr.Error(error_text(exc)) from exc
             return studio.view(enlarged(item.painting.image)), f"fast refiner: saved as {item.id}", item.id, *show(item.id)
 
         fast_btn.click(fast_handler, [current, strength, size], [refine_live, refine_status, current, *panel])
@@ -365,7 +365,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             try:
                 folder = studio.export(name or None)
             except Exception as exc:
-                raise gr.Error(error_text(exc))
+                raise gr.Error(error_text(exc)) from exc
             files = sorted(p.name for p in folder.iterdir())
             return f"exported {len(files) - 2} painting(s) to `{folder}`: {', '.join(files)}"
 
