@@ -81,7 +81,7 @@ class TrainSettings:
     steps: int = 4000
     lr: float = 1e-3
     content_weight: float = 1.0
-    style_weight: float = 100.0
+    style_weight: float = 1.0  # 10 and 100 let style win before content was learnt: a flat image (docs/refine.md)
     tv_weight: float = 10.0
     content_layer: str = "conv2_2"
     style_target: str = "mean"
