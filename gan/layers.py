@@ -484,9 +484,11 @@ class MinibatchStdDev(nn.Module):
 
     Appends ``num_channels`` feature maps holding the average standard deviation of the
     features across a group of samples, so D can see (and punish) a lack of variety.
-    Groups are consecutive samples; the group size is the largest divisor of the batch
-    (of each of ``split`` equal parts) not above ``group_size``, so any batch size works
-    and, with ``split=2``, a [real; fake] batch never mixes reals with fakes in a group.
+    Groups are strided as in NVIDIA's code (of ``m = N / G`` groups, sample i is in group
+    i mod m), so an imported NVIDIA discriminator gives NVIDIA's logits on any batch. The group
+    size is the largest divisor of the batch (of each of ``split`` equal parts) not above
+    ``group_size``, so any batch size works and, with ``split=2``, a [real; fake] batch never
+    mixes reals with fakes in a group (NVIDIA runs D on them separately: the same groups).
     """
 
     def __init__(self, group_size: int, num_channels: int = 1) -> None:
@@ -499,11 +501,12 @@ class MinibatchStdDev(nn.Module):
             raise ValueError(f"batch of {n} cannot be split into {split} equal parts")
         g = mbstd_group_size(n // split, self.group_size)
         f = self.num_channels
+        m = n // split // g  # groups per part
         # Statistics in fp32: a variance of bf16 activations is mostly rounding noise.
-        y = x.float().reshape(n // g, g, f, c // f, h, w)
+        y = x.float().reshape(split, g, m, f, c // f, h, w)  # sample (s, j, k) is in group (s, k)
         y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()  # eps: sqrt has an infinite slope at 0
-        y = y.mean(dim=[2, 3, 4])  # [n/g, f]
-        y = y.reshape(n // g, 1, f, 1, 1).expand(n // g, g, f, h, w).reshape(n, f, h, w)
+        y = y.mean(dim=[3, 4, 5])  # [split, m, f]
+        y = y.reshape(split, 1, m, f, 1, 1).expand(split, g, m, f, h, w).reshape(n, f, h, w)
         return torch.cat([x, y.to(x.dtype)], dim=1)
 
     def extra_repr(self) -> str:

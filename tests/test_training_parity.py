@@ -9,10 +9,7 @@ steps (lazy-regularisation Adam, EMA with ramp-up). The stochastic parts (style-
 cutoffs, random noise, path-length noise and batch shrink) and the initialisation are compared
 with samples of NVIDIA's own draws; the side-by-side benchmark's scoring is checked by hand.
 
-Two differences are accounted for, not hidden (docs/parity.md):
-- minibatch-stddev groups: NVIDIA's are strided (sample i in group i mod N/G), atelier's
-  consecutive; the same groups are formed by permuting the batch (``group_order``), which
-  changes no mean loss and no gradient;
+One difference is accounted for, not hidden (docs/parity.md):
 - w_avg: NVIDIA moves it in every G forward of training (G main, path length, D main),
   atelier in G main only; it only affects truncation (psi < 1), never training.
 """
@@ -47,14 +44,8 @@ def fx():
     return tensors, meta, meta["config"]
 
 
-def group_order(n: int, group: int) -> torch.Tensor:
-    """The batch order that makes atelier's consecutive mbstd groups NVIDIA's strided ones."""
-    m = n // group
-    return torch.tensor([k + j * m for k in range(m) for j in range(group)])
-
-
 def _reals(tensors, cfg):
-    return (tensors["inputs/reals_u8"].float() / 127.5 - 1)[group_order(cfg["batch"], cfg["mbstd_group"])]
+    return tensors["inputs/reals_u8"].float() / 127.5 - 1
 
 
 def _networks(tensors, cfg, prefix="init"):
@@ -90,14 +81,13 @@ def test_phase_loss_and_every_gradient_match_nvidia(fx, pl_noise, phase):
     loss = StyleGAN2Loss(ConstNoise(G), D, _loss_config(cfg))
     loss.pl_mean = tensors["inputs/pl_mean"].clone()
     z = tensors[f"inputs/z/{phase}"]
-    order = group_order(cfg["batch"], cfg["mbstd_group"])
     reals = _reals(tensors, cfg)
     trained = G if phase.startswith("G") else D
     trained.requires_grad_(True)
     run = {
-        "Gmain": lambda: loss.g_main(z[order]),  # D sees the fakes: NVIDIA's groups
+        "Gmain": lambda: loss.g_main(z),
         "Greg": lambda: loss.g_pathlen(z),  # no D; the first N / pl_batch_shrink latents
-        "Dmain": lambda: loss.d_main(reals, z[order]),
+        "Dmain": lambda: loss.d_main(reals, z),
         "Dreg": lambda: loss.d_r1(reals),
     }[phase]
     value, _ = run()
@@ -164,14 +154,13 @@ def test_two_training_steps_match_nvidia(fx, pl_noise, tmp_path, monkeypatch):
     trainer.loss.G = ConstNoise(trainer.loss.G)
     trainer.loss.pl_mean = tensors["inputs/pl_mean"].clone()
     trainer.progress.cur_nimg = cfg["start_nimg"]
-    order = group_order(n, cfg["mbstd_group"])
     reals = _reals(tensors, cfg)
     trainer.data = iter([reals, reals])
     latents = []
     for step, phases in ((0, ("Gmain", "Greg", "Dmain")), (1, ("Gmain", "Dmain"))):
         for phase in phases:
             z = tensors[f"inputs/step{step}/z/{phase}"]
-            latents.append(z if phase == "Greg" else z[order])
+            latents.append(z)
     monkeypatch.setattr(trainer, "_latents", lambda: latents.pop(0))
     trainer.train_step()
     trainer.train_step()
