@@ -81,7 +81,8 @@ class StyleGAN2Loss:
     def g_main(self, z: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         """Non-saturating generator loss E[softplus(-D(G(z)))] (Goodfellow et al. 2014).
 
-        Also updates G's tracked w average (once per G step).
+        Like every training pass through G's mapping (as in NVIDIA's code: G main, path length
+        and D main's fakes), it also moves G's tracked w average.
         """
         img, _ = self._generate(z, update_w_avg=True)
         with requires_grad(self.D, False):
@@ -98,7 +99,7 @@ class StyleGAN2Loss:
         The returned loss is not multiplied by ``pl_interval``: the training loop does it.
         """
         batch = max(1, z.shape[0] // self.cfg.pl_batch_shrink)
-        img, ws = self._generate(z[:batch])
+        img, ws = self._generate(z[:batch], update_w_avg=True)
         # 1/sqrt(H*W) makes the expected |J^T y| independent of the image resolution.
         noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
         (grads,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
@@ -136,7 +137,7 @@ class StyleGAN2Loss:
         if z.shape[0] != real_img.shape[0]:
             raise ValueError(f"d_main needs as many latents as reals, got {z.shape[0]} and {real_img.shape[0]}")
         with torch.no_grad():
-            fake_img, _ = self._generate(z)
+            fake_img, _ = self._generate(z, update_w_avg=True)
         n = real_img.shape[0]
         imgs = torch.cat([real_img.to(fake_img.dtype), fake_img], dim=0)
         logits = self.D(self._augment(imgs), mbstd_split=2)

@@ -89,13 +89,19 @@ def test_g_phase_only_fills_g_grads_and_d_phase_only_d_grads(nets):
     assert _grads(D) and not _grads(G)
 
 
-def test_g_main_updates_w_avg_and_d_main_does_not(nets):
+def test_every_training_pass_through_g_updates_w_avg_as_nvidias_does(nets):
+    """NVIDIA's loss moves w_avg in each mapping pass of training: G main, path length, D main."""
     G, D = nets
-    loss = StyleGAN2Loss(G, D, LossConfig())
-    loss.d_main(torch.randn(2, 3, RES, RES), torch.randn(2, TINY.z_dim))
-    assert G.mapping.w_avg.abs().sum() == 0
-    loss.g_main(torch.randn(2, TINY.z_dim))
-    assert G.mapping.w_avg.abs().sum() > 0
+    loss = StyleGAN2Loss(G, D, LossConfig(pl_batch_shrink=1))
+    seen = [G.mapping.w_avg.clone()]
+    for run in (lambda: loss.d_main(torch.randn(2, 3, RES, RES), torch.randn(2, TINY.z_dim)),
+                lambda: loss.g_main(torch.randn(2, TINY.z_dim)),
+                lambda: loss.g_pathlen(torch.randn(2, TINY.z_dim))):
+        run()
+        assert not torch.equal(G.mapping.w_avg, seen[-1])
+        seen.append(G.mapping.w_avg.clone())
+    loss.d_r1(torch.randn(2, 3, RES, RES))  # no G pass
+    assert torch.equal(G.mapping.w_avg, seen[-1])
 
 
 def test_requires_grad_restores_each_parameters_flag(nets):
