@@ -34,6 +34,8 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
+from atelier.common.fileio import atomic_write_bytes, check_writable
 from eval.masks import MaskedStyles, load_masks, mask_size_note, pair_masks, uncovered_fraction
 from eval.refine_images import RefineInputError, list_image_files, load_image, save_png
 from eval.style_select import StyleChoice, StyleRequest, choices_for, nearest_works, parse_style_args
@@ -48,8 +50,6 @@ from eval.style_transfer import (
 )
 from eval.vgg import VGG19Features, load_vgg19
 from eval.weights import MissingWeightsError, WeightsChecksumError, weights_identity
-from atelier.common.fileio import atomic_write_bytes, check_writable
-from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
 
 CMD = "refine"
 log = logging.getLogger("eval.refine")

@@ -43,9 +43,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
