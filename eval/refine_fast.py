@@ -14,6 +14,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from atelier.common.fileio import check_writable
 from eval.fast_refiner import apply, load_fast_refiner
 from eval.refine import (
     REPORT_FORMAT,
@@ -37,6 +38,7 @@ def refine_fast(args: argparse.Namespace) -> list[dict]:
     samples = list_samples(args.input, args.out)
     # Decode every sample first: a bad file fails before the model loads and --out exists.
     shapes = [tuple(load_image(sample, args.size).shape) for sample in samples]
+    check_writable(args.out)  # a read-only or full disk fails now, not after the work
     device = pick_device(args.device)
     refiner = load_fast_refiner(args.fast, device=device)
     model = {"file": str(refiner.path), "sha256": refiner.sha256, "trained": refiner.training.get("sources"), "step": refiner.training.get("step")}

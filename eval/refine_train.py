@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from atelier.common.command import CommandParser, fail, prog_name, setup_logging
 from atelier.common.errors import AtelierError, ExitCode
-from atelier.common.fileio import atomic_write_text
+from atelier.common.fileio import atomic_write_text, check_writable
 from atelier.common.safe_load import load_tensors
 from eval.fast_refiner import save_fast_refiner
 from eval.refine_images import RefineInputError, list_image_files, load_image
@@ -361,6 +361,7 @@ def train(args: argparse.Namespace) -> dict:
     if not args.resume and latest_checkpoint(args.out) is not None:
         raise RefineInputError(f"--out {args.out} already holds a run; add --resume to continue it or choose another folder")
     content, works, sources = _sources(args, settings)
+    check_writable(args.out)  # a read-only or full disk fails now, not after the first checkpoint interval
     tracker = choose_tracker("none" if args.tracker == "none" else args.tracker, no_wandb=args.no_wandb)
     accelerator = Accelerator(cpu=args.cpu, log_with=tracker)
     if settings.batch % accelerator.num_processes:
