@@ -363,7 +363,7 @@ def train(args: argparse.Namespace) -> dict:
     content, works, sources = _sources(args, settings)
     check_writable(args.out)  # a read-only or full disk fails now, not after the first checkpoint interval
     tracker = choose_tracker("none" if args.tracker == "none" else args.tracker, no_wandb=args.no_wandb)
-    accelerator = Accelerator(cpu=args.cpu, log_with=tracker)
+    accelerator = Accelerator(cpu=args.cpu, log_with=tracker, project_dir=str(args.out))
     if settings.batch % accelerator.num_processes:
         raise RefineInputError(f"--batch {settings.batch} does not split over {accelerator.num_processes} processes")
     layers = tuple(dict.fromkeys(STYLE_LAYERS + (settings.content_layer,)))

@@ -202,3 +202,11 @@ def test_refine_fast_bad_model_and_mixed_options(files, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_training_logs_to_tensorboard(files, tmp_path):
+    out = tmp_path / "tb"
+    argv = ["--content", str(files["content"]), "--style", str(files["works"]), "--out", str(out), "--weights", str(files["weights"]),
+            *[a for a in TINY if a not in ("--tracker", "none")], "--tracker", "tensorboard", "--steps", "2"]
+    assert refine_train.main(argv) == 0
+    assert list(out.rglob("events.out.tfevents.*"))
