@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from atelier.common.fileio import atomic_write
 from atelier.common.hashing import file_sha256
 from eval.refine_images import RefineInputError
 from eval.transfer_net import TransferNet, TransferNetConfig
@@ -50,13 +51,8 @@ def save_fast_refiner(path: Path, net: TransferNet, training: dict[str, Any]) ->
     """Write the network and its metadata to ``path`` (safetensors; temp name, then rename)."""
     state = {key: value.detach().to("cpu").contiguous().clone() for key, value in net.state_dict().items()}
     metadata = {"format": FORMAT, "config": json.dumps(asdict(net.config)), "training": json.dumps(training)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file(state, str(tmp), metadata=metadata)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # atomic_write also gives the file the umask's permissions (safetensors writes it owner-only).
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
 def load_fast_refiner(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> FastRefiner:

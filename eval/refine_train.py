@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from atelier.common.command import CommandParser, fail, prog_name, setup_logging
 from atelier.common.errors import AtelierError, ExitCode
-from atelier.common.fileio import atomic_write_text, check_writable
+from atelier.common.fileio import atomic_write, atomic_write_text, check_writable
 from atelier.common.safe_load import load_tensors
 from eval.fast_refiner import save_fast_refiner
 from eval.refine_images import RefineInputError, list_image_files, load_image
@@ -239,8 +239,10 @@ def save_checkpoint(out: Path, step: int, net: TransferNet, optimizer: torch.opt
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}, str(tmp / "net.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    weights = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    # Through atomic_write for the umask's permissions (safetensors and torch.save write owner-only files).
+    atomic_write(tmp / "net.safetensors", lambda p: save_file(weights, str(p)), fsync=False)
+    atomic_write(tmp / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p), fsync=False)
     (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

@@ -7,6 +7,7 @@ written as a features-only state dict (the real loading code reads it).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,10 @@ def test_training_resumes_exactly_and_lowers_the_loss(files, tmp_path, capsys):
     assert record["settings"]["style_target"] == "mean" and record["works"] == 3
     # The run's model is what refine --fast loads.
     assert load_fast_refiner(full / refine_train.MODEL_NAME).training["step"] == 8
+    # Files follow the umask (0644 under 022), so teammates can read them: not safetensors' 0600.
+    for written in (full / refine_train.MODEL_NAME, full / "checkpoints" / "step-0000008" / "net.safetensors",
+                    full / "checkpoints" / "step-0000008" / "optimizer.pt"):
+        assert written.stat().st_mode & 0o777 == 0o666 & ~_umask(), written
 
 
 def test_style_targets_mean_gram_and_sampled_works(files, tmp_path):
@@ -210,3 +215,10 @@ def test_training_logs_to_tensorboard(files, tmp_path):
             *[a for a in TINY if a not in ("--tracker", "none")], "--tracker", "tensorboard", "--steps", "2"]
     assert refine_train.main(argv) == 0
     assert list(out.rglob("events.out.tfevents.*"))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
