@@ -70,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.OK)
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
-        print(error_line("", f"unknown command {name!r}; choose from {', '.join(COMMANDS)}").replace("atelier :", "atelier:"),
-              file=sys.stderr)
+        print(
+            error_line("", f"unknown command {name!r}; choose from {', '.join(COMMANDS)}").replace("atelier :", "atelier:"), file=sys.stderr
+        )
         return int(ExitCode.BAD_INPUT)
     module_name, function = COMMANDS[name][0].split(":")
     command = getattr(importlib.import_module(module_name), function)

@@ -41,39 +41,50 @@ DEFAULT_LPIPS_SAMPLES = 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(
-        prog=prog_name(CMD), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CommandParser(prog=prog_name(CMD), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="generator export (.safetensors), checkpoint dir or run dir")
     source.add_argument("--samples", help="folder of already generated images (PNG/JPEG) to score instead")
     parser.add_argument("--dataset", required=True, help="prepared dataset dir (dataset.json + PNGs): the reference")
     parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
-    parser.add_argument("--metrics", default=",".join(ALL_METRICS),
-                        help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all)")
-    parser.add_argument("--num-samples", type=int,
-                        help=f"generated images for FID/KID/precision-recall and SWD (default: {DEFAULT_NUM_SAMPLES} from "
-                             "--checkpoint, every image of --samples; a folder with fewer is an error)")
-    parser.add_argument("--lpips-samples", type=int,
-                        help=f"generated images for LPIPS diversity and the memorisation check (default: "
-                             f"{DEFAULT_LPIPS_SAMPLES}, at most every image of --samples)")
+    parser.add_argument(
+        "--metrics", default=",".join(ALL_METRICS), help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all)"
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        help=f"generated images for FID/KID/precision-recall and SWD (default: {DEFAULT_NUM_SAMPLES} from "
+        "--checkpoint, every image of --samples; a folder with fewer is an error)",
+    )
+    parser.add_argument(
+        "--lpips-samples",
+        type=int,
+        help=f"generated images for LPIPS diversity and the memorisation check (default: "
+        f"{DEFAULT_LPIPS_SAMPLES}, at most every image of --samples)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents and of KID's subsets (default: 0)")
     parser.add_argument("--weights-dir", help="folder holding pretrained weight files (searched before the torch cache)")
     parser.add_argument("--cache-dir", help="where reference statistics are cached (default: ~/.cache/atelier/fidelity)")
-    parser.add_argument("--kid-subset-size", type=int,
-                        help="KID subset size (default: min(1000, #generated, #dataset images))")
+    parser.add_argument("--kid-subset-size", type=int, help="KID subset size (default: min(1000, #generated, #dataset images))")
     parser.add_argument("--kid-subsets", type=int, default=100, help="number of KID subsets (default: 100)")
     parser.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default: alex)")
-    parser.add_argument("--dinov2-model", choices=("vitl14", "vits14"), default="vitl14",
-                        help="DINOv2 backbone of fd_dinov2/kid_dinov2/pr_dinov2 (default: vitl14, as dgm-eval)")
-    parser.add_argument("--lpips-resolution", type=int, default=128,
-                        help="images are resized to this size for LPIPS (default: 128)")
+    parser.add_argument(
+        "--dinov2-model",
+        choices=("vitl14", "vits14"),
+        default="vitl14",
+        help="DINOv2 backbone of fd_dinov2/kid_dinov2/pr_dinov2 (default: vitl14, as dgm-eval)",
+    )
+    parser.add_argument("--lpips-resolution", type=int, default=128, help="images are resized to this size for LPIPS (default: 128)")
     parser.add_argument("--worst-k", type=int, default=16, help="rows in the nearest-neighbour grid (default: 16)")
-    parser.add_argument("--nn-percentile", type=float, default=5.0,
-                        help="percentile of the training set's own nearest-neighbour distances used to calibrate "
-                             "the copy threshold (default: 5)")
-    parser.add_argument("--nn-factor", type=float, default=0.5,
-                        help="flag a sample closer than this factor x that percentile (default: 0.5)")
+    parser.add_argument(
+        "--nn-percentile",
+        type=float,
+        default=5.0,
+        help="percentile of the training set's own nearest-neighbour distances used to calibrate the copy threshold (default: 5)",
+    )
+    parser.add_argument(
+        "--nn-factor", type=float, default=0.5, help="flag a sample closer than this factor x that percentile (default: 0.5)"
+    )
     parser.add_argument("--psi", type=float, default=1.0, help="truncation psi for generated samples (default: 1, none)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -111,13 +122,25 @@ def options_from_args(args: argparse.Namespace, grid_path: Path) -> EvalOptions:
         if not math.isfinite(getattr(args, name)):
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
     return EvalOptions(
-        metrics=parse_metrics(args.metrics), num_samples=args.num_samples, lpips_samples=args.lpips_samples,
-        seed=args.seed, weights_dir=args.weights_dir, cache_dir=args.cache_dir,
-        kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, lpips_net=args.lpips_net,
+        metrics=parse_metrics(args.metrics),
+        num_samples=args.num_samples,
+        lpips_samples=args.lpips_samples,
+        seed=args.seed,
+        weights_dir=args.weights_dir,
+        cache_dir=args.cache_dir,
+        kid_subset_size=args.kid_subset_size,
+        kid_subsets=args.kid_subsets,
+        lpips_net=args.lpips_net,
         dinov2_model=args.dinov2_model,
-        lpips_resolution=args.lpips_resolution, nn_percentile=args.nn_percentile, nn_factor=args.nn_factor,
-        worst_k=args.worst_k, grid_path=str(grid_path), batch_size=args.batch_size, psi=args.psi,
-        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), verbose=args.verbose,
+        lpips_resolution=args.lpips_resolution,
+        nn_percentile=args.nn_percentile,
+        nn_factor=args.nn_factor,
+        worst_k=args.worst_k,
+        grid_path=str(grid_path),
+        batch_size=args.batch_size,
+        psi=args.psi,
+        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        verbose=args.verbose,
     )
 
 
@@ -183,32 +206,37 @@ def summary_lines(report) -> list[str]:
         numbers = " ".join(f"{k}={v:.6g}" for k, v in f.metrics.items())
         kid = f" (kid_subset_size={f.kid_subset_size})" if f.kid_subset_size else ""
         space = ", ".join(w.extractor for w in f.weights)
-        lines.append(f"{numbers}{kid} (features: {space}): {f.num_generated} generated vs {f.num_reference} real "
-                     f"images of {reference}")
+        lines.append(f"{numbers}{kid} (features: {space}): {f.num_generated} generated vs {f.num_reference} real images of {reference}")
         if "fid" in f.metrics and min(f.num_generated, f.num_reference) < FID_MIN_IMAGES:
-            lines.append(f"note: FID from fewer than {FID_MIN_IMAGES} images a side is biased upwards and not "
-                         "comparable with published values; KID is the number to compare")
+            lines.append(
+                f"note: FID from fewer than {FID_MIN_IMAGES} images a side is biased upwards and not "
+                "comparable with published values; KID is the number to compare"
+            )
     if report.swd:
         s = report.swd
         levels = " ".join(f"{resolution}px={value:.2f}" for resolution, value in s.levels.items())
-        lines.append(f"swd={s.swd:.2f} (x10^3; per level {levels}; {s.feature_space}): "
-                     f"{s.num_generated} generated vs {s.num_reference} real images of {reference}")
+        lines.append(
+            f"swd={s.swd:.2f} (x10^3; per level {levels}; {s.feature_space}): "
+            f"{s.num_generated} generated vs {s.num_reference} real images of {reference}"
+        )
     if report.dinov2:
         g = report.dinov2
         numbers = " ".join(f"{k}={v:.6g}" for k, v in g.metrics.items())
         kid = f" (kid_subset_size={g.kid_subset_size})" if g.kid_subset_size else ""
-        lines.append(f"{numbers}{kid} (features: {g.feature_space}): {g.num_generated} generated vs "
-                     f"{g.num_reference} real images of {reference}")
+        lines.append(
+            f"{numbers}{kid} (features: {g.feature_space}): {g.num_generated} generated vs {g.num_reference} real images of {reference}"
+        )
     if report.diversity:
         d = report.diversity
-        train = (f"{d.reference_lpips_diversity:.4f} over {d.num_reference} real works"
-                 if d.reference_lpips_diversity is not None else "n/a")
+        train = f"{d.reference_lpips_diversity:.4f} over {d.num_reference} real works" if d.reference_lpips_diversity is not None else "n/a"
         lines.append(f"lpips_div={d.lpips_diversity:.4f} over {d.num_samples} samples (training set: {train})")
     if report.memorisation:
         m = report.memorisation
-        lines.append(f"memorisation: {m.num_flagged}/{m.num_samples} samples flagged as near-copies of the "
-                     f"{m.num_reference} real works ({m.flagged_fraction:.1%}); "
-                     f"closest pairs (sample | nearest real work): {m.grid}")
+        lines.append(
+            f"memorisation: {m.num_flagged}/{m.num_samples} samples flagged as near-copies of the "
+            f"{m.num_reference} real works ({m.flagged_fraction:.1%}); "
+            f"closest pairs (sample | nearest real work): {m.grid}"
+        )
     return lines
 
 

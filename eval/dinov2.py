@@ -63,8 +63,7 @@ def model_spec(name: str) -> DinoV2Model:
 
 def feature_space(model: DinoV2Model) -> str:
     """What the numbers are computed on, in words, for the report."""
-    return (f"{model.label} (timm {model.timm_name}) CLS token, {model.dim}-d; "
-            f"{INPUT_SIZE} px bicubic, ImageNet normalisation")
+    return f"{model.label} (timm {model.timm_name}) CLS token, {model.dim}-d; {INPUT_SIZE} px bicubic, ImageNet normalisation"
 
 
 def build_model(name: str, weights_path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
@@ -105,8 +104,13 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract(model: torch.nn.Module, images: Dataset | Iterable[torch.Tensor], limit: Optional[int] = None,
-            batch_size: int = 32, device: torch.device | str = "cpu") -> torch.Tensor:
+def extract(
+    model: torch.nn.Module,
+    images: Dataset | Iterable[torch.Tensor],
+    limit: Optional[int] = None,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """DINOv2 features [N, dim] (float64, CPU) of the first ``limit`` uint8 images of ``images``."""
     device = torch.device(device)
     count = len(images) if limit is None else min(limit, len(images))
@@ -119,8 +123,14 @@ def extract(model: torch.nn.Module, images: Dataset | Iterable[torch.Tensor], li
     return torch.cat(features)
 
 
-def fd_kid_pr(generated: torch.Tensor, reference: torch.Tensor, metrics: Iterable[str], seed: int = 0,
-              kid_subset_size: Optional[int] = None, kid_subsets: int = 100) -> tuple[dict[str, float], Optional[int]]:
+def fd_kid_pr(
+    generated: torch.Tensor,
+    reference: torch.Tensor,
+    metrics: Iterable[str],
+    seed: int = 0,
+    kid_subset_size: Optional[int] = None,
+    kid_subsets: int = 100,
+) -> tuple[dict[str, float], Optional[int]]:
     """torch-fidelity's FID / KID / precision-recall formulas on two feature sets; returns (values, KID subset size)."""
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
     from torch_fidelity.metric_kid import kid_features_to_metric
@@ -136,15 +146,15 @@ def fd_kid_pr(generated: torch.Tensor, reference: torch.Tensor, metrics: Iterabl
         out["fd_dinov2"] = float(fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"])
     if "kid_dinov2" in metrics:
         subset, _ = choose_kid_subset_size(len(generated), len(reference), kid_subset_size)
-        kid = kid_features_to_metric(generated, reference, kid_subsets=kid_subsets, kid_subset_size=subset,
-                                     rng_seed=seed, verbose=False)
+        kid = kid_features_to_metric(generated, reference, kid_subsets=kid_subsets, kid_subset_size=subset, rng_seed=seed, verbose=False)
         out["kid_dinov2_mean"] = float(kid["kernel_inception_distance_mean"])
         out["kid_dinov2_std"] = float(kid["kernel_inception_distance_std"])
     if "pr_dinov2" in metrics:
         if min(len(generated), len(reference)) <= PRC_NEIGHBORHOOD:
             raise EvalInputError(f"too few samples for precision/recall: need more than {PRC_NEIGHBORHOOD} a side")
-        prc = prc_features_to_metric(generated.float(), reference.float(), prc_neighborhood=PRC_NEIGHBORHOOD,
-                                     prc_batch_size=10000, save_cpu_ram=True, verbose=False)
+        prc = prc_features_to_metric(
+            generated.float(), reference.float(), prc_neighborhood=PRC_NEIGHBORHOOD, prc_batch_size=10000, save_cpu_ram=True, verbose=False
+        )
         out.update({"precision_dinov2": float(prc["precision"]), "recall_dinov2": float(prc["recall"])})
     return out, subset
 
@@ -183,7 +193,12 @@ def compute_dinov2(
     fake = extract(model, generated, limit=num_samples, batch_size=batch_size, device=device)
     values, subset = fd_kid_pr(fake, real, wanted, seed, kid_subset_size, kid_subsets)
     return DinoV2Result(
-        metrics=values, num_generated=len(fake), num_reference=len(real), seed=seed,
-        kid_subset_size=subset, kid_subsets=kid_subsets if subset else None,
-        feature_space=feature_space(spec), weights=[WeightsUsed(extractor=spec.label, **identity)],
+        metrics=values,
+        num_generated=len(fake),
+        num_reference=len(real),
+        seed=seed,
+        kid_subset_size=subset,
+        kid_subsets=kid_subsets if subset else None,
+        feature_space=feature_space(spec),
+        weights=[WeightsUsed(extractor=spec.label, **identity)],
     )

@@ -104,10 +104,18 @@ def evaluate(
         if len(samples) > options.num_samples:  # a generator's stream may run longer for LPIPS; a folder may hold more
             fidelity_input = Subset(samples, range(options.num_samples))
         report.fidelity = compute_fidelity(
-            fidelity_input, reference, fidelity_metrics,
-            num_samples=options.num_samples, seed=options.seed, weights_dir=options.weights_dir,
-            cache_dir=options.cache_dir, kid_subset_size=options.kid_subset_size, kid_subsets=options.kid_subsets,
-            batch_size=options.batch_size, device=device, verbose=options.verbose,
+            fidelity_input,
+            reference,
+            fidelity_metrics,
+            num_samples=options.num_samples,
+            seed=options.seed,
+            weights_dir=options.weights_dir,
+            cache_dir=options.cache_dir,
+            kid_subset_size=options.kid_subset_size,
+            kid_subsets=options.kid_subsets,
+            batch_size=options.batch_size,
+            device=device,
+            verbose=options.verbose,
         )
     if "swd" in metrics:
         report.swd = _swd(samples, reference, options, device)
@@ -115,9 +123,17 @@ def evaluate(
         from eval.dinov2 import compute_dinov2
 
         report.dinov2 = compute_dinov2(
-            samples, reference, metrics, model_name=options.dinov2_model, num_samples=options.num_samples,
-            seed=options.seed, weights_dir=options.weights_dir, kid_subset_size=options.kid_subset_size,
-            kid_subsets=options.kid_subsets, batch_size=options.batch_size, device=device,
+            samples,
+            reference,
+            metrics,
+            model_name=options.dinov2_model,
+            num_samples=options.num_samples,
+            seed=options.seed,
+            weights_dir=options.weights_dir,
+            kid_subset_size=options.kid_subset_size,
+            kid_subsets=options.kid_subsets,
+            batch_size=options.batch_size,
+            device=device,
         )
     if perceptual:
         _perceptual_metrics(report, metrics, reference, options, samples, device)
@@ -142,8 +158,13 @@ def _swd(samples: Dataset, reference, options: EvalOptions, device: torch.device
     fake = S.describe(samples, seed=options.seed, batch_size=options.batch_size, device=device)
     result = S.swd_between(real, fake, seed=options.seed)
     return SWDResult(
-        swd=result["swd"], levels=result["levels"], num_generated=fake.num_images, num_reference=real.num_images,
-        seed=options.seed, patches_per_image=result["patches_per_image"], patch_size=result["patch_size"],
+        swd=result["swd"],
+        levels=result["levels"],
+        num_generated=fake.num_images,
+        num_reference=real.num_images,
+        seed=options.seed,
+        patches_per_image=result["patches_per_image"],
+        patch_size=result["patch_size"],
         directions=result["directions"],
     )
 
@@ -208,14 +229,19 @@ def _perceptual_metrics(report, metrics, reference, options, samples, device) ->
         extractor = inception_extractor(inception_path, device)
         inception_used = WeightsUsed(extractor="inception-v3-compat (pool3, 2048-d)", **extractor.weights_identity)
         report.memorisation = check_memorisation(
-            generated, train, reference.names,
+            generated,
+            train,
+            reference.names,
             lpips_measure=Measure("lpips", embedder.embed, squared=True),
-            inception_measure=Measure(
-                "inception", lambda x: inception_features(extractor, x, options.batch_size), squared=False
-            ),
-            weights=[lpips_used, inception_used], seed=options.seed, lpips_resolution=options.lpips_resolution,
-            worst_k=options.worst_k, grid_path=options.grid_path,
-            percentile=options.nn_percentile, factor=options.nn_factor, sample_seeds=seeds,
+            inception_measure=Measure("inception", lambda x: inception_features(extractor, x, options.batch_size), squared=False),
+            weights=[lpips_used, inception_used],
+            seed=options.seed,
+            lpips_resolution=options.lpips_resolution,
+            worst_k=options.worst_k,
+            grid_path=options.grid_path,
+            percentile=options.nn_percentile,
+            factor=options.nn_factor,
+            sample_seeds=seeds,
             sample_files=[f.name for f in samples.files] if isinstance(samples, FolderImages) else None,
             grid_xmp=_pairs_grid_xmp(report.generator, report.generator_weights_sha256, reference),
         )
@@ -237,8 +263,14 @@ def _pairs_grid_xmp(generator_path: Optional[str], weights_sha256: Optional[str]
         except (GeneratorLoadError, OSError, ValueError):
             provenance = None
     provenance = provenance or X.unknown_provenance(reason="a folder of samples")
-    text = (f"Composite made by atelier eval: AI-generated images (left) beside their nearest real works from "
-            f"the dataset {reference.path} (right). {X.disclosure_text(provenance)}")
-    return X.build_xmp(provenance, weights_sha256, {"dataset": str(reference.path)}, description=text,
-                       source_type=X.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA)
-
+    text = (
+        f"Composite made by atelier eval: AI-generated images (left) beside their nearest real works from "
+        f"the dataset {reference.path} (right). {X.disclosure_text(provenance)}"
+    )
+    return X.build_xmp(
+        provenance,
+        weights_sha256,
+        {"dataset": str(reference.path)},
+        description=text,
+        source_type=X.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
+    )

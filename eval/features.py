@@ -43,8 +43,9 @@ def _as_loaded(weights: W.LoadedWeights | str | Path, spec: W.WeightSpec) -> W.L
     return weights if isinstance(weights, W.LoadedWeights) else W.read_weights_file(weights, spec)
 
 
-def inception_extractor(weights: W.LoadedWeights | str | Path, device: torch.device | str = "cpu",
-                        features: tuple[str, ...] = (INCEPTION_FEATURE,)):
+def inception_extractor(
+    weights: W.LoadedWeights | str | Path, device: torch.device | str = "cpu", features: tuple[str, ...] = (INCEPTION_FEATURE,)
+):
     """torch-fidelity's Inception-v3 (default: pool3 2048-d features) built from ``weights``' tensors.
 
     ``weights`` is a :class:`eval.weights.LoadedWeights` or a path, which is then read once here.
@@ -52,8 +53,11 @@ def inception_extractor(weights: W.LoadedWeights | str | Path, device: torch.dev
     from torch_fidelity import feature_extractor_inceptionv3 as fe
 
     loaded = _as_loaded(weights, W.INCEPTION_V3)
-    with _BUILD_LOCK, W.loading_weights(loaded.path, W.INCEPTION_V3.name), \
-            mock.patch.object(fe, "load_state_dict_from_url", lambda *args, **kwargs: loaded.tensors):
+    with (
+        _BUILD_LOCK,
+        W.loading_weights(loaded.path, W.INCEPTION_V3.name),
+        mock.patch.object(fe, "load_state_dict_from_url", lambda *args, **kwargs: loaded.tensors),
+    ):
         extractor = fe.FeatureExtractorInceptionV3(W.INCEPTION_V3.name, list(features))
     extractor.weights_identity = loaded.identity()  # of the bytes loaded: a report never hashes the file again
     return extractor.to(device).eval()
@@ -76,7 +80,7 @@ def vgg16_extractor(weights: W.LoadedWeights | str | Path, device: torch.device 
 def inception_features(extractor, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """Pool3 features [N, 2048] (float32, CPU) of uint8 images [N, 3, H, W]."""
     device = next(extractor.parameters()).device
-    out = [extractor(images[i:i + batch_size].to(device))[0].float().cpu() for i in range(0, len(images), batch_size)]
+    out = [extractor(images[i : i + batch_size].to(device))[0].float().cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out)
 
 
@@ -110,7 +114,7 @@ def lpips_model(net: str = "alex", weights_dir: str | Path | None = None, device
 
 def _linear_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # The package's file names the layers lin0..linN; model.lins holds the same modules as 0..N.
-    return {key[len("lin"):]: value for key, value in tensors.items() if key.startswith("lin")}
+    return {key[len("lin") :]: value for key, value in tensors.items() if key.startswith("lin")}
 
 
 def _slice_children(net: torch.nn.Module):
@@ -128,7 +132,7 @@ class LpipsEmbedder:
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         """uint8 images [N, 3, H, W] -> embeddings [N, D] (float32, CPU)."""
-        return torch.cat([self._embed_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        return torch.cat([self._embed_batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
     def _embed_batch(self, images: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device
@@ -155,8 +159,8 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor, block: int = 256) -> tor
     b64 = b.double() - centre
     b64_norms = b64.pow(2).sum(dim=1)
     for start in range(0, len(a), block):
-        chunk = a[start:start + block]
+        chunk = a[start : start + block]
         cross = chunk @ b64.T
         # |x|^2 + |y|^2 - 2xy can dip below zero by rounding for identical rows.
-        out[start:start + block] = (chunk.pow(2).sum(dim=1, keepdim=True) + b64_norms[None] - 2 * cross).clamp(min=0)
+        out[start : start + block] = (chunk.pow(2).sum(dim=1, keepdim=True) + b64_norms[None] - 2 * cross).clamp(min=0)
     return out

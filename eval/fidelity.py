@@ -47,6 +47,7 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/atelier/fidelity`` (``~/.cache/atelier/fidelity`` when unset)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "atelier" / "fidelity"
 
+
 _RESULT_KEYS = {
     "frechet_inception_distance": "fid",
     "kernel_inception_distance_mean": "kid_mean",
@@ -88,9 +89,7 @@ def reference_cache_name(reference: ReferenceSet, weights_sha256: str) -> str:
     return f"atelier-{reference.content_sha256[:20]}-r{reference.resolution}-w{weights_sha256[:12]}"
 
 
-def _generated_input(
-    generated: torch.nn.Module | Dataset, num_samples: int | None, seed: int, psi: float, batch_size: int
-) -> Dataset:
+def _generated_input(generated: torch.nn.Module | Dataset, num_samples: int | None, seed: int, psi: float, batch_size: int) -> Dataset:
     if isinstance(generated, Dataset):
         return generated
     if num_samples is None or num_samples < 1:
@@ -115,12 +114,10 @@ def _features(images: Dataset, extractor, common: dict) -> dict[str, torch.Tenso
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
     with _fidelity_errors():
-        return get_featuresdict_from_dataset(images, extractor, common["batch_size"], common["cuda"],
-                                             True, common["verbose"])
+        return get_featuresdict_from_dataset(images, extractor, common["batch_size"], common["cuda"], True, common["verbose"])
 
 
-def _reference_features(reference: ReferenceSet, extractor, layers: list[str], cache_name: str,
-                        common: dict) -> dict[str, torch.Tensor]:
+def _reference_features(reference: ReferenceSet, extractor, layers: list[str], cache_name: str, common: dict) -> dict[str, torch.Tensor]:
     """The reference set's features, from the safetensors cache when present and complete."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
@@ -185,19 +182,24 @@ def compute_fidelity(
         save_cpu_ram=True,
     )
     result = FidelityResult(
-        metrics={}, num_generated=num_generated, num_reference=reference.count, seed=seed,
-        kid_subset_size=None, kid_subsets=None, kid_subset_size_note=None, weights=[], reference_cache=None,
+        metrics={},
+        num_generated=num_generated,
+        num_reference=reference.count,
+        seed=seed,
+        kid_subset_size=None,
+        kid_subsets=None,
+        kid_subset_size_note=None,
+        weights=[],
+        reference_cache=None,
     )
     if wanted & {"fid", "kid"}:
-        _inception_metrics(result, wanted, common, reference, weights_dir, kid_subset_size, kid_subsets, device,
-                           fid_feature_layer)
+        _inception_metrics(result, wanted, common, reference, weights_dir, kid_subset_size, kid_subsets, device, fid_feature_layer)
     if "pr" in wanted:
         _precision_recall(result, common, reference, weights_dir, device)
     return result
 
 
-def _inception_metrics(result, wanted, common, reference, weights_dir, kid_subset_size, kid_subsets, device,
-                       fid_feature_layer) -> None:
+def _inception_metrics(result, wanted, common, reference, weights_dir, kid_subset_size, kid_subsets, device, fid_feature_layer) -> None:
     kid_kwargs = {}
     if "kid" in wanted:
         size, note = choose_kid_subset_size(result.num_generated, reference.count, kid_subset_size)
@@ -222,11 +224,15 @@ def _inception_metrics(result, wanted, common, reference, weights_dir, kid_subse
         real = _reference_features(reference, extractor, layers, cache_name, common)
     with _fidelity_errors():
         if "fid" in wanted:
-            out.update(fid_statistics_to_metric(fid_featuresdict_to_statistics(generated, fid_feature_layer),
-                                                fid_featuresdict_to_statistics(real, fid_feature_layer), False))
+            out.update(
+                fid_statistics_to_metric(
+                    fid_featuresdict_to_statistics(generated, fid_feature_layer),
+                    fid_featuresdict_to_statistics(real, fid_feature_layer),
+                    False,
+                )
+            )
         if "kid" in wanted:
-            out.update(kid_featuresdict_to_metric(generated, real, "2048", rng_seed=common["rng_seed"],
-                                                  verbose=False, **kid_kwargs))
+            out.update(kid_featuresdict_to_metric(generated, real, "2048", rng_seed=common["rng_seed"], verbose=False, **kid_kwargs))
     result.metrics.update({_RESULT_KEYS[k]: float(v) for k, v in out.items() if k in _RESULT_KEYS})
     layer = "pool3, 2048-d" if fid_feature_layer == "2048" else f"FID on the {fid_feature_layer}-d layer"
     result.weights.append(WeightsUsed(extractor=f"inception-v3-compat ({layer})", **identity))
@@ -235,9 +241,7 @@ def _inception_metrics(result, wanted, common, reference, weights_dir, kid_subse
 
 def _precision_recall(result, common, reference, weights_dir, device) -> None:
     if min(result.num_generated, reference.count) <= PRC_NEIGHBORHOOD:
-        raise EvalInputError(
-            f"too few samples for precision/recall: need more than {PRC_NEIGHBORHOOD} generated and reference images"
-        )
+        raise EvalInputError(f"too few samples for precision/recall: need more than {PRC_NEIGHBORHOOD} generated and reference images")
     from torch_fidelity.metric_prc import prc_featuresdict_to_metric
 
     loaded = W.read_weights(W.VGG16, weights_dir)
@@ -248,10 +252,8 @@ def _precision_recall(result, common, reference, weights_dir, device) -> None:
         if common["cuda"]:
             extractor.cuda()
         generated = _features(common["images"], extractor, common)
-        real = _reference_features(reference, extractor, ["fc2_relu"],
-                                   reference_cache_name(reference, identity["sha256"]), common)
+        real = _reference_features(reference, extractor, ["fc2_relu"], reference_cache_name(reference, identity["sha256"]), common)
     with _fidelity_errors():
-        out = prc_featuresdict_to_metric(generated, real, "fc2_relu", prc_neighborhood=PRC_NEIGHBORHOOD,
-                                         save_cpu_ram=True, verbose=False)
+        out = prc_featuresdict_to_metric(generated, real, "fc2_relu", prc_neighborhood=PRC_NEIGHBORHOOD, save_cpu_ram=True, verbose=False)
     result.metrics.update({_RESULT_KEYS[k]: float(v) for k, v in out.items() if k in _RESULT_KEYS})
     result.weights.append(WeightsUsed(extractor="vgg16 (fc2_relu, 4096-d)", **identity))

@@ -43,8 +43,12 @@ def scalars_of(report: EvalReport) -> dict[str, float]:
         out["swd"] = report.swd.swd
         out.update({f"swd_{resolution}": value for resolution, value in report.swd.levels.items()})
     if report.dinov2:
-        names = {"fd_dinov2": "fd_dinov2", "kid_dinov2_mean": "kid_dinov2", "precision_dinov2": "precision_dinov2",
-                 "recall_dinov2": "recall_dinov2"}
+        names = {
+            "fd_dinov2": "fd_dinov2",
+            "kid_dinov2_mean": "kid_dinov2",
+            "precision_dinov2": "precision_dinov2",
+            "recall_dinov2": "recall_dinov2",
+        }
         out.update({names[k]: v for k, v in report.dinov2.metrics.items() if k in names})
     if report.memorisation:
         out["nn_flagged_fraction"] = report.memorisation.flagged_fraction

@@ -81,9 +81,7 @@ def check_mask_set(masks: torch.Tensor, names: Optional[Sequence[str]] = None) -
 def pair_masks(styles: Sequence[str], masks: Sequence[str]) -> None:
     """Masks pair with ``--style`` values in order: the counts must match."""
     if masks and len(masks) != len(styles):
-        raise RefineInputError(
-            f"{len(masks)} --mask for {len(styles)} --style: give one mask per style, in the same order"
-        )
+        raise RefineInputError(f"{len(masks)} --mask for {len(styles)} --style: give one mask per style, in the same order")
 
 
 def load_mask(path: Path) -> torch.Tensor:

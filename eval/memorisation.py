@@ -77,9 +77,7 @@ def calibrate(loo: torch.Tensor, percentile: float, factor: float) -> float:
     return float(factor * np.percentile(loo.numpy(), percentile))
 
 
-def nearest_real(
-    samples: torch.Tensor, train_images: torch.Tensor, measure: Measure, percentile: float, factor: float
-) -> NearestResult:
+def nearest_real(samples: torch.Tensor, train_images: torch.Tensor, measure: Measure, percentile: float, factor: float) -> NearestResult:
     """Nearest training image (or its mirror) of each sample under one measure, plus the calibrated threshold."""
     train = measure.embed(train_images)
     mirrored = measure.embed(train_images.flip(-1))
@@ -124,9 +122,7 @@ def check_memorisation(
     if sample_seeds is not None and len(sample_seeds) != len(samples):
         raise EvalInputError(f"{len(sample_seeds)} seeds for {len(samples)} generated samples")
     by_lpips = nearest_real(samples, train_images, lpips_measure, percentile, factor)
-    by_inception = (
-        nearest_real(samples, train_images, inception_measure, percentile, factor) if inception_measure else None
-    )
+    by_inception = nearest_real(samples, train_images, inception_measure, percentile, factor) if inception_measure else None
     flagged = by_lpips.distance < by_lpips.threshold
     # Rank by how far below its threshold a sample is, so both measures share one scale.
     closeness = by_lpips.distance / max(by_lpips.threshold, 1e-12)
@@ -252,7 +248,11 @@ def pairs_grid(
 
 
 def write_pairs_grid(
-    samples, train_images, nearest: NearestResult, order: Sequence[int], path: str | Path,
+    samples,
+    train_images,
+    nearest: NearestResult,
+    order: Sequence[int],
+    path: str | Path,
     captions: Sequence[PairCaption],
     xmp: Optional[str] = None,
 ) -> Path:

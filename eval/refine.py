@@ -73,13 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--input", required=True, type=Path, metavar="SAMPLES", help="a folder of generated samples (or one image file)")
     io.add_argument(
-        "--style", action="append", metavar="DATASET_OR_IMAGE[:WEIGHT]",
+        "--style",
+        action="append",
+        metavar="DATASET_OR_IMAGE[:WEIGHT]",
         help="the master's works: a prepared dataset / folder of images (each sample then uses its --k "
         "nearest works), or one or more image files with optional blend weights, e.g. "
         "--style a.jpg:0.7 --style b.jpg:0.3 (weights are normalised to sum to 1); required unless --fast",
     )
     io.add_argument(
-        "--mask", action="append", metavar="MASK_IMAGE",
+        "--mask",
+        action="append",
+        metavar="MASK_IMAGE",
         help="one mask per --style image, paired in order (--style a.jpg --mask a.png --style b.jpg --mask b.png): "
         "white = that style, black = not, grey = partly; resized to each sample. A style's weight is then its "
         "region's strength (0 keeps the content there); overlaps blend; pixels no mask covers keep the content",
@@ -88,51 +92,97 @@ def build_parser() -> argparse.ArgumentParser:
 
     look = parser.add_argument_group("how strong and how large")
     look.add_argument(
-        "--strength", type=float, default=defaults.strength, metavar="S",
+        "--strength",
+        type=float,
+        default=defaults.strength,
+        metavar="S",
         help="0 = output the sample unchanged (no optimisation), 1 = full style transfer; in between, the "
         "style weight is scaled by s*10^(3(s-1)): 0.75 ~ 1/8, 0.5 ~ 1/60, 0.25 ~ 1/700 of full",
     )
     look.add_argument(
-        "--preserve-color", action="store_true",
+        "--preserve-color",
+        action="store_true",
         help="luminance-only transfer: optimise the Y channel (YCbCr, BT.601) and keep the sample's own "
         "Cb/Cr chroma, with the style's luminance matched to the sample's mean and std",
     )
-    look.add_argument("--steps", type=int, default=defaults.steps, metavar="N", help="optimiser iterations (L-BFGS iterations or Adam steps); finer scales of a multi-scale run get half")
     look.add_argument(
-        "--size", type=int, default=None, metavar="PX",
+        "--steps",
+        type=int,
+        default=defaults.steps,
+        metavar="N",
+        help="optimiser iterations (L-BFGS iterations or Adam steps); finer scales of a multi-scale run get half",
+    )
+    look.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        metavar="PX",
         help="working size: samples are resized so their longer side is PX (style images are only ever "
         f"shrunk to it); above --max-single-scale the image is refined coarse to fine. Default: {DEFAULT_SIZE} "
         "(Gatys), each image's own size (--fast)",
     )
-    look.add_argument("--max-single-scale", type=int, default=defaults.max_single_scale, metavar="PX", help="largest size optimised in one go; bigger sizes start at half, quarter, ... and double up")
+    look.add_argument(
+        "--max-single-scale",
+        type=int,
+        default=defaults.max_single_scale,
+        metavar="PX",
+        help="largest size optimised in one go; bigger sizes start at half, quarter, ... and double up",
+    )
 
     opt = parser.add_argument_group("optimisation (Gatys et al. 2016)")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="L-BFGS (as in the paper; strong-Wolfe line search) or Adam")
+    opt.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="L-BFGS (as in the paper; strong-Wolfe line search) or Adam"
+    )
     opt.add_argument("--lr", type=float, default=defaults.lr, help="Adam step size in [0,1] pixel units (ignored by L-BFGS)")
     opt.add_argument("--content-weight", type=float, default=defaults.content_weight, help="weight of the relative conv4_2 content loss")
-    opt.add_argument("--style-weight", type=float, default=defaults.style_weight, help="weight of the relative Gram loss over conv1_1..conv5_1 at strength 1")
-    opt.add_argument("--tv-weight", type=float, default=defaults.tv_weight, help="weight of the total-variation regulariser at strength 1 (0 disables)")
-    opt.add_argument("--pooling", choices=("avg", "max"), default=defaults.pooling, help="VGG19 pooling: average (Gatys' choice, smoother gradients) or the original max")
+    opt.add_argument(
+        "--style-weight",
+        type=float,
+        default=defaults.style_weight,
+        help="weight of the relative Gram loss over conv1_1..conv5_1 at strength 1",
+    )
+    opt.add_argument(
+        "--tv-weight", type=float, default=defaults.tv_weight, help="weight of the total-variation regulariser at strength 1 (0 disables)"
+    )
+    opt.add_argument(
+        "--pooling",
+        choices=("avg", "max"),
+        default=defaults.pooling,
+        help="VGG19 pooling: average (Gatys' choice, smoother gradients) or the original max",
+    )
     opt.add_argument("--batch-size", type=int, default=4, help="samples optimised together (same size only); raise it on a GPU")
     opt.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1, ...")
 
     pick = parser.add_argument_group("automatic style selection (when --style is a folder)")
     pick.add_argument("--k", type=int, default=3, help="number of nearest works blended (equal weights) per sample")
-    pick.add_argument("--select-size", type=int, default=256, metavar="PX", help="size (longer side) at which samples and works are compared")
+    pick.add_argument(
+        "--select-size", type=int, default=256, metavar="PX", help="size (longer side) at which samples and works are compared"
+    )
 
     fast = parser.add_argument_group("fast transfer network (Johnson et al. 2016)")
     fast.add_argument(
-        "--fast", type=Path, metavar="MODEL",
+        "--fast",
+        type=Path,
+        metavar="MODEL",
         help="stylise with a network trained by `atelier refine-train` (OUT/transfer_net.safetensors): one "
         "forward pass per image, any size, no VGG19 needed; --strength blends its output with the sample",
     )
 
     weights = parser.add_argument_group("pretrained VGG19 weights")
-    weights.add_argument("--weights", type=Path, metavar="PATH", help="load this VGG19 state dict file directly (.pth or .safetensors, never unpickled)")
-    weights.add_argument("--weights-dir", type=Path, metavar="DIR", help="folder holding vgg19-dcbb9e9d.pth; otherwise the torch hub cache, then a download (unless ATELIER_OFFLINE=1)")
+    weights.add_argument(
+        "--weights", type=Path, metavar="PATH", help="load this VGG19 state dict file directly (.pth or .safetensors, never unpickled)"
+    )
+    weights.add_argument(
+        "--weights-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder holding vgg19-dcbb9e9d.pth; otherwise the torch hub cache, then a download (unless ATELIER_OFFLINE=1)",
+    )
 
     track = parser.add_argument_group("tracking")
-    track.add_argument("--run-dir", type=Path, metavar="DIR", help="log the reports and images to Weights & Biases, with its files under this run folder")
+    track.add_argument(
+        "--run-dir", type=Path, metavar="DIR", help="log the reports and images to Weights & Biases, with its files under this run folder"
+    )
     track.add_argument("--wandb-run", metavar="NAME", help="W&B run name (also turns W&B logging on, files under --out)")
     track.add_argument("--wandb-project", default="atelier", help="W&B project")
     return parser
@@ -234,8 +284,14 @@ def batches_by_shape(shapes: Sequence[tuple[int, ...]], batch_size: int) -> list
 
 
 def image_report(
-    sample: Path, output: Path, choice: StyleChoice, result: TransferResult, row: int,
-    settings: TransferSettings, extra: dict, seconds: float,
+    sample: Path,
+    output: Path,
+    choice: StyleChoice,
+    result: TransferResult,
+    row: int,
+    settings: TransferSettings,
+    extra: dict,
+    seconds: float,
 ) -> dict:
     """The JSON report written next to one refined image."""
     before, after = result.style_loss_before[row], result.style_loss_after[row]
@@ -265,9 +321,7 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
-def write_output(
-    sample: Path, refined: torch.Tensor, out_dir: Path, unchanged: bool, settings: Optional[dict] = None
-) -> Path:
+def write_output(sample: Path, refined: torch.Tensor, out_dir: Path, unchanged: bool, settings: Optional[dict] = None) -> Path:
     """Save one result; at strength 0 the sample file itself is copied, byte for byte. The PNG keeps
     the sample's disclosure packet and adds a refinement entry with ``settings``."""
     if unchanged:
@@ -279,17 +333,13 @@ def write_output(
     return target
 
 
-def select_styles(
-    request: StyleRequest, vgg: VGG19Features, samples: Sequence[Path], args: argparse.Namespace
-) -> list[StyleChoice]:
+def select_styles(request: StyleRequest, vgg: VGG19Features, samples: Sequence[Path], args: argparse.Namespace) -> list[StyleChoice]:
     """Explicit blend for every sample, or each sample's K nearest works (with a progress bar)."""
     if not request.automatic:
         return choices_for(request, len(samples))
     log.info("choosing the %d nearest of %d works in %s for %d samples", args.k, len(request.works), request.folder, len(samples))
     with tqdm(total=len(request.works), desc="style selection", unit="work", disable=None) as bar:
-        return nearest_works(
-            vgg, samples, request.works, k=args.k, size=args.select_size, batch=args.batch_size, progress=bar.update
-        )
+        return nearest_works(vgg, samples, request.works, k=args.k, size=args.select_size, batch=args.batch_size, progress=bar.update)
 
 
 def refine(args: argparse.Namespace) -> list[dict]:
@@ -323,8 +373,11 @@ def refine(args: argparse.Namespace) -> list[dict]:
     vgg = load_vgg19(FEATURE_LAYERS, weights=args.weights, weights_dir=args.weights_dir, pooling=settings.pooling, device=device)
     choices = select_styles(request, vgg, samples, args)
     extra = {
-        "size": args.size, "k": args.k if request.automatic else None, "select_size": args.select_size,
-        "style_mode": "nearest" if request.automatic else "explicit", "device": str(device),
+        "size": args.size,
+        "k": args.k if request.automatic else None,
+        "select_size": args.select_size,
+        "style_mode": "nearest" if request.automatic else "explicit",
+        "device": str(device),
         "weights": weights_identity(vgg.weights_path),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -350,8 +403,9 @@ def refine(args: argparse.Namespace) -> list[dict]:
                 result = stylise(vgg, batch, bank, settings, progress=steps_bar.update)
             seconds = (time.perf_counter() - started) / len(group)
             for row, index in enumerate(group):
-                output = write_output(samples[index], result.images[row], args.out, settings.strength == 0,
-                                      {"method": "gatys", **asdict(settings), **extra})
+                output = write_output(
+                    samples[index], result.images[row], args.out, settings.strength == 0, {"method": "gatys", **asdict(settings), **extra}
+                )
                 report = image_report(samples[index], output, choices[index], result, row, settings, extra, seconds)
                 if masks is not None:
                     report["style"] = [
@@ -364,7 +418,10 @@ def refine(args: argparse.Namespace) -> list[dict]:
                 reports.append(report)
                 log.info(
                     "%s: style loss %.4g -> %.4g, content loss %.4g",
-                    output.name, report["style_loss_before"], report["style_loss_after"], report["content_loss"],
+                    output.name,
+                    report["style_loss_before"],
+                    report["style_loss_after"],
+                    report["content_loss"],
                 )
             images_bar.update(len(group))
     write_json(args.out / SUMMARY_NAME, {"format": REPORT_FORMAT, "settings": {**asdict(settings), **extra}, "images": reports})
@@ -380,8 +437,12 @@ def log_to_wandb(reports: Sequence[dict], args: argparse.Namespace, config: dict
     wandb_dir = args.run_dir if args.run_dir is not None else args.out
     wandb_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(
-        project=args.wandb_project, name=args.wandb_run, dir=str(wandb_dir), job_type="refine",
-        config=config, mode=os.environ.get("WANDB_MODE", "offline"),
+        project=args.wandb_project,
+        name=args.wandb_run,
+        dir=str(wandb_dir),
+        job_type="refine",
+        config=config,
+        mode=os.environ.get("WANDB_MODE", "offline"),
     )
     keys = ("style_loss_before", "style_loss_after", "content_loss")
     for step, report in enumerate(reports):

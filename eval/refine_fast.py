@@ -41,7 +41,12 @@ def refine_fast(args: argparse.Namespace) -> list[dict]:
     check_writable(args.out)  # a read-only or full disk fails now, not after the work
     device = pick_device(args.device)
     refiner = load_fast_refiner(args.fast, device=device)
-    model = {"file": str(refiner.path), "sha256": refiner.sha256, "trained": refiner.training.get("sources"), "step": refiner.training.get("step")}
+    model = {
+        "file": str(refiner.path),
+        "sha256": refiner.sha256,
+        "trained": refiner.training.get("sources"),
+        "step": refiner.training.get("step"),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     reports: list[dict] = []
     unchanged = args.strength == 0
@@ -54,8 +59,13 @@ def refine_fast(args: argparse.Namespace) -> list[dict]:
                 torch.cuda.synchronize(device)
             seconds = (time.perf_counter() - started) / len(group)
             for row, index in enumerate(group):
-                output = write_output(samples[index], stylised[row].cpu(), args.out, unchanged,
-                                      {"method": "fast transfer network", "strength": args.strength, "model": model})
+                output = write_output(
+                    samples[index],
+                    stylised[row].cpu(),
+                    args.out,
+                    unchanged,
+                    {"method": "fast transfer network", "strength": args.strength, "model": model},
+                )
                 report = {
                     "format": REPORT_FORMAT,
                     "mode": "fast",

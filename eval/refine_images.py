@@ -31,9 +31,7 @@ class RefineInputError(ValueError):
 def list_image_files(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
     return sorted(
-        path
-        for path in folder.iterdir()
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+        path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
     )
 
 
@@ -71,9 +69,7 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, mode="RGB")
 
 
-def save_png(
-    image: torch.Tensor, path: Path, source: Optional[Path] = None, refine: Optional[Mapping[str, Any]] = None
-) -> None:
+def save_png(image: torch.Tensor, path: Path, source: Optional[Path] = None, refine: Optional[Mapping[str, Any]] = None) -> None:
     """Save a [3, H, W] tensor in [0, 1] as an 8-bit PNG, atomically, with the disclosure packet:
     the ``source`` image's XMP packet kept whole, plus one refinement entry with the ``refine``
     settings (a new packet saying the origin is unknown when the source has none or an unreadable one)."""

@@ -66,7 +66,7 @@ class GeneratedImages(Dataset):
             raise IndexError(f"sample {index} out of range 0..{len(self) - 1}")
         start = index - index % self.batch_size
         if start != self._start:
-            self._start, self._batch = start, self._generate(self.seeds[start:start + self.batch_size])
+            self._start, self._batch = start, self._generate(self.seeds[start : start + self.batch_size])
             for i in range(start, min(start + len(self._batch), self._retain_count)):
                 self._retained.setdefault(i, downsize(self._batch[i - start], self._retain_size))
         return self._batch[index - start]
@@ -124,8 +124,12 @@ NOT_SAMPLE_SUFFIXES = ("_nn.png",)
 def is_sample_file(path: Path) -> bool:
     """An image file that is one generated sample (not a grid, not a hidden or temporary file)."""
     name = path.name.lower()
-    return (path.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and name not in NOT_SAMPLES
-            and not name.endswith(NOT_SAMPLE_SUFFIXES))
+    return (
+        path.suffix.lower() in IMAGE_SUFFIXES
+        and not name.startswith(".")
+        and name not in NOT_SAMPLES
+        and not name.endswith(NOT_SAMPLE_SUFFIXES)
+    )
 
 
 class FolderImages(Dataset):
@@ -153,9 +157,7 @@ class FolderImages(Dataset):
 
 def check_resolution(image: torch.Tensor, resolution: int, where: object) -> None:
     if tuple(image.shape[-2:]) != (resolution, resolution):
-        raise EvalInputError(
-            f"{where}: image is {image.shape[-1]}x{image.shape[-2]}, expected {resolution}x{resolution}"
-        )
+        raise EvalInputError(f"{where}: image is {image.shape[-1]}x{image.shape[-2]}, expected {resolution}x{resolution}")
 
 
 @dataclass(frozen=True)

@@ -188,9 +188,7 @@ def style_distances(
                 # Exact pairwise distances: the mm shortcut loses precision for near-identical Grams.
                 squared = torch.cdist(held[layer], target, compute_mode="donot_use_mm_for_euclid_dist").square()
                 block += squared / target.square().sum(dim=1).clamp_min(1e-12)
-            distances[chunk_start : chunk_start + len(chunk), start : start + block.shape[1]] = (
-                block / len(STYLE_LAYERS)
-            ).cpu()
+            distances[chunk_start : chunk_start + len(chunk), start : start + block.shape[1]] = (block / len(STYLE_LAYERS)).cpu()
             if progress is not None and chunk_start == 0:
                 progress(block.shape[1])
     return distances

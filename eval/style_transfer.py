@@ -166,9 +166,7 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
-def style_loss(
-    features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], share: Optional[torch.Tensor] = None
-) -> torch.Tensor:
+def style_loss(features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], share: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-image style loss [N]: mean over style layers of |G - A|^2 / |A|^2.
 
     With ``share`` ([H, W]) the Gram is the region's masked Gram (:func:`eval.masks.masked_gram`).
@@ -221,9 +219,7 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------- colour
 
 # BT.601 full-range (JPEG) RGB -> YCbCr; Cb and Cr are offset by 0.5 to live in [0, 1].
-_RGB_TO_YCBCR = torch.tensor(
-    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=torch.float64
-)
+_RGB_TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=torch.float64)
 _CHROMA_OFFSET = torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64)
 
 
@@ -316,9 +312,7 @@ def style_targets(
     style_images = [_scaled(image.to(device), scale) for image in bank.images]
     if not preserve_color:
         grams = [_image_grams(vgg, image) for image in style_images]
-        return {
-            layer: torch.einsum("nb,bcd->ncd", mix, torch.stack([g[layer] for g in grams])) for layer in STYLE_LAYERS
-        }
+        return {layer: torch.einsum("nb,bcd->ncd", mix, torch.stack([g[layer] for g in grams])) for layer in STYLE_LAYERS}
     # Luminance matching depends on the sample, so each (sample, style image) pair gets its own Gram.
     style_ys = [luminance(image) for image in style_images]
     targets = {layer: [] for layer in STYLE_LAYERS}
@@ -418,8 +412,11 @@ StopCheck = Callable[[int], bool]
 
 
 def _run_lbfgs(
-    x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], steps: int,
-    progress: Optional[Progress], should_stop: Optional[StopCheck] = None,
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    steps: int,
+    progress: Optional[Progress],
+    should_stop: Optional[StopCheck] = None,
 ) -> tuple[int, bool]:
     # Strong-Wolfe line search: the strength knob changes the loss scale by 10^3, and a fixed
     # first step (PyTorch's default) diverges at one end of that range or crawls at the other.
@@ -448,8 +445,12 @@ def _run_lbfgs(
 
 
 def _run_adam(
-    x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], steps: int, lr: float,
-    progress: Optional[Progress], should_stop: Optional[StopCheck] = None,
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    steps: int,
+    lr: float,
+    progress: Optional[Progress],
+    should_stop: Optional[StopCheck] = None,
 ) -> tuple[int, bool]:
     optimizer = torch.optim.Adam([x], lr=lr)
     for step in range(1, steps + 1):
@@ -480,7 +481,9 @@ def _measure(
     return style, content_loss(features[CONTENT_LAYER], content_features), losses
 
 
-def _region_table(styles: Union[StyleBank, MaskedStyles], terms: Sequence[StyleTerm], losses: Sequence[torch.Tensor], n: int) -> list[list[Optional[float]]]:
+def _region_table(
+    styles: Union[StyleBank, MaskedStyles], terms: Sequence[StyleTerm], losses: Sequence[torch.Tensor], n: int
+) -> list[list[Optional[float]]]:
     """Per image, each region's style loss (None for a region without pixels); [] when unmasked."""
     if isinstance(styles, StyleBank):
         return []
@@ -529,9 +532,7 @@ def stylise(
     before, _, region_before = _measure(vgg, space(content), full_terms, full_content_features)
     regions_before = _region_table(bank, full_terms, region_before, n)
     if settings.strength == 0:
-        return TransferResult(
-            content, before.tolist(), before.tolist(), [0.0] * n, 0, [], regions_before, regions_before
-        )
+        return TransferResult(content, before.tolist(), before.tolist(), [0.0] * n, 0, [], regions_before, regions_before)
 
     sizes = scale_schedule(height, width, settings.max_single_scale)
     x = space(content)
@@ -586,8 +587,15 @@ def stylise(
     output = quantise(refined)
     after, distance, region_after = _measure(vgg, space(output), full_terms, full_content_features)
     return TransferResult(
-        output, before.tolist(), after.tolist(), distance.tolist(), iterations, sizes,
-        regions_before, _region_table(bank, full_terms, region_after, n), stopped,
+        output,
+        before.tolist(),
+        after.tolist(),
+        distance.tolist(),
+        iterations,
+        sizes,
+        regions_before,
+        _region_table(bank, full_terms, region_after, n),
+        stopped,
     )
 
 

@@ -102,9 +102,7 @@ def laplacian_pyramid(x: torch.Tensor, num_levels: int) -> list[torch.Tensor]:
 def pyramid_resolutions(resolution: int, min_resolution: int = MIN_RESOLUTION) -> list[int]:
     """The level sizes SWD scores: ``resolution``, halved down to ``min_resolution`` (ProGAN: 16)."""
     if resolution < min_resolution or resolution & (resolution - 1):
-        raise SWDInputError(
-            f"SWD needs square images with a power-of-two side of at least {min_resolution} px, got {resolution}"
-        )
+        raise SWDInputError(f"SWD needs square images with a power-of-two side of at least {min_resolution} px, got {resolution}")
     out = []
     while resolution >= min_resolution:
         out.append(resolution)
@@ -123,13 +121,13 @@ def _as_batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
         if images.dtype != np.uint8:
             raise SWDInputError(f"numpy images must be uint8, got {images.dtype}")
         for start in range(0, len(images), batch_size):
-            yield torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).permute(0, 3, 1, 2)
+            yield torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
         return
     if isinstance(images, torch.Tensor):
         if images.dim() != 4 or images.shape[1] != 3:
             raise SWDInputError(f"tensor images must be [N, 3, H, W] (NCHW), got shape {tuple(images.shape)}")
         for start in range(0, images.shape[0], batch_size):
-            yield images[start:start + batch_size]
+            yield images[start : start + batch_size]
         return
     batch: list[torch.Tensor] = []
     for item in (images[i] for i in range(len(images))) if hasattr(images, "__getitem__") else images:
@@ -300,14 +298,17 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: torch.Tenso
     directions = directions.to(a.device)
     values = []
     for i in range(0, directions.shape[1], chunk):
-        d = directions[:, i:i + chunk].T.contiguous()  # [chunk, D]
+        d = directions[:, i : i + chunk].T.contiguous()  # [chunk, D]
         values.append(wasserstein_1d(d @ a.T, d @ b.T))
     return torch.cat(values).double().mean()
 
 
 def swd_between(
-    real: PatchDescriptors, fake: PatchDescriptors, seed: int = 0,
-    dir_repeats: int = DIR_REPEATS, dirs_per_repeat: int = DIRS_PER_REPEAT,
+    real: PatchDescriptors,
+    fake: PatchDescriptors,
+    seed: int = 0,
+    dir_repeats: int = DIR_REPEATS,
+    dirs_per_repeat: int = DIRS_PER_REPEAT,
 ) -> dict[str, Any]:
     """SWD x 10^3 per level and their mean, from two sets' descriptors."""
     if real.resolutions != fake.resolutions:

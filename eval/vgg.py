@@ -112,8 +112,7 @@ def _trunk_state(state_dict: Mapping[str, torch.Tensor], trunk: nn.Sequential) -
     for key, param in trunk.state_dict().items():
         if tuple(subset[key].shape) != tuple(param.shape):
             raise ValueError(
-                f"not a torchvision VGG19 state dict: {prefix}{key} has shape "
-                f"{tuple(subset[key].shape)}, expected {tuple(param.shape)}"
+                f"not a torchvision VGG19 state dict: {prefix}{key} has shape {tuple(subset[key].shape)}, expected {tuple(param.shape)}"
             )
     return {key: value.float() for key, value in subset.items()}
 

@@ -81,8 +81,7 @@ class WeightsChecksumError(ValueError):
 INCEPTION_V3 = WeightSpec(
     name="inception-v3-compat",
     filename="weights-inception-2015-12-05-6726825d.pth",
-    url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-    "weights-inception-2015-12-05-6726825d.pth",
+    url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
     sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
 )
 # torchvision ImageNet classifiers; the hex suffix of each file name is its sha256 prefix.
@@ -108,20 +107,24 @@ VGG19 = WeightSpec(
 
 def _dinov2(timm_name: str) -> WeightSpec:
     # timm's DINOv2 exports on the Hugging Face Hub (safetensors); no checksum is published.
-    return WeightSpec(name=timm_name, filename=f"{timm_name}.safetensors",
-                      url=f"https://huggingface.co/timm/{timm_name}/resolve/main/model.safetensors", sha256=None)
+    return WeightSpec(
+        name=timm_name,
+        filename=f"{timm_name}.safetensors",
+        url=f"https://huggingface.co/timm/{timm_name}/resolve/main/model.safetensors",
+        sha256=None,
+    )
 
 
 DINOV2_VITL14 = _dinov2("vit_large_patch14_dinov2.lvd142m")  # FD_DINOv2 (eval/dinov2.py)
 DINOV2_VITS14 = _dinov2("vit_small_patch14_dinov2.lvd142m")
 
 
-
 def _lpips_linear(net: str, sha256: str) -> WeightSpec:
     # LPIPS's calibration layers ship inside the pinned lpips package (0.1.4); the digests are
     # those of that release's files, so a file changed on disk is refused.
-    return WeightSpec(name=f"lpips-v0.1-{net}-linear", filename=f"{net}.pth",
-                      url=f"lpips package: lpips/weights/v0.1/{net}.pth", sha256=sha256)
+    return WeightSpec(
+        name=f"lpips-v0.1-{net}-linear", filename=f"{net}.pth", url=f"lpips package: lpips/weights/v0.1/{net}.pth", sha256=sha256
+    )
 
 
 LPIPS_LINEAR = {
@@ -207,9 +210,7 @@ def _download(spec: WeightSpec, target: Path) -> Path:
     if not _env_flag(SKIP_CHECKSUM_ENV) and not checksum_matches(spec, target):
         actual = file_sha256(target)
         target.unlink(missing_ok=True)
-        raise WeightsChecksumError(
-            f"downloaded {spec.filename} has sha256 {actual}, expected one starting {spec.sha256}; deleted it"
-        )
+        raise WeightsChecksumError(f"downloaded {spec.filename} has sha256 {actual}, expected one starting {spec.sha256}; deleted it")
     return target
 
 
@@ -306,12 +307,10 @@ def verify(spec: WeightSpec | None, path: Path, sha256: str) -> None:
         return
     source = f"recorded in {path.parent / RECORDED_SUMS}" if recorded else "published"
     enforced = recorded is not None or len(expected) == 64
-    message = (f"{path}: sha256 {sha256} does not match the {source} {expected}"
-               f"{'' if len(expected) == 64 else '…'}")
+    message = f"{path}: sha256 {sha256} does not match the {source} {expected}{'' if len(expected) == 64 else '…'}"
     if enforced and not _env_flag(SKIP_CHECKSUM_ENV):
         raise WeightsChecksumError(
-            f"{message}; refused (replace the file, record its sha256 in {RECORDED_SUMS} beside it, "
-            f"or set {SKIP_CHECKSUM_ENV}=1)"
+            f"{message}; refused (replace the file, record its sha256 in {RECORDED_SUMS} beside it, or set {SKIP_CHECKSUM_ENV}=1)"
         )
     if (str(path), sha256) not in _WARNED:  # one warning per file, however often a run loads it
         _WARNED.add((str(path), sha256))

@@ -146,9 +146,7 @@ def resolve_checkpoint(path: str | os.PathLike, option: str = "--resume") -> Pat
         if latest is None:
             raise CheckpointError(f"{option} {path}: run dir has no complete checkpoint under {CHECKPOINTS_DIR}/")
         return latest
-    raise CheckpointError(
-        f"{option} {path}: not a checkpoint (no {STATE_FILE}) and not a run dir (no {CHECKPOINTS_DIR}/)"
-    )
+    raise CheckpointError(f"{option} {path}: not a checkpoint (no {STATE_FILE}) and not a run dir (no {CHECKPOINTS_DIR}/)")
 
 
 def read_state(ckpt: str | os.PathLike) -> dict[str, Any]:
@@ -174,8 +172,7 @@ def check_architecture(state: Mapping[str, Any], model: Mapping[str, Any], resol
     for key in sorted(set(stored) | set(model)):
         if stored.get(key) != model.get(key):
             raise CheckpointError(
-                f"{where}: checkpoint has a different architecture: model.{key}={stored.get(key)!r} there, "
-                f"{model.get(key)!r} in the config"
+                f"{where}: checkpoint has a different architecture: model.{key}={stored.get(key)!r} there, {model.get(key)!r} in the config"
             )
 
 
@@ -205,17 +202,18 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     """Inverse of :func:`capture_rng`."""
     torch.set_rng_state(state["torch"])
     npst = state["numpy"]
-    np.random.set_state(
-        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
-    )
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
     py = state["python"]
     random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         if len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
         else:
-            log.warning("checkpoint has CUDA RNG states for %d devices, this machine has %d; not restored",
-                        len(state["cuda"]), torch.cuda.device_count())
+            log.warning(
+                "checkpoint has CUDA RNG states for %d devices, this machine has %d; not restored",
+                len(state["cuda"]),
+                torch.cuda.device_count(),
+            )
 
 
 def storage_device(device: torch.device | str) -> str:
@@ -347,14 +345,17 @@ def save_checkpoint(run_dir: str | os.PathLike, snap: Snapshot, group: ProcessGr
 def _warn_if_processes_disagree(tmp: Path, num_processes: int) -> None:
     digests = process_digests(tmp)
     if len(digests) != num_processes:
-        log.error("checkpoint %s holds the files of %d of %d processes: the run dir must be on a filesystem "
-                  "all processes share", tmp.name, len(digests), num_processes)
+        log.error(
+            "checkpoint %s holds the files of %d of %d processes: the run dir must be on a filesystem all processes share",
+            tmp.name,
+            len(digests),
+            num_processes,
+        )
     reference = digests.get(0)
     for rank, digest in digests.items():
         if digest != reference:
             differing = sorted(k for k in digest if digest[k] != (reference or {}).get(k))
-            log.error("process %d holds different %s weights than process 0: processes went out of sync", rank,
-                      "/".join(differing))
+            log.error("process %d holds different %s weights than process 0: processes went out of sync", rank, "/".join(differing))
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
@@ -397,7 +398,7 @@ def _load_pt(path: Path, device: torch.device | str) -> Any:
 
 
 def _intact_hint(ckpt: Path) -> str:
-    """", the previous checkpoint ... still works: --resume ..." for an error about ``ckpt``, or ""."""
+    """ ", the previous checkpoint ... still works: --resume ..." for an error about ``ckpt``, or ""."""
     if ckpt.parent.name != CHECKPOINTS_DIR:
         return ""
     for older in reversed(list_checkpoints(ckpt.parent)):
@@ -435,8 +436,7 @@ def _read_weights(path: Path, expected: Optional[str]) -> dict[str, torch.Tensor
     except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
         raise _damaged(path.parent, f"{path}: not a readable safetensors file ({first_line(exc)})") from exc
     if expected is not None and tensors_sha256(tensors) != expected:
-        raise _damaged(path.parent, f"{path}: damaged, its weights do not match the sha256 recorded in "
-                                    f"{_process_file(0)}")
+        raise _damaged(path.parent, f"{path}: damaged, its weights do not match the sha256 recorded in {_process_file(0)}")
     return tensors
 
 
@@ -487,8 +487,7 @@ def choose_resume_checkpoint(path: str | os.PathLike, option: str = "--resume") 
             verify_checkpoint(older)
         except CheckpointError:
             continue
-        log.warning("the latest checkpoint %s is damaged (%s); resuming from the newest intact one, %s",
-                    chosen.name, damaged, older)
+        log.warning("the latest checkpoint %s is damaged (%s); resuming from the newest intact one, %s", chosen.name, damaged, older)
         return older
     raise CheckpointError(f"{option} {path}: no intact checkpoint ({damaged})")
 

@@ -32,10 +32,10 @@ CMD = "convert"
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog=prog_name(CMD), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="an NVIDIA network pickle (.pkl) or an https URL of one")
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors",
-                        help="the generator export to write (G_ema)")
-    parser.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
-                        help="also write G, D and G_ema as an atelier checkpoint dir (for train --init-from)")
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors", help="the generator export to write (G_ema)")
+    parser.add_argument(
+        "--checkpoint-dir", type=Path, metavar="DIR", help="also write G, D and G_ema as an atelier checkpoint dir (for train --init-from)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -81,9 +81,14 @@ def convert(source: str, out: Path, checkpoint_dir: Optional[Path] = None, force
                 raise AtelierError(f"{source}: the pickle has no {name}, so no checkpoint dir can be written")
             tensors = {k: v.contiguous() for k, v in state.items()}
             atomic_write(checkpoint_dir / NETWORK_FILES[name], lambda tmp, t=tensors: save_file(t, str(tmp)))
-        state_json = {"format": CHECKPOINT_FORMAT, "model": dataclasses.asdict(nets.arch.model),
-                      "resolution": nets.arch.resolution, "img_channels": nets.arch.img_channels,
-                      "nvidia": origin, "progress": {"cur_nimg": 0}}
+        state_json = {
+            "format": CHECKPOINT_FORMAT,
+            "model": dataclasses.asdict(nets.arch.model),
+            "resolution": nets.arch.resolution,
+            "img_channels": nets.arch.img_channels,
+            "nvidia": origin,
+            "progress": {"cur_nimg": 0},
+        }
         atomic_write_text(checkpoint_dir / STATE_FILE, json.dumps(state_json, indent=2) + "\n")  # last: marks it complete
         log.info("wrote %s (G, D, G_ema; for train --init-from; not a %s/ run dir)", checkpoint_dir, CHECKPOINTS_DIR)
     return {"out": str(out), **origin}

@@ -115,8 +115,10 @@ class ImageFolderDataset(Dataset):
         need, available = self.decoded_bytes(), psutil.virtual_memory().available
         if need <= memory_fraction * available:
             return None
-        return (f"the decoded dataset ({need / 2**30:.1f} GB) does not fit in {memory_fraction:.0%} "
-                f"of the free memory ({available / 2**30:.1f} GB)")
+        return (
+            f"the decoded dataset ({need / 2**30:.1f} GB) does not fit in {memory_fraction:.0%} "
+            f"of the free memory ({available / 2**30:.1f} GB)"
+        )
 
     def preload(self, threads: int | None = None, memory_fraction: float = 0.5) -> bool:
         """Decode every image into one uint8 tensor, unless it would take more than
@@ -202,9 +204,7 @@ class ImageFolderDataset(Dataset):
         odd = {size: name for size, name in sizes.items() if size != expected}
         if odd:
             found = ", ".join(f"{w}x{h} (e.g. {name})" for (w, h), name in sorted(odd.items()))
-            raise DatasetError(
-                f"{self.root} has mixed resolutions: {INFO_NAME} says {self.resolution}x{self.resolution}, found {found}"
-            )
+            raise DatasetError(f"{self.root} has mixed resolutions: {INFO_NAME} says {self.resolution}x{self.resolution}, found {found}")
         unlisted = {p.name for p in self.root.glob("*.png")} - {p.name for p in self.files}
         if unlisted:
             log.warning("%s: %d PNG files not listed in %s are ignored", self.root, len(unlisted), INFO_NAME)

@@ -252,9 +252,7 @@ def resolve_source(path: str | os.PathLike) -> GeneratorSource:
     if (path / CHECKPOINTS_DIR).is_dir():
         latest = latest_checkpoint(path)
         if latest is None:
-            raise GeneratorLoadError(
-                f"{path}: run dir has no {EXPORT_NAME} and no complete checkpoint under {CHECKPOINTS_DIR}/"
-            )
+            raise GeneratorLoadError(f"{path}: run dir has no {EXPORT_NAME} and no complete checkpoint under {CHECKPOINTS_DIR}/")
         return _checkpoint_source(latest)
     raise GeneratorLoadError(
         f"{path}: not a generator export, checkpoint dir ({CHECKPOINT_WEIGHTS} + {CHECKPOINT_STATE}) "
@@ -309,9 +307,7 @@ def _meta_from_state(state: Any, where: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise GeneratorLoadError(f"{where}: expected a JSON object")
     if state.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
-        raise GeneratorLoadError(
-            f"{where}: not an atelier checkpoint (format {state['format']!r}, expected {CHECKPOINT_FORMAT!r})"
-        )
+        raise GeneratorLoadError(f"{where}: not an atelier checkpoint (format {state['format']!r}, expected {CHECKPOINT_FORMAT!r})")
     config = state.get("config") if isinstance(state.get("config"), dict) else {}
     model = state.get("model", config.get("model"))
     resolution = state.get("resolution", (config.get("data") or {}).get("resolution"))
@@ -335,13 +331,9 @@ def _check_meta(meta: Any, where: Path) -> None:
             raise GeneratorLoadError(f"{where}: metadata {key!r} must be a positive integer, got {meta.get(key)!r}")
     res = meta["resolution"]
     if not MIN_RESOLUTION <= res <= MAX_RESOLUTION or res & (res - 1):
-        raise GeneratorLoadError(
-            f"{where}: metadata 'resolution' must be a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}, got {res}"
-        )
+        raise GeneratorLoadError(f"{where}: metadata 'resolution' must be a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}, got {res}")
     if meta["img_channels"] > MAX_IMG_CHANNELS:
-        raise GeneratorLoadError(
-            f"{where}: metadata 'img_channels' must be at most {MAX_IMG_CHANNELS}, got {meta['img_channels']}"
-        )
+        raise GeneratorLoadError(f"{where}: metadata 'img_channels' must be at most {MAX_IMG_CHANNELS}, got {meta['img_channels']}")
 
 
 def _is_int(value: Any) -> bool:
@@ -438,8 +430,7 @@ def _verify_weights(source: GeneratorSource, tensors: Mapping[str, torch.Tensor]
             return  # state.json was read and checked by resolve_source; old checkpoints may lack digests
         if isinstance(recorded, str):
             if file_sha256(source.weights) != recorded:
-                raise GeneratorLoadError(f"{source.weights}: damaged, its sha256 differs from the one recorded in "
-                                         f"{CHECKPOINT_STATE}")
+                raise GeneratorLoadError(f"{source.weights}: damaged, its sha256 differs from the one recorded in {CHECKPOINT_STATE}")
             return
     if isinstance(expected, str) and tensors_sha256(tensors) != expected:
         raise GeneratorLoadError(f"{source.weights}: damaged, its weights do not match the sha256 recorded in {where}")
@@ -469,11 +460,8 @@ def _check_weights(shapes: Mapping[str, list[int]], G: torch.nn.Module, where: P
             raise GeneratorLoadError(f"{where}: weights do not match the described architecture: missing tensor {name!r}")
         if shapes[name] != shape:
             raise GeneratorLoadError(
-                f"{where}: weights do not match the described architecture: {name!r} has shape "
-                f"{shapes[name]}, expected {shape}"
+                f"{where}: weights do not match the described architecture: {name!r} has shape {shapes[name]}, expected {shape}"
             )
     unexpected = [name for name in shapes if name not in expected]
     if unexpected:
-        raise GeneratorLoadError(
-            f"{where}: weights do not match the described architecture: unexpected tensor {sorted(unexpected)[0]!r}"
-        )
+        raise GeneratorLoadError(f"{where}: weights do not match the described architecture: unexpected tensor {sorted(unexpected)[0]!r}")

@@ -77,8 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seeds",
         metavar="LIST",
-        help="seeds to paint, comma-separated integers and inclusive ranges, e.g. 0-63,70,80-82; "
-        "one PNG per seed",
+        help="seeds to paint, comma-separated integers and inclusive ranges, e.g. 0-63,70,80-82; one PNG per seed",
     )
     parser.add_argument(
         "--psi",
@@ -95,9 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "seeded by each image's seed (still reproducible), none = no noise (default: %(default)s)",
     )
     parser.add_argument("--grid", action="store_true", help="also write grid.png tiling all seeds' images")
-    parser.add_argument(
-        "--grid-cols", type=int, metavar="N", help="columns of the grid (default: near-square)"
-    )
+    parser.add_argument("--grid-cols", type=int, metavar="N", help="columns of the grid (default: near-square)")
     parser.add_argument(
         "--interpolate",
         nargs=2,
@@ -115,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
-        "--c2pa-cert", metavar="PEM",
+        "--c2pa-cert",
+        metavar="PEM",
         help="also sign every file with C2PA content credentials: this PEM certificate chain (signer first; "
         "needs `pip install 'atelier[c2pa]'`; signed files differ from run to run)",
     )
@@ -190,14 +188,21 @@ def run(args: argparse.Namespace) -> list[Path]:
     identity = weights_sha256(G)
     log.info(
         "generator: %s (%s, %d px, kimg %s, weights_sha256 %s) on %s",
-        info["weights"], info["kind"], info["resolution"], info.get("kimg", "?"), identity[:12], device,
+        info["weights"],
+        info["kind"],
+        info["resolution"],
+        info.get("kimg", "?"),
+        identity[:12],
+        device,
     )
     card = existing_card(source)
-    print(f"model card: {card}" if card else
-          f"model card: none for {info['weights']} (every export written by training or `atelier convert` has one)")
+    print(
+        f"model card: {card}"
+        if card
+        else f"model card: none for {info['weights']} (every export written by training or `atelier convert` has one)"
+    )
     disclosure = disclosure_text(provenance)
-    recipe = {"psi": args.psi, "noise_mode": args.noise_mode, "resolution": info["resolution"],
-              "generator_kimg": info.get("kimg")}
+    recipe = {"psi": args.psi, "noise_mode": args.noise_mode, "resolution": info["resolution"], "generator_kimg": info.get("kimg")}
 
     def packet(**settings) -> str:
         return build_xmp(provenance, identity, {**settings, **recipe}, disclosure)
@@ -233,13 +238,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.interpolate:
         seed_a, seed_b = args.interpolate
         with tqdm(total=args.frames, unit="frame", desc="interpolate", disable=args.no_progress) as bar:
-            frames = interpolate(
-                G, seed_a, seed_b, args.frames, args.psi, args.noise_mode, args.batch, device, on_batch=bar.update
-            )
+            frames = interpolate(G, seed_a, seed_b, args.frames, args.psi, args.noise_mode, args.batch, device, on_batch=bar.update)
         gif = out / f"interp-seed{seed_a:04d}-seed{seed_b:04d}-psi{args.psi:.2f}{noise_suffix(args.noise_mode)}.gif"
         walk = packet(interpolate=f"{seed_a}-{seed_b}", frames=args.frames)
-        written.append(signed(save_gif(frames, gif, args.fps, xmp=walk, comment=disclosure),
-                              interpolate=f"{seed_a}-{seed_b}", frames=args.frames))
+        written.append(
+            signed(save_gif(frames, gif, args.fps, xmp=walk, comment=disclosure), interpolate=f"{seed_a}-{seed_b}", frames=args.frames)
+        )
     log.info("wrote %d file(s) to %s", len(written), out)
     return written
 

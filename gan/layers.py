@@ -134,11 +134,9 @@ class _DepthwiseFIRAdjoint(torch.autograd.Function):
         ctx.save_for_backward(k)
         ctx.stride, ctx.padding = stride, padding
         # A strided conv drops the last (H + 2p - kh) % stride rows/columns; put them back as zeros.
-        extra = [size + 2 * p - ((n - 1) * s + kk)
-                 for size, n, s, kk, p in zip(out_hw, y.shape[2:], stride, k.shape[2:], padding)]
+        extra = [size + 2 * p - ((n - 1) * s + kk) for size, n, s, kk, p in zip(out_hw, y.shape[2:], stride, k.shape[2:], padding)]
         with torch.autocast(device_type=y.device.type, enabled=False):
-            return F.conv_transpose2d(y, k.to(y.dtype), stride=stride, padding=padding,
-                                      output_padding=extra, groups=y.shape[1])
+            return F.conv_transpose2d(y, k.to(y.dtype), stride=stride, padding=padding, output_padding=extra, groups=y.shape[1])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -146,16 +144,12 @@ class _DepthwiseFIRAdjoint(torch.autograd.Function):
         return _DepthwiseFIR.apply(grad, k, ctx.stride, ctx.padding), None, None, None, None
 
 
-def depthwise_fir(
-    x: torch.Tensor, k: torch.Tensor, stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0)
-) -> torch.Tensor:
+def depthwise_fir(x: torch.Tensor, k: torch.Tensor, stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """``F.conv2d(x, k, stride, padding, groups=C)`` for a fixed filter, with cheap higher derivatives."""
     return _DepthwiseFIR.apply(x, k, tuple(stride), tuple(padding))
 
 
-def depthwise_fir_transposed(
-    x: torch.Tensor, k: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int] = (0, 0)
-) -> torch.Tensor:
+def depthwise_fir_transposed(x: torch.Tensor, k: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """``F.conv_transpose2d(x, k, stride, padding, groups=C)`` for a fixed filter (the adjoint of
     :func:`depthwise_fir`), with cheap higher derivatives."""
     out_hw = tuple((n - 1) * s + kk - 2 * p for n, s, kk, p in zip(x.shape[2:], stride, k.shape[2:], padding))
@@ -344,7 +338,8 @@ class Conv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = equalised_lr_gain(in_channels * kernel_size * kernel_size)
         self.register_buffer(
-            "resample_filter", resample_filter if resample_filter is not None else fir_filter(),
+            "resample_filter",
+            resample_filter if resample_filter is not None else fir_filter(),
             persistent=False,
         )
 

@@ -132,8 +132,10 @@ def report_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         elif name == "swd":
             values = {"swd (x10^3)": section.get("swd")}
         elif name == "diversity":
-            values = {"lpips_diversity": section.get("lpips_diversity"),
-                      "lpips_diversity (training set)": section.get("reference_lpips_diversity")}
+            values = {
+                "lpips_diversity": section.get("lpips_diversity"),
+                "lpips_diversity (training set)": section.get("reference_lpips_diversity"),
+            }
         elif name == "memorisation":
             values = {"near-copy fraction": section.get("flagged_fraction")}
         else:
@@ -148,17 +150,26 @@ def memorisation_verdict(report: Optional[Mapping[str, Any]]) -> str:
     """One sentence on near-copies of training works, from a report's memorisation section."""
     mem = (report or {}).get("memorisation")
     if not isinstance(mem, Mapping):
-        return ("Not measured yet: run `atelier eval --checkpoint <export> --dataset <dataset> --metrics nn` "
-                "to check samples against their nearest training works.")
+        return (
+            "Not measured yet: run `atelier eval --checkpoint <export> --dataset <dataset> --metrics nn` "
+            "to check samples against their nearest training works."
+        )
     flagged, total = mem.get("num_flagged"), mem.get("num_samples")
     threshold = mem.get("lpips_threshold")
-    limit = f" (LPIPS below {threshold:.4g}, {_esc(mem.get('calibration') or 'calibrated on the training set')})" \
-        if isinstance(threshold, (int, float)) else ""
+    limit = (
+        f" (LPIPS below {threshold:.4g}, {_esc(mem.get('calibration') or 'calibrated on the training set')})"
+        if isinstance(threshold, (int, float))
+        else ""
+    )
     if not flagged:
-        return (f"No near-copies: none of {total} samples is closer to a training work than the copy "
-                f"threshold{limit}, compared with {mem.get('num_reference')} real works.")
-    return (f"**{flagged} of {total} samples flagged as near-copies** of training works{limit}; inspect the "
-            f"side-by-side grid before sharing images ({_esc(mem.get('grid') or 'no grid saved')}).")
+        return (
+            f"No near-copies: none of {total} samples is closer to a training work than the copy "
+            f"threshold{limit}, compared with {mem.get('num_reference')} real works."
+        )
+    return (
+        f"**{flagged} of {total} samples flagged as near-copies** of training works{limit}; inspect the "
+        f"side-by-side grid before sharing images ({_esc(mem.get('grid') or 'no grid saved')})."
+    )
 
 
 # --------------------------------------------------------------------------- the card
@@ -209,15 +220,19 @@ def build_card(
     kimg = meta.get("kimg")
     lines += [
         f"A StyleGAN2-ADA generator ({meta.get('resolution')} px) trained with atelier"
-        + (f" for {kimg:g} kimg" if isinstance(kimg, (int, float)) else "") + ".",
+        + (f" for {kimg:g} kimg" if isinstance(kimg, (int, float)) else "")
+        + ".",
         f"Weights: `{_esc(export.name)}`, sha256 of the tensors `{meta.get('weights_sha256') or 'unknown'}` (the "
-        "`weights_sha256` written into every image it makes).", "",
-        "## Training data", "",
+        "`weights_sha256` written into every image it makes).",
+        "",
+        "## Training data",
+        "",
     ]
     if known:
         lines += [
             f"- Artist(s): {_esc(', '.join(prov.get('artists') or []) or 'not recorded')}",
-            f"- Works: {prov.get('work_count')}" + (f" from {_esc(prov['source'])}" if prov.get("source") else "")
+            f"- Works: {prov.get('work_count')}"
+            + (f" from {_esc(prov['source'])}" if prov.get("source") else "")
             + (f" ({prov['image_count']} training images)" if prov.get("image_count") not in (None, prov.get("work_count")) else ""),
             f"- Licence: {_esc(prov.get('licence'))}"
             + (" (every work is public domain)" if prov.get("all_public_domain") else " (NOT all public domain)"),
@@ -230,12 +245,17 @@ def build_card(
     lines += ["", "## Evaluation", ""]
     lines += _evaluation(meta, run_dir, eval_report)
     lines += [
-        "", "## Disclosure", "",
+        "",
+        "## Disclosure",
+        "",
         "Every image atelier writes with this model (samples, grids, latent walks, refined images, studio "
         "exports) carries an XMP packet with IPTC `DigitalSourceType` = "
-        f"`{TRAINED_ALGORITHMIC_MEDIA}` and this description:", "",
-        f"> {_esc(disclosure_text(prov))}", "",
-        "## Intended use", "",
+        f"`{TRAINED_ALGORITHMIC_MEDIA}` and this description:",
+        "",
+        f"> {_esc(disclosure_text(prov))}",
+        "",
+        "## Intended use",
+        "",
         "Making new images in the manner of the training works for study, exploration and creative work, "
         "shown as AI-generated. Not for passing images off as works by the artist or any person, for "
         "forging provenance, or for removing the disclosure metadata. The model can reproduce training "
@@ -249,8 +269,10 @@ def _evaluation(meta: Mapping[str, Any], run_dir: Optional[Path], eval_report) -
     report_for_verdict = None
     if eval_report is not None:
         path, report = eval_report
-        lines += [f"`atelier eval` report `{_esc(path)}` (these weights, dataset "
-                  f"`{_esc(report.get('dataset'))}`, psi {report.get('psi')}):", ""]
+        lines += [
+            f"`atelier eval` report `{_esc(path)}` (these weights, dataset `{_esc(report.get('dataset'))}`, psi {report.get('psi')}):",
+            "",
+        ]
         lines += _table(report_rows(report))
         report_for_verdict = report
     training = latest_training_report(run_dir)

@@ -44,9 +44,7 @@ W_AVG_BETA = 0.995  # EMA decay of the tracked mean w (StyleGAN2-ADA's w_avg_bet
 def check_resolution(resolution: int) -> int:
     """Return ``resolution`` if it is a power of two in 4..1024, else raise ValueError."""
     if not (MIN_RESOLUTION <= resolution <= MAX_RESOLUTION) or resolution & (resolution - 1):
-        raise ValueError(
-            f"resolution must be a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}, got {resolution}"
-        )
+        raise ValueError(f"resolution must be a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}, got {resolution}")
     return resolution
 
 
@@ -75,9 +73,7 @@ class MappingNetwork(nn.Module):
         dims = [z_dim] + [w_dim] * num_layers
         # lr_mul (0.01): the mapping learns 100x slower, which keeps W from collapsing
         # early in training (StyleGAN App. C).
-        self.layers = nn.ModuleList(
-            FullyConnected(dims[i], dims[i + 1], activation="lrelu", lr_mul=lr_mul) for i in range(num_layers)
-        )
+        self.layers = nn.ModuleList(FullyConnected(dims[i], dims[i + 1], activation="lrelu", lr_mul=lr_mul) for i in range(num_layers))
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(
@@ -145,7 +141,8 @@ class SynthesisLayer(nn.Module):
         self.noise = NoiseInjection(resolution)
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.register_buffer(
-            "resample_filter", resample_filter if resample_filter is not None else fir_filter(),
+            "resample_filter",
+            resample_filter if resample_filter is not None else fir_filter(),
             persistent=False,
         )
 
@@ -154,8 +151,16 @@ class SynthesisLayer(nn.Module):
         # lrelu(y + noise + b) * g = lrelu(g*y + g*noise + g*b) for g > 0: the gain rides on
         # the demodulation multiply, which also adds the bias, so one pass follows the conv.
         x = modulated_conv2d(
-            x, self.weight, styles, demodulate=True, up=self.up, resample_filter=self.resample_filter,
-            fused=self.fused, weight_gain=self.weight_gain, bias=self.bias * LRELU_GAIN, gain=LRELU_GAIN,
+            x,
+            self.weight,
+            styles,
+            demodulate=True,
+            up=self.up,
+            resample_filter=self.resample_filter,
+            fused=self.fused,
+            weight_gain=self.weight_gain,
+            bias=self.bias * LRELU_GAIN,
+            gain=LRELU_GAIN,
         )
         x = self.noise(x, noise_mode, gain=LRELU_GAIN)
         return bias_act(x, None, "lrelu", 1.0, self.conv_clamp)
@@ -165,9 +170,7 @@ class ToRGBLayer(nn.Module):
     """The 'tRGB' box of Fig. 7a: a modulated 1x1 conv to RGB, without demodulation
     (the output is an image, not a feature map that the next layer expects normalised)."""
 
-    def __init__(
-        self, in_channels: int, img_channels: int, w_dim: int, conv_clamp: Optional[float] = None
-    ) -> None:
+    def __init__(self, in_channels: int, img_channels: int, w_dim: int, conv_clamp: Optional[float] = None) -> None:
         super().__init__()
         self.conv_clamp, self.fused = conv_clamp, True
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
@@ -177,9 +180,7 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w)
-        x = modulated_conv2d(
-            x, self.weight, styles, demodulate=False, fused=self.fused, weight_gain=self.weight_gain, bias=self.bias
-        )
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=self.fused, weight_gain=self.weight_gain, bias=self.bias)
         return bias_act(x, None, "linear", 1.0, self.conv_clamp)
 
 
@@ -209,7 +210,12 @@ class SynthesisBlock(nn.Module):
         else:
             self.const = None
             self.conv0 = SynthesisLayer(
-                in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp,
+                in_channels,
+                out_channels,
+                w_dim,
+                resolution,
+                up=2,
+                conv_clamp=conv_clamp,
                 resample_filter=self.resample_filter,
             )
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
@@ -247,9 +253,7 @@ class SynthesisNetwork(nn.Module):
         blocks = []
         for res in resolutions:
             in_ch = channels_at(cfg, res // 2) if res > 4 else 0
-            blocks.append(
-                SynthesisBlock(in_ch, channels_at(cfg, res), cfg.w_dim, res, img_channels, cfg.conv_clamp)
-            )
+            blocks.append(SynthesisBlock(in_ch, channels_at(cfg, res), cfg.w_dim, res, img_channels, cfg.conv_clamp))
         self.blocks = nn.ModuleList(blocks)
         # Consecutive blocks share a w: a block's ToRGB uses the w of the next block's
         # conv0, as in StyleGAN2 (so a 2^k image has 2k-2 ws).
@@ -355,15 +359,9 @@ class DiscriminatorBlock(nn.Module):
     ) -> None:
         super().__init__()
         f = fir_filter()
-        self.fromrgb = (
-            Conv2d(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
-            if in_channels == 0
-            else None
-        )
+        self.fromrgb = Conv2d(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp) if in_channels == 0 else None
         self.conv0 = Conv2d(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv1 = Conv2d(
-            tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp, resample_filter=f
-        )
+        self.conv1 = Conv2d(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp, resample_filter=f)
         self.skip = Conv2d(tmp_channels, out_channels, 1, bias=False, down=2, resample_filter=f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -422,9 +420,7 @@ class Discriminator(nn.Module):
         )
         # A 4x4 discriminator has no block to hold the FromRGB layer.
         self.fromrgb = (
-            Conv2d(img_channels, channels_at(cfg, 4), 1, activation="lrelu", conv_clamp=cfg.conv_clamp)
-            if not resolutions
-            else None
+            Conv2d(img_channels, channels_at(cfg, 4), 1, activation="lrelu", conv_clamp=cfg.conv_clamp) if not resolutions else None
         )
         self.epilogue = DiscriminatorEpilogue(channels_at(cfg, 4), 4, cfg.mbstd_group, 1, cfg.conv_clamp)
 

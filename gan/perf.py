@@ -80,8 +80,11 @@ class CompiledOrEager(nn.Module):
     def _fall_back(self, exc: BaseException) -> None:
         self.failed = True
         object.__setattr__(self, "_compiled", None)
-        warnings.warn(f"torch.compile of {self.name} failed ({type(exc).__name__}: {first_line(exc)}); "
-                      "running it eagerly", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"torch.compile of {self.name} failed ({type(exc).__name__}: {first_line(exc)}); running it eagerly",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         log.warning("torch.compile of %s failed; running it eagerly", self.name)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

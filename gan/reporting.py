@@ -184,7 +184,13 @@ class Reporter:
         try:
             with preserved_rng():  # sampling for the metrics must not shift the training noise
                 return run_training_metrics(
-                    G_ema, self.cfg.metrics, self.cfg.data.path, self.run_dir, kimg, device, seed=self.cfg.train.seed,
+                    G_ema,
+                    self.cfg.metrics,
+                    self.cfg.data.path,
+                    self.run_dir,
+                    kimg,
+                    device,
+                    seed=self.cfg.train.seed,
                 )
         except Exception as exc:  # a metric failure (e.g. missing Inception weights) must not end a long run
             log.error("in-training metrics failed at kimg %.3f, training continues: %s", kimg, exc)
@@ -195,8 +201,7 @@ class Reporter:
         scalars = {f"metrics/{k}": v for k, v in result.scalars.items()}
         append_jsonl(self.metrics_path, {"kimg": kimg, "cur_nimg": step, **scalars})
         log_scalars(self.acc, self.tracker, scalars, step=step)
-        log.info("metrics at kimg %.3f: %s (report %s)", kimg,
-                 ", ".join(f"{k} {v:.4g}" for k, v in result.scalars.items()), result.report)
+        log.info("metrics at kimg %.3f: %s (report %s)", kimg, ", ".join(f"{k} {v:.4g}" for k, v in result.scalars.items()), result.report)
         if result.nn_panel is not None:
             from PIL import Image
 

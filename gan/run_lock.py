@@ -52,8 +52,12 @@ def _alive(pid: int, start: Optional[str]) -> bool:
 
 def _record() -> dict[str, Any]:
     pid = os.getpid()
-    return {"pid": pid, "host": socket.gethostname(), "start": _start_time(pid),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "start": _start_time(pid),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 class RunLock:
@@ -91,8 +95,9 @@ class RunLock:
                         f"{self.path.parent}: another trainer (pid {pid}, since {holder.get('since', '?')}) is "
                         "running in this run dir; wait for it, stop it, or use another --run-dir"
                     )
-                log.warning("%s: taking over the stale lock of process %d on %s, which is no longer running",
-                            self.path, pid, holder.get("host"))
+                log.warning(
+                    "%s: taking over the stale lock of process %d on %s, which is no longer running", self.path, pid, holder.get("host")
+                )
             else:
                 raise RunDirLocked(
                     f"{self.path.parent}: locked by pid {holder.get('pid')} on host {holder.get('host')} "

@@ -56,8 +56,7 @@ def _fits(dataset: ImageFolderDataset, shm_dir: Path, memory_fraction: float) ->
     return dataset.memory_shortfall(memory_fraction)
 
 
-def preload_per_machine(dataset: ImageFolderDataset, accelerator, shm_dir: str | Path,
-                        memory_fraction: float = 0.5) -> bool:
+def preload_per_machine(dataset: ImageFolderDataset, accelerator, shm_dir: str | Path, memory_fraction: float = 0.5) -> bool:
     """Give ``dataset`` one decoded copy per machine, shared by all processes; returns whether it did.
 
     ``accelerator`` is the run's :class:`gan.process_group.ProcessGroup` (or an Accelerator, which
@@ -79,8 +78,9 @@ def preload_per_machine(dataset: ImageFolderDataset, accelerator, shm_dir: str |
             try:
                 dataset.decode_to_file(path)
             except OSError as exc:  # e.g. shm filled up meanwhile: each process keeps its own copy instead
-                log.warning("%s: could not write the shared decoded dataset to %s (%s); each process decodes its own",
-                            dataset.root, shm_dir, exc)
+                log.warning(
+                    "%s: could not write the shared decoded dataset to %s (%s); each process decodes its own", dataset.root, shm_dir, exc
+                )
         else:
             log.warning("%s: not sharing the decoded dataset between processes: %s", dataset.root, why_not)
     group.wait_for_everyone()
@@ -92,6 +92,10 @@ def preload_per_machine(dataset: ImageFolderDataset, accelerator, shm_dir: str |
         for path in found:
             path.unlink(missing_ok=True)
     if found:
-        log.info("%s: %d images decoded once for this machine's processes (%.1f GB shared)",
-                 dataset.root, len(dataset), dataset.decoded_bytes() / 2**30)
+        log.info(
+            "%s: %d images decoded once for this machine's processes (%.1f GB shared)",
+            dataset.root,
+            len(dataset),
+            dataset.decoded_bytes() / 2**30,
+        )
     return bool(found)

@@ -64,37 +64,75 @@ def build_parser() -> argparse.ArgumentParser:
         "  atelier train --config configs/stylegan2-256.yaml --data data/datasets/monet-256 "
         "--init-from runs/impressionism-256 --freeze-d 2\n",
     )
-    parser.add_argument("--config", type=Path, help="YAML preset (configs/*.yaml). Default: the resumed run's "
-                        "config.yaml with --resume, else the built-in defaults.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value, e.g. --set train.batch=16 (repeatable)")
-    parser.add_argument("--run-dir", type=Path, help="where the run writes config, metrics, samples and checkpoints "
-                        "(default: runs/<YYYYmmdd-HHMMSS>-<preset>, or the resumed run's dir)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML preset (configs/*.yaml). Default: the resumed run's config.yaml with --resume, else the built-in defaults.",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.batch=16 (repeatable)",
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="where the run writes config, metrics, samples and checkpoints "
+        "(default: runs/<YYYYmmdd-HHMMSS>-<preset>, or the resumed run's dir)",
+    )
     parser.add_argument("--data", help="prepared dataset dir (atelier prepare output); overrides data.path")
-    parser.add_argument("--max-kimg", type=float, help="stop after this many thousand real images "
-                        "(earlier than train.total_kimg); a checkpoint is written at the stop")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
-                        help="continue from a run dir's latest checkpoint (the newest intact one, with a "
-                        "warning, when the latest is damaged) or from one checkpoint dir")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh in a --run-dir that holds another run's checkpoints, deleting "
-                        "its checkpoints, samples, metrics.jsonl and generator.safetensors")
-    parser.add_argument("--allow-rng-reset", action="store_true",
-                        help="resume from a checkpoint that lacks this process's RNG state (rng-rank<R>.pt), "
-                        "with fresh random streams: the run then no longer repeats an uninterrupted one")
-    parser.add_argument("--init-from", metavar="CHECKPOINT",
-                        help="transfer learning: start from another run's networks (run dir or checkpoint dir: "
-                        "G, D, G_ema and w_avg; generator.safetensors export: G only), same architecture and "
-                        "resolution required; optimiser, counters and ADA p start afresh (sets transfer.init_from)")
-    parser.add_argument("--freeze-d", type=int, metavar="K",
-                        help="FreezeD: keep the first K (highest-resolution) discriminator blocks fixed while "
-                        "fine-tuning (sets transfer.freeze_d; 0 = train all)")
-    parser.add_argument("--tracker", choices=["wandb", "tensorboard", "none"],
-                        help="experiment tracker (overrides log.tracker); W&B is offline without an API key")
-    parser.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases "
-                        "(same as WANDB_MODE=disabled)")
-    parser.add_argument("--deterministic", action="store_true", help="deterministic kernels and data order: "
-                        "an interrupted and resumed CPU run then ends bit-identical to an uninterrupted one")
+    parser.add_argument(
+        "--max-kimg",
+        type=float,
+        help="stop after this many thousand real images (earlier than train.total_kimg); a checkpoint is written at the stop",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR_OR_CHECKPOINT",
+        help="continue from a run dir's latest checkpoint (the newest intact one, with a "
+        "warning, when the latest is damaged) or from one checkpoint dir",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a --run-dir that holds another run's checkpoints, deleting "
+        "its checkpoints, samples, metrics.jsonl and generator.safetensors",
+    )
+    parser.add_argument(
+        "--allow-rng-reset",
+        action="store_true",
+        help="resume from a checkpoint that lacks this process's RNG state (rng-rank<R>.pt), "
+        "with fresh random streams: the run then no longer repeats an uninterrupted one",
+    )
+    parser.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="transfer learning: start from another run's networks (run dir or checkpoint dir: "
+        "G, D, G_ema and w_avg; generator.safetensors export: G only), same architecture and "
+        "resolution required; optimiser, counters and ADA p start afresh (sets transfer.init_from)",
+    )
+    parser.add_argument(
+        "--freeze-d",
+        type=int,
+        metavar="K",
+        help="FreezeD: keep the first K (highest-resolution) discriminator blocks fixed while "
+        "fine-tuning (sets transfer.freeze_d; 0 = train all)",
+    )
+    parser.add_argument(
+        "--tracker",
+        choices=["wandb", "tensorboard", "none"],
+        help="experiment tracker (overrides log.tracker); W&B is offline without an API key",
+    )
+    parser.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases (same as WANDB_MODE=disabled)")
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels and data order: an interrupted and resumed CPU run then ends bit-identical to an uninterrupted one",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -132,8 +170,12 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, Optional[P
     if resume is None and cfg.transfer.freeze_d > 0 and kind not in ("checkpoint", "nvidia-pickle"):
         # FreezeD keeps a *pretrained* D's first blocks; frozen random features are almost surely a mistake.
         source = "a generator export (it has no discriminator)" if kind == "export" else "no --init-from source"
-        log.warning("transfer.freeze_d=%d with %s: the frozen discriminator blocks stay at random init; "
-                    "FreezeD needs --init-from a checkpoint or run dir", cfg.transfer.freeze_d, source)
+        log.warning(
+            "transfer.freeze_d=%d with %s: the frozen discriminator blocks stay at random init; "
+            "FreezeD needs --init-from a checkpoint or run dir",
+            cfg.transfer.freeze_d,
+            source,
+        )
     return cfg, resume
 
 
@@ -197,9 +239,7 @@ def make_accelerator(cfg: TrainingConfig, tracker: Optional[str], proposed_run_d
     PartialState(cpu=not has_device, **group.to_kwargs())  # also binds this process to its GPU
     precision = _supported_precision(cfg.train.mixed_precision)
     run_dir = broadcast_object_list([str(proposed_run_dir)], from_process=0)[0]
-    accelerator = Accelerator(
-        mixed_precision=precision, log_with=tracker, project_dir=run_dir, cpu=not has_device, kwargs_handlers=[group]
-    )
+    accelerator = Accelerator(mixed_precision=precision, log_with=tracker, project_dir=run_dir, cpu=not has_device, kwargs_handlers=[group])
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != launched:
         raise RuntimeError(f"launched {launched} processes but accelerate formed a group of {accelerator.num_processes}")
@@ -305,8 +345,14 @@ def _train(cfg, accelerator, args, run_dir: Path, resume: Optional[Path], tracke
     start_tracking(accelerator, tracker, cfg.log.project, run_dir, to_dict(cfg))
     try:
         with StopSignals() as signals, logging_redirect_tqdm():
-            options = RunOptions(run_dir=run_dir, stop_kimg=args.max_kimg, resume=resume, tracker=tracker,
-                                 allow_rng_reset=args.allow_rng_reset, signals=signals)
+            options = RunOptions(
+                run_dir=run_dir,
+                stop_kimg=args.max_kimg,
+                resume=resume,
+                tracker=tracker,
+                allow_rng_reset=args.allow_rng_reset,
+                signals=signals,
+            )
             result = training_loop(cfg, accelerator, options)
     except (ConfigError, CheckpointError, GeneratorLoadError) as exc:  # found while building (process count, init_from)
         if previous_config is not None and main:
@@ -342,8 +388,10 @@ def stopped_message(run_dir: Path, stop) -> str:
 
     name = signal.Signals(stop.signum).name
     if stop.checkpoint is not None:
-        return (f"stopped by {name}: wrote checkpoint {stop.checkpoint} (kimg {int(Path(stop.checkpoint).name) / 1000:g}); "
-                f"continue with `atelier train --resume {run_dir}`")
+        return (
+            f"stopped by {name}: wrote checkpoint {stop.checkpoint} (kimg {int(Path(stop.checkpoint).name) / 1000:g}); "
+            f"continue with `atelier train --resume {run_dir}`"
+        )
     return f"stopped by {name} without a final checkpoint ({stop.reason}); {interrupted_message(run_dir)}"
 
 
@@ -354,8 +402,10 @@ def interrupted_message(run_dir: Path) -> str:
     latest = latest_checkpoint(run_dir)
     if latest is None:
         return f"interrupted before the first checkpoint: nothing to resume in {run_dir}"
-    return (f"interrupted: the run is kept up to its latest checkpoint {latest} (kimg {int(latest.name) / 1000:g}); "
-            f"continue with `atelier train --resume {run_dir}`")
+    return (
+        f"interrupted: the run is kept up to its latest checkpoint {latest} (kimg {int(latest.name) / 1000:g}); "
+        f"continue with `atelier train --resume {run_dir}`"
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -56,6 +56,7 @@ from gan.signals import StopRequested, StopSignals
 
 log = logging.getLogger(__name__)
 
+
 class TrainingDiverged(RuntimeError):
     """One phase's losses or gradients were non-finite on ``train.max_bad_steps`` consecutive runs."""
 
@@ -119,18 +120,14 @@ def batch_split(batch: int, batch_per_gpu: Optional[int], num_processes: int) ->
     return per_round, per_process // per_round
 
 
-def lazy_adam(
-    params, lr: float, betas: list[float], eps: float, reg_interval: Optional[int], fused: bool = False
-) -> torch.optim.Adam:
+def lazy_adam(params, lr: float, betas: list[float], eps: float, reg_interval: Optional[int], fused: bool = False) -> torch.optim.Adam:
     """Adam whose lr and betas are corrected for regularisation every ``reg_interval`` steps.
 
     ``fused``: PyTorch's single-kernel Adam (CPU and CUDA), which updates every parameter
     in one pass instead of a chain of per-tensor ops.
     """
     ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
-    return torch.optim.Adam(
-        params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=eps, fused=fused or None
-    )
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=eps, fused=fused or None)
 
 
 def seed_everything(seed: int) -> None:
@@ -199,8 +196,13 @@ class Trainer:
         self.G_run, self.D_run, self.perf = apply_perf(cfg.perf, self.G, self.D, self.device)
         if self.perf.channels_last:  # same strides as G, or the EMA's foreach lerp falls back to one op per tensor
             self.G_ema.to(memory_format=torch.channels_last)
-        self.loss = StyleGAN2Loss(self.G_run, self.D_run, cfg.loss, augment_pipe=self.augment_pipe,
-                                  process_mean=self.group.mean if self.group.distributed else None)
+        self.loss = StyleGAN2Loss(
+            self.G_run,
+            self.D_run,
+            cfg.loss,
+            augment_pipe=self.augment_pipe,
+            process_mean=self.group.mean if self.group.distributed else None,
+        )
         self.phases = self._build_phases()
         # Skip non-finite updates on the device (fused Adam's found_inf) instead of deciding on the
         # host; then the host reads each step's flags `check_lag` steps later, when a GPU has long
@@ -252,10 +254,10 @@ class Trainer:
         # Latents are drawn inside each loss call (self._latents looked up then), in phase order.
         phases = [Phase("G_main", g_params, opt_G, 1, 1.0, lambda reals: self.loss.g_main(self._latents()))]
         if g_reg:
-            phases.append(Phase("G_reg", g_params, opt_G, g_reg, float(g_reg),
-                                lambda reals: self.loss.g_pathlen(self._latents()), regulariser=True))
-        phases.append(Phase("D_main", d_params, opt_D, 1, 1.0,
-                            lambda reals: self.loss.d_main(reals, self._latents()), measures_reals=True))
+            phases.append(
+                Phase("G_reg", g_params, opt_G, g_reg, float(g_reg), lambda reals: self.loss.g_pathlen(self._latents()), regulariser=True)
+            )
+        phases.append(Phase("D_main", d_params, opt_D, 1, 1.0, lambda reals: self.loss.d_main(reals, self._latents()), measures_reals=True))
         if d_reg:
             phases.append(Phase("D_reg", d_params, opt_D, d_reg, float(d_reg), self.loss.d_r1, regulariser=True))
         self.opt_G, self.opt_D = opt_G, opt_D
@@ -269,9 +271,7 @@ class Trainer:
         if data.cache and data.workers > 0 and not self.dataset.preloaded:
             # One decoded copy that the workers share, instead of one lazy cache per worker.
             self.dataset.preload()
-        order = MinibatchOrder(
-            len(self.dataset), self.batch_per_gpu, self.rank, self.world, self.cfg.train.seed, start=position
-        )
+        order = MinibatchOrder(len(self.dataset), self.batch_per_gpu, self.rank, self.world, self.cfg.train.seed, start=position)
         loader = torch.utils.data.DataLoader(
             EpochItems(self.dataset),
             batch_sampler=order,
@@ -312,7 +312,10 @@ class Trainer:
             from gan.export import EXPORT_NAME, save_generator
 
             save_generator(
-                self.G_ema, self.cfg.data.resolution, self.cfg.model, self.run_dir / EXPORT_NAME,
+                self.G_ema,
+                self.cfg.data.resolution,
+                self.cfg.model,
+                self.run_dir / EXPORT_NAME,
                 extra_meta={"kimg": self.progress.kimg, "run": str(self.run_dir)},
             )
             log.info("checkpoint %s", path)
@@ -353,14 +356,19 @@ class Trainer:
         needed = self.last_save_sec or 0.0  # unknown before the first save: try
         fits = self.group.from_main(float(elapsed + needed <= grace), self.device) > 0
         if not fits:
-            raise StopRequested(signum, None, f"a checkpoint takes about {needed:.0f} s, more than the "
-                                              f"{grace:g} s left of checkpoint.stop_grace_sec")
+            raise StopRequested(
+                signum, None, f"a checkpoint takes about {needed:.0f} s, more than the {grace:g} s left of checkpoint.stop_grace_sec"
+            )
         raise StopRequested(signum, self.save_checkpoint())
 
     def _restore(self, path: Path) -> None:
         restored = ckpt_io.load_checkpoint(
-            path, {"G": self.G, "D": self.D, "G_ema": self.G_ema}, {"G": self.opt_G, "D": self.opt_D},
-            rank=self.rank, device=self.device, allow_rng_reset=self.opts.allow_rng_reset,
+            path,
+            {"G": self.G, "D": self.D, "G_ema": self.G_ema},
+            {"G": self.opt_G, "D": self.opt_D},
+            rank=self.rank,
+            device=self.device,
+            allow_rng_reset=self.opts.allow_rng_reset,
         )
         self.loss.load_state_dict(restored.extra["loss"])
         # p, and the pending sign statistics (saved summed over processes: one process takes them back)
@@ -497,7 +505,8 @@ class Trainer:
             return
         log.warning(
             "non-finite loss/gradient at kimg %.3f, update skipped: %s",
-            self.progress.kimg, ", ".join(f"{name} ({bad[name]} run(s) in a row)" for name in failed),
+            self.progress.kimg,
+            ", ".join(f"{name} ({bad[name]} run(s) in a row)" for name in failed),
         )
         worst = max(failed, key=lambda name: bad[name])
         if bad[worst] >= self.cfg.train.max_bad_steps:
@@ -538,18 +547,30 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
         reporter.write_reals(trainer.dataset)
         reporter.write_samples(trainer.G_ema, f"fakes-{ckpt_io.checkpoint_name(0)}", 0, trainer.device)
     if trainer.progress.cur_nimg >= trainer.stop_nimg:
-        log.info("already at kimg %.3f, at or past the stop point kimg %.3f: nothing to train "
-                 "(resume with --set train.total_kimg=K to train further)",
-                 trainer.progress.kimg, trainer.stop_nimg / 1000)
+        log.info(
+            "already at kimg %.3f, at or past the stop point kimg %.3f: nothing to train "
+            "(resume with --set train.total_kimg=K to train further)",
+            trainer.progress.kimg,
+            trainer.stop_nimg / 1000,
+        )
     else:
         log.info(
             "training %s: %d process(es) x %d images x %d accumulation round(s) = batch %d, until kimg %.3f",
-            cfg.name, trainer.world, trainer.batch_per_gpu, trainer.accum, cfg.train.batch, trainer.stop_nimg / 1000,
+            cfg.name,
+            trainer.world,
+            trainer.batch_per_gpu,
+            trainer.accum,
+            cfg.train.batch,
+            trainer.stop_nimg / 1000,
         )
     # A position past the total (resumed beyond --max-kimg) breaks tqdm's time-remaining field.
-    bar = tqdm(total=trainer.stop_nimg / 1000, initial=min(trainer.progress.cur_nimg, trainer.stop_nimg) / 1000,
-               unit="kimg", disable=not main,
-               bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
+    bar = tqdm(
+        total=trainer.stop_nimg / 1000,
+        initial=min(trainer.progress.cur_nimg, trainer.stop_nimg) / 1000,
+        unit="kimg",
+        disable=not main,
+        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]",
+    )
     tick_start, tick_nimg = time.time(), trainer.progress.cur_nimg
     # Seconds spent since the last tick on logging, sample grids, checkpoints and metrics: reported
     # as timing/maintenance_sec and left out of sec/tick and sec/kimg (as StyleGAN2-ADA does), so
@@ -572,12 +593,17 @@ def training_loop(cfg: TrainingConfig, accelerator: Any, options: RunOptions) ->
                 tick_index += 1
                 train_sec = now - tick_start - maintenance
                 rec = {
-                    "tick": tick_index, "kimg": cur / 1000, "cur_nimg": cur, "step": trainer.progress.step,
+                    "tick": tick_index,
+                    "kimg": cur / 1000,
+                    "cur_nimg": cur,
+                    "step": trainer.progress.step,
                     "sec_per_tick": train_sec,
                     "sec_per_kimg": train_sec / max((cur - tick_nimg) / 1000, 1e-9),
                     "timing/maintenance_sec": maintenance,
-                    "memory_gb": _memory_gb(trainer.device), "timestamp": now,
-                    "lr/G": trainer.opt_G.param_groups[0]["lr"], "lr/D": trainer.opt_D.param_groups[0]["lr"],
+                    "memory_gb": _memory_gb(trainer.device),
+                    "timestamp": now,
+                    "lr/G": trainer.opt_G.param_groups[0]["lr"],
+                    "lr/D": trainer.opt_D.param_groups[0]["lr"],
                     **trainer.reduced_stats(),
                 }
                 rec.update(trainer.ada.log_values())

@@ -49,8 +49,7 @@ def check_freeze_d(freeze_d: int, resolution: int) -> None:
     blocks = num_d_blocks(resolution)
     if not 0 <= freeze_d <= blocks:
         raise ConfigError(
-            f"transfer.freeze_d must be in 0..{blocks} (the discriminator has {blocks} blocks at "
-            f"{resolution} px), got {freeze_d}"
+            f"transfer.freeze_d must be in 0..{blocks} (the discriminator has {blocks} blocks at {resolution} px), got {freeze_d}"
         )
 
 
@@ -176,4 +175,3 @@ def pickle_overrides(init_from: str | None, config_path: str | Path | None, over
 
 def _same_number(a: Any, b: Any) -> bool:
     return isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b)
-

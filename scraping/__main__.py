@@ -54,48 +54,85 @@ def build_parser() -> argparse.ArgumentParser:
             "the server failed, 5 cannot write, 130 interrupted."
         ),
     )
-    parser.add_argument("--artist", required=True, action="append",
-                        help="the artist's WikiArt slug, e.g. claude-monet; repeat it for several artists, "
-                             "each then downloaded into DIR/<artist>")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="download folder (created; resumable); with several --artist, their parent")
-    parser.add_argument("--base-url", default=DEFAULT_BASE_URL,
-                        help=f"WikiArt site root for the JSON and work pages (default {DEFAULT_BASE_URL}); "
-                             "image URLs come from the JSON as absolute URLs")
-    parser.add_argument("--size", choices=SIZES, default="Large",
-                        help="image size to try first: Large (600 px), HD (1200 px) or original; "
-                             "falls back to the original when the size is missing (default Large)")
-    parser.add_argument("--limit", type=_positive_int, default=None,
-                        help="stop once N works are kept in DIR (earlier runs count); default: all")
-    parser.add_argument("--workers", type=_positive_int, default=4,
-                        help="parallel work downloads; the rate limits apply across all of them (default 4)")
-    parser.add_argument("--api-rate", type=_rate, default=RateLimit(10, 2.5), metavar="N/SECONDS",
-                        help="at most N JSON/page requests per SECONDS per host (default 10/2.5, WikiArt's limit)")
-    parser.add_argument("--image-rate", type=_rate, default=RateLimit(20, 1.0), metavar="N/SECONDS",
-                        help="at most N image requests per SECONDS per host (default 20/1)")
-    parser.add_argument("--retries", type=int, default=5,
-                        help="retries for 408/429/5xx and network errors, with jittered exponential "
-                             "backoff honouring Retry-After (default 5)")
-    parser.add_argument("--backoff", type=float, default=1.0,
-                        help="first retry delay in seconds, doubling per retry, capped at 60 (default 1)")
+    parser.add_argument(
+        "--artist",
+        required=True,
+        action="append",
+        help="the artist's WikiArt slug, e.g. claude-monet; repeat it for several artists, each then downloaded into DIR/<artist>",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="download folder (created; resumable); with several --artist, their parent")
+    parser.add_argument(
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        help=f"WikiArt site root for the JSON and work pages (default {DEFAULT_BASE_URL}); image URLs come from the JSON as absolute URLs",
+    )
+    parser.add_argument(
+        "--size",
+        choices=SIZES,
+        default="Large",
+        help="image size to try first: Large (600 px), HD (1200 px) or original; "
+        "falls back to the original when the size is missing (default Large)",
+    )
+    parser.add_argument(
+        "--limit", type=_positive_int, default=None, help="stop once N works are kept in DIR (earlier runs count); default: all"
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, default=4, help="parallel work downloads; the rate limits apply across all of them (default 4)"
+    )
+    parser.add_argument(
+        "--api-rate",
+        type=_rate,
+        default=RateLimit(10, 2.5),
+        metavar="N/SECONDS",
+        help="at most N JSON/page requests per SECONDS per host (default 10/2.5, WikiArt's limit)",
+    )
+    parser.add_argument(
+        "--image-rate",
+        type=_rate,
+        default=RateLimit(20, 1.0),
+        metavar="N/SECONDS",
+        help="at most N image requests per SECONDS per host (default 20/1)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="retries for 408/429/5xx and network errors, with jittered exponential backoff honouring Retry-After (default 5)",
+    )
+    parser.add_argument(
+        "--backoff", type=float, default=1.0, help="first retry delay in seconds, doubling per retry, capped at 60 (default 1)"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="read timeout per request in seconds (default 60)")
-    parser.add_argument("--deadline", type=float, default=300.0,
-                        help="whole-transfer limit per request in seconds, however steadily bytes arrive "
-                             "(default 300)")
-    parser.add_argument("--image-host", action="append", default=[], metavar="HOST",
-                        help="also allow images (and their redirects) from HOST and its subdomains; by default "
-                             "only WikiArt's own hosts and the host its API names for each work; '*' allows any")
-    parser.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS,
-                        help=f"reject images with more pixels (decompression-bomb guard, default {MAX_PIXELS})")
-    parser.add_argument("--v2", action="store_true",
-                        help=f"list works with the keyed v2 API (needs {ACCESS_ENV} and {SECRET_ENV})")
-    parser.add_argument("--v2-artist-id", default=None,
-                        help="the artist's v2 id; by default taken from the artist record")
-    parser.add_argument("--recheck-rejected", action="store_true",
-                        help="check again the works DIR/rejected.jsonl records as not public domain or "
-                             "duplicate (normally skipped), e.g. after WikiArt relabelled works or a new "
-                             "year moved the public-domain cut-off; rebuilds that file from this run's "
-                             "decisions")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=300.0,
+        help="whole-transfer limit per request in seconds, however steadily bytes arrive (default 300)",
+    )
+    parser.add_argument(
+        "--image-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also allow images (and their redirects) from HOST and its subdomains; by default "
+        "only WikiArt's own hosts and the host its API names for each work; '*' allows any",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=MAX_PIXELS,
+        help=f"reject images with more pixels (decompression-bomb guard, default {MAX_PIXELS})",
+    )
+    parser.add_argument("--v2", action="store_true", help=f"list works with the keyed v2 API (needs {ACCESS_ENV} and {SECRET_ENV})")
+    parser.add_argument("--v2-artist-id", default=None, help="the artist's v2 id; by default taken from the artist record")
+    parser.add_argument(
+        "--recheck-rejected",
+        action="store_true",
+        help="check again the works DIR/rejected.jsonl records as not public domain or "
+        "duplicate (normally skipped), e.g. after WikiArt relabelled works or a new "
+        "year moved the public-domain cut-off; rebuilds that file from this run's "
+        "decisions",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request decision and retry")
     return parser
@@ -153,8 +190,14 @@ def _scrape_one(args: argparse.Namespace, artist: str, out: Path, credentials) -
         limit=args.limit,
         workers=args.workers,
         max_pixels=args.max_pixels,
-        http=HttpSettings(api_rate=args.api_rate, image_rate=args.image_rate, max_retries=args.retries,
-                          backoff_base=args.backoff, read_timeout=args.timeout, transfer_deadline=args.deadline),
+        http=HttpSettings(
+            api_rate=args.api_rate,
+            image_rate=args.image_rate,
+            max_retries=args.retries,
+            backoff_base=args.backoff,
+            read_timeout=args.timeout,
+            transfer_deadline=args.deadline,
+        ),
         progress=not args.no_progress,
         v2=credentials,
         v2_artist_id=args.v2_artist_id,
@@ -170,16 +213,17 @@ def _scrape_one(args: argparse.Namespace, artist: str, out: Path, credentials) -
     except OSError as exc:
         return fail_write(CMD, exc)
     except KeyboardInterrupt:
-        print(f"{prog_name(CMD)}: interrupted: {_kept_rows(out / MANIFEST_NAME)} works kept in {out}; "
-              "run the same command again to go on", file=sys.stderr)
+        print(
+            f"{prog_name(CMD)}: interrupted: {_kept_rows(out / MANIFEST_NAME)} works kept in {out}; run the same command again to go on",
+            file=sys.stderr,
+        )
         return int(ExitCode.INTERRUPTED)
     for line in summary.lines():
         log.info("%s", line)
     if summary.stopped:
         return fail(CMD, f"stopped early: {summary.stopped}", ExitCode.REFUSED)
     if summary.kept_total == 0:
-        log.warning("no public-domain works found for %r in %d listed works; nothing to train on",
-                    artist, summary.listed)
+        log.warning("no public-domain works found for %r in %d listed works; nothing to train on", artist, summary.listed)
     else:
         log.info("%d works in %s", summary.kept_total, out / "manifest.jsonl")
     return int(ExitCode.OK)

@@ -144,8 +144,14 @@ def allowed_image_hosts(base_url: str, image_url: str, extra: Iterable[str] = ()
     return tuple(dict.fromkeys(h.lower() for h in hosts if h))
 
 
-def fetch_image(http: PoliteClient, image_url: str, size: str, max_pixels: int = MAX_PIXELS,
-                allowed_hosts: Iterable[str] | None = None, placeholders: Placeholders | None = None) -> VerifiedImage:
+def fetch_image(
+    http: PoliteClient,
+    image_url: str,
+    size: str,
+    max_pixels: int = MAX_PIXELS,
+    allowed_hosts: Iterable[str] | None = None,
+    placeholders: Placeholders | None = None,
+) -> VerifiedImage:
     """Fetch and verify the best available version; raise :class:`ImageRejected` if none is.
 
     With ``allowed_hosts`` no request or redirect goes elsewhere; ``placeholders`` recognises the

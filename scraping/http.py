@@ -242,8 +242,7 @@ class SharedRateLimiter:
                 fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
                 handle.seek(0)
                 now = self._clock()
-                granted = sorted(t for t in _floats(handle.read().split())
-                                 if 0 <= now - t < self.limit.period)
+                granted = sorted(t for t in _floats(handle.read().split()) if 0 <= now - t < self.limit.period)
                 if len(granted) < self.limit.calls:
                     granted.append(now)
                     handle.seek(0)
@@ -287,8 +286,7 @@ class HostLimiters:
             try:
                 return SharedRateLimiter(self._rates[budget], Path(self.state_dir) / f"ratelimit-{safe}-{budget}")
             except OSError as exc:
-                log.warning("rate limit for %s kept in this process only: cannot use %s (%s)",
-                            host, self.state_dir, one_line(exc))
+                log.warning("rate limit for %s kept in this process only: cannot use %s (%s)", host, self.state_dir, one_line(exc))
         return RateLimiter(self._rates[budget])
 
 
@@ -351,8 +349,7 @@ class PoliteClient:
                 raise HttpError(f"run stopping, not fetching {url}", url)
             self.limiters.for_url(url, budget).acquire()
             try:
-                return self._attempt(url, budget=budget, expect=expect, max_bytes=max_bytes, params=params,
-                                     allowed=allowed)
+                return self._attempt(url, budget=budget, expect=expect, max_bytes=max_bytes, params=params, allowed=allowed)
             except _Retryable as exc:
                 attempt += 1
                 if attempt > self.settings.max_retries:
@@ -388,12 +385,10 @@ class PoliteClient:
                 # A non-http(s) target is requests' to refuse (UnsafeRedirect), whatever its host.
                 if urlsplit(target).scheme in ("http", "https") and not host_allowed(target, allowed):
                     resp.close()
-                    raise HostNotAllowed(f"{url}: redirected to {target}, a host not in the allowed image hosts",
-                                         url, resp.status_code)
+                    raise HostNotAllowed(f"{url}: redirected to {target}, a host not in the allowed image hosts", url, resp.status_code)
 
         try:
-            resp = self.session.get(url, params=params, timeout=timeout, stream=True,
-                                    hooks={"response": check_redirect})
+            resp = self.session.get(url, params=params, timeout=timeout, stream=True, hooks={"response": check_redirect})
         except requests.TooManyRedirects as exc:
             raise HttpError(f"{url}: too many redirects", url) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -423,17 +418,13 @@ class PoliteClient:
             content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
             redirected = bool(resp.history)
             if redirected and expect != "html" and content_type == "text/html":
-                raise RedirectedToErrorPage(
-                    f"{url} redirected to an HTML page ({resp.url}), not {expect}", resp.url, status
-                )
+                raise RedirectedToErrorPage(f"{url} redirected to an HTML page ({resp.url}), not {expect}", resp.url, status)
             body = _read_checked(resp, max_bytes, deadline, self.settings.transfer_deadline)
             return Fetched(resp.url, status, content_type, body, redirected, dict(resp.headers))
 
 
 class _Retryable(Exception):
-    def __init__(
-        self, message: str, status: int | None = None, retry_after: float | None = None, truncated: bool = False
-    ):
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None, truncated: bool = False):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
@@ -447,8 +438,7 @@ def _read_some(resp: requests.Response, limit: int) -> bytes:
         return b""
 
 
-def _read_checked(resp: requests.Response, max_bytes: int, deadline: float = float("inf"),
-                  allowed_seconds: float | None = None) -> bytes:
+def _read_checked(resp: requests.Response, max_bytes: int, deadline: float = float("inf"), allowed_seconds: float | None = None) -> bytes:
     """Read the whole body, refusing more than ``max_bytes``, short/long bodies, and a transfer past ``deadline``.
 
     ``read1`` returns whatever one socket read brings, so the deadline is checked at least once
@@ -460,8 +450,7 @@ def _read_checked(resp: requests.Response, max_bytes: int, deadline: float = flo
     try:
         while True:
             if time.monotonic() > deadline:
-                raise _Retryable(f"transfer from {resp.url} cut off: not complete within {allowed_seconds:g}s "
-                                 f"({total} bytes so far)")
+                raise _Retryable(f"transfer from {resp.url} cut off: not complete within {allowed_seconds:g}s ({total} bytes so far)")
             chunk = resp.raw.read1(64 * 1024, decode_content=True)
             if not chunk:
                 break
@@ -474,8 +463,13 @@ def _read_checked(resp: requests.Response, max_bytes: int, deadline: float = flo
     except (urllib3.exceptions.DecodeError, requests.exceptions.ContentDecodingError) as exc:
         # A gzip/deflate stream that does not decode is a corrupt download; another try may be whole.
         raise _Retryable(f"undecodable {resp.headers.get('Content-Encoding')} body from {resp.url}") from exc
-    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError, OSError,
-            requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
+    except (
+        urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.SSLError,
+        OSError,
+        requests.exceptions.ChunkedEncodingError,
+        requests.ConnectionError,
+    ) as exc:
         # urllib3 enforces Content-Length and raises here when the connection closes early.
         raise _Retryable(f"truncated body from {resp.url}: {one_line(exc)}", truncated=True) from exc
     body = b"".join(chunks)

@@ -191,9 +191,7 @@ def tile_side(width: int, height: int, tile_fraction: float, min_size: int) -> i
     return min(short, max(round(short * tile_fraction), min_size))
 
 
-def tile_boxes(
-    width: int, height: int, side: int, overlap: float, max_tiles: int
-) -> list[tuple[int, int, int, int]]:
+def tile_boxes(width: int, height: int, side: int, overlap: float, max_tiles: int) -> list[tuple[int, int, int, int]]:
     """Square tiles of ``side`` on a grid spanning the whole image edge to edge, row-major.
 
     Along each axis the positions are spread evenly from 0 to ``length - side`` using the fewest
@@ -368,7 +366,10 @@ def process_source(index: int, item: SourceItem, opts: PrepareOptions, tmp_dir: 
     min_size = opts.effective_min_size
     if min(width, height) < min_size:
         return SourceResult(
-            index, item.source, data_sha, (width, height),
+            index,
+            item.source,
+            data_sha,
+            (width, height),
             reason=f"too small: {width}x{height}, short edge {min(width, height)} < min-size {min_size}",
             kind="too-small",
         )
@@ -473,13 +474,15 @@ def _assemble(
         if k in duplicate_of:
             keeper, dist = duplicate_of[k]
             keeper_res, keeper_crop = crops[keeper]
-            dropped.append(Dropped(
-                res.source,
-                f"near-duplicate of {keeper_res.source} tile {keeper_crop.tile} "
-                f"(kept as {final_names[keeper]}; phash distance {dist} <= {opts.dedup_threshold})",
-                "near-duplicate",
-                crop.crop_box,
-            ))
+            dropped.append(
+                Dropped(
+                    res.source,
+                    f"near-duplicate of {keeper_res.source} tile {keeper_crop.tile} "
+                    f"(kept as {final_names[keeper]}; phash distance {dist} <= {opts.dedup_threshold})",
+                    "near-duplicate",
+                    crop.crop_box,
+                )
+            )
             (tmp_dir / crop.temp_name).unlink()
             continue
         name = final_names[k]
@@ -609,36 +612,77 @@ def build_parser() -> argparse.ArgumentParser:
             "a summary lists every dropped input with its reason."
         ),
     )
-    parser.add_argument("--src", type=Path, required=True,
-                        help="required. Input: a scraper download dir with manifest.jsonl + images/, or a folder searched recursively for "
-                             f"{'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="required. Output dataset dir; written to a temp dir beside it and renamed when complete")
-    parser.add_argument("--resolution", type=int, default=256,
-                        help="side of the square output images in pixels, a power of two (default: %(default)s)")
-    parser.add_argument("--mode", choices=MODES, default="center-crop",
-                        help="center-crop: the largest centred square of each image. tiles: several squares per image on a "
-                             "grid covering it edge to edge (for artists with few, large works); see --tile-* options (default: %(default)s)")
-    parser.add_argument("--min-size", type=int, default=None,
-                        help="drop images whose short edge is below this many pixels (default: the resolution, so nothing "
-                             "is upscaled; lower it to allow upscaling small images, which blurs them)")
-    parser.add_argument("--tile-fraction", type=float, default=0.5,
-                        help="tiles mode: tile side as a fraction of the image's short edge (never below --min-size, never "
-                             "above the short edge; 1.0 = full-height squares sliding along the long edge; default: %(default)s)")
-    parser.add_argument("--tile-overlap", type=float, default=0.25,
-                        help="tiles mode: minimum overlap of neighbouring tiles as a fraction of the tile side, in [0, 0.9] (default: %(default)s)")
-    parser.add_argument("--tiles-per-image", type=int, default=16,
-                        help="tiles mode: at most this many tiles per image (the grid is thinned along its longer axis "
-                             "first; tiles still span the image edge to edge; default: %(default)s)")
-    parser.add_argument("--dedup-threshold", type=int, default=6,
-                        help="drop a crop whose 64-bit perceptual hash (pHash) is within this many bits of an already kept "
-                             "one; the crop from the larger original is kept. 0 = identical hashes only, -1 = no dedup (default: %(default)s)")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                        help="reject images whose header claims more pixels than this, before decoding (decompression bombs; default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes decoding images in parallel (output is identical for any value; default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing non-empty --out (the old one is removed only after the new one is complete)")
+    parser.add_argument(
+        "--src",
+        type=Path,
+        required=True,
+        help="required. Input: a scraper download dir with manifest.jsonl + images/, or a folder searched recursively for "
+        f"{'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="required. Output dataset dir; written to a temp dir beside it and renamed when complete"
+    )
+    parser.add_argument(
+        "--resolution", type=int, default=256, help="side of the square output images in pixels, a power of two (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="center-crop",
+        help="center-crop: the largest centred square of each image. tiles: several squares per image on a "
+        "grid covering it edge to edge (for artists with few, large works); see --tile-* options (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-size",
+        type=int,
+        default=None,
+        help="drop images whose short edge is below this many pixels (default: the resolution, so nothing "
+        "is upscaled; lower it to allow upscaling small images, which blurs them)",
+    )
+    parser.add_argument(
+        "--tile-fraction",
+        type=float,
+        default=0.5,
+        help="tiles mode: tile side as a fraction of the image's short edge (never below --min-size, never "
+        "above the short edge; 1.0 = full-height squares sliding along the long edge; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tile-overlap",
+        type=float,
+        default=0.25,
+        help="tiles mode: minimum overlap of neighbouring tiles as a fraction of the tile side, in [0, 0.9] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tiles-per-image",
+        type=int,
+        default=16,
+        help="tiles mode: at most this many tiles per image (the grid is thinned along its longer axis "
+        "first; tiles still span the image edge to edge; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dedup-threshold",
+        type=int,
+        default=6,
+        help="drop a crop whose 64-bit perceptual hash (pHash) is within this many bits of an already kept "
+        "one; the crop from the larger original is kept. 0 = identical hashes only, -1 = no dedup (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help="reject images whose header claims more pixels than this, before decoding (decompression bombs; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes decoding images in parallel (output is identical for any value; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing non-empty --out (the old one is removed only after the new one is complete)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -646,9 +690,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> PrepareOptions:
     return PrepareOptions(
-        src=args.src, out=args.out, resolution=args.resolution, mode=args.mode, min_size=args.min_size,
-        tile_fraction=args.tile_fraction, tile_overlap=args.tile_overlap, tiles_per_image=args.tiles_per_image,
-        dedup_threshold=args.dedup_threshold, max_pixels=args.max_pixels, workers=args.workers,
+        src=args.src,
+        out=args.out,
+        resolution=args.resolution,
+        mode=args.mode,
+        min_size=args.min_size,
+        tile_fraction=args.tile_fraction,
+        tile_overlap=args.tile_overlap,
+        tiles_per_image=args.tiles_per_image,
+        dedup_threshold=args.dedup_threshold,
+        max_pixels=args.max_pixels,
+        workers=args.workers,
         overwrite=args.overwrite,
     )
 

@@ -230,14 +230,18 @@ def _scrape_into(options: ScrapeOptions, images_dir: Path) -> ScrapeSummary:
         todo = [w for w in works if w.id not in kept_ids and w.id not in rejected_ids]
         if options.limit is not None and summary.already_kept >= options.limit:
             todo = []
-        log.info("%d works listed, %d already kept, %d rejected earlier, %d to check",
-                 len(works), summary.already_kept, summary.already_rejected, len(todo))
+        log.info(
+            "%d works listed, %d already kept, %d rejected earlier, %d to check",
+            len(works),
+            summary.already_kept,
+            summary.already_rejected,
+            len(todo),
+        )
         worker = _Worker(client, options, death_day, images_dir, stop)
         # A recheck starts rejected.jsonl empty and appends every decision again, in listing
         # order: no work is listed twice, and a kill mid-recheck only means the works not yet
         # re-decided are checked again by the next run.
-        with ManifestWriter(manifest_path) as manifest, \
-                ManifestWriter(rejected_path, fresh=options.recheck_rejected) as rejected:
+        with ManifestWriter(manifest_path) as manifest, ManifestWriter(rejected_path, fresh=options.recheck_rejected) as rejected:
             records = _Records(manifest, rejected, kept_sha)
             _run_in_order(todo, worker, records, summary, options, stop)
     finally:
@@ -297,8 +301,7 @@ def _remove_leftovers(images_dir: Path, rows: list[dict]) -> None:
         log.info("removed %d unfinished file(s) left by an interrupted run", removed)
     missing = [name for name in named if not (images_dir / name).exists()]
     if missing:
-        log.warning("%d manifest row(s) name missing files (e.g. %s); delete those rows to fetch them again",
-                    len(missing), missing[0])
+        log.warning("%d manifest row(s) name missing files (e.g. %s); delete those rows to fetch them again", len(missing), missing[0])
 
 
 @dataclass
@@ -317,8 +320,7 @@ def _run_in_order(todo, worker, records: _Records, summary, options, stop) -> No
     pending: deque[tuple[WorkSummary, Future]] = deque()
     bar = tqdm(total=len(todo), unit="work", disable=not options.progress, desc=options.artist)
     # Log lines go through tqdm.write so warnings do not tear the progress bar.
-    with logging_redirect_tqdm(), ThreadPoolExecutor(max_workers=max(1, options.workers),
-                                                    thread_name_prefix="scrape") as pool:
+    with logging_redirect_tqdm(), ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="scrape") as pool:
         try:
             _refill(pending, queue, pool, worker, window, stop)
             while pending:
@@ -373,8 +375,7 @@ def _commit(result: WorkResult, records: _Records, summary: ScrapeSummary) -> No
         if result.row.sha256 in records.kept_sha:
             result.part.unlink(missing_ok=True)
             # Final while the kept twin stays in the manifest (its row is never rewritten).
-            result = replace(result, outcome=Outcome.DUPLICATE, reason="same file as an earlier work", part=None,
-                             final=True)
+            result = replace(result, outcome=Outcome.DUPLICATE, reason="same file as an earlier work", part=None, final=True)
         else:
             commit_part(result.part)
             records.manifest.append(result.row)
@@ -386,8 +387,9 @@ def _commit(result: WorkResult, records: _Records, summary: ScrapeSummary) -> No
 
 
 def _rejected_row(result: WorkResult) -> RejectedRow:
-    return RejectedRow(id=result.work.id, title=result.work.title, source_url=result.source_url or "",
-                       outcome=result.outcome.value, reason=result.reason)
+    return RejectedRow(
+        id=result.work.id, title=result.work.title, source_url=result.source_url or "", outcome=result.outcome.value, reason=result.reason
+    )
 
 
 class _Worker:
@@ -441,15 +443,20 @@ class _Worker:
         if label is Licence.UNKNOWN:
             return WorkResult(work, Outcome.UNKNOWN_LICENCE, "no readable copyright label on the work page")
         if label is not Licence.PUBLIC_DOMAIN:
-            return WorkResult(work, Outcome.NOT_PUBLIC_DOMAIN, f"labelled {label.value}", source_url=page_url,
-                              final=True)
+            return WorkResult(work, Outcome.NOT_PUBLIC_DOMAIN, f"labelled {label.value}", source_url=page_url, final=True)
         image_url = work.image_url or details.image_url
         if not image_url:
             return WorkResult(work, Outcome.FAILED, "no image URL")
         try:
             allowed = allowed_image_hosts(self.options.base_url, image_url, self.options.image_hosts)
-            image = fetch_image(self.client.http, image_url, self.options.size, self.options.max_pixels,
-                                allowed_hosts=allowed, placeholders=self.placeholders)
+            image = fetch_image(
+                self.client.http,
+                image_url,
+                self.options.size,
+                self.options.max_pixels,
+                allowed_hosts=allowed,
+                placeholders=self.placeholders,
+            )
         except ImageRejected as exc:
             log.debug("work %s image rejected: %s", work.id, exc.detail)
             return WorkResult(work, Outcome.FAILED, exc.reason)
@@ -473,8 +480,7 @@ class _Worker:
             license=label.value,
         )
         part = write_part(self.images_dir, name, image.data)
-        return WorkResult(work, Outcome.KEPT, f"{image.info.width}x{image.info.height} {image.info.format}", row, part,
-                          source_url=page_url)
+        return WorkResult(work, Outcome.KEPT, f"{image.info.width}x{image.info.height} {image.info.format}", row, part, source_url=page_url)
 
 
 def _short(prefix: str, exc: Exception) -> str:

@@ -61,10 +61,7 @@ class V2Client:
         works: list[WorkSummary] = []
         token = ""
         for _ in range(MAX_PAGES):
-            url = (
-                f"{self.base_url}/en/api/2/PaintingsByArtist?id={quote(artist_id, safe='')}"
-                f"&authSessionKey={quote(key, safe='')}"
-            )
+            url = f"{self.base_url}/en/api/2/PaintingsByArtist?id={quote(artist_id, safe='')}&authSessionKey={quote(key, safe='')}"
             if token:
                 url += f"&paginationToken={token}"  # already percent-encoded by the server
             fetched = self.http.get(url, budget="api", expect="json")

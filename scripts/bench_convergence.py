@@ -42,8 +42,12 @@ log = logging.getLogger("bench_convergence")
 WEIGHTED_METRICS = ("kid", "fid", "pr")  # scored only when their weights are already on disk
 TIME_KEY = "train_sec"
 PLOTTED = ("swd", "kid", "fid", "precision", "recall", "fd_dinov2", "r_t")
-Y_LABELS = {"swd": "SWD ×10³ (mean over levels)", "kid": "KID (Inception)", "fd_dinov2": "FD (DINOv2)",
-            "r_t": "r_t = E[sign D(real)] over the tick"}
+Y_LABELS = {
+    "swd": "SWD ×10³ (mean over levels)",
+    "kid": "KID (Inception)",
+    "fd_dinov2": "FD (DINOv2)",
+    "r_t": "r_t = E[sign D(real)] over the tick",
+}
 
 
 @dataclass
@@ -97,13 +101,19 @@ def train_one(args: argparse.Namespace, spec: RunSpec, seed: int, metrics: list[
         log.info("%s seed %d: finished before, reused (%s)", spec.label, seed, run_dir)
         return run_dir
     overrides = [
-        *args.overrides, *spec.overrides,
-        f"train.seed={seed}", f"train.total_kimg={args.kimg}",
-        f"metrics.metrics=[{','.join(metrics)}]", f"metrics.every_kimg={args.every_kimg}",
+        *args.overrides,
+        *spec.overrides,
+        f"train.seed={seed}",
+        f"train.total_kimg={args.kimg}",
+        f"metrics.metrics=[{','.join(metrics)}]",
+        f"metrics.every_kimg={args.every_kimg}",
         f"metrics.num_samples={args.num_samples}",
         # A tick at every metrics point, so the training time up to each point is on record.
-        f"log.tick_kimg={args.every_kimg}", f"log.sample_every_kimg={args.kimg}",
-        f"checkpoint.every_kimg={args.checkpoint_kimg or args.kimg}", "checkpoint.keep_last=1", "log.tracker=none",
+        f"log.tick_kimg={args.every_kimg}",
+        f"log.sample_every_kimg={args.kimg}",
+        f"checkpoint.every_kimg={args.checkpoint_kimg or args.kimg}",
+        "checkpoint.keep_last=1",
+        "log.tracker=none",
     ]
     if args.weights_dir:
         overrides.append(f"metrics.weights_dir={args.weights_dir}")
@@ -127,7 +137,8 @@ def train_one(args: argparse.Namespace, spec: RunSpec, seed: int, metrics: list[
 def _finished(run_dir: Path, kimg: float) -> bool:
     rows = _read_jsonl(run_dir / "metrics.jsonl")
     return any("tick" in row and row["kimg"] >= kimg - 1e-9 for row in rows) and any(
-        "metrics/swd" in row and row["kimg"] >= kimg - 1e-9 for row in rows)
+        "metrics/swd" in row and row["kimg"] >= kimg - 1e-9 for row in rows
+    )
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -153,8 +164,9 @@ def points_of(run_dir: Path, label: str, seed: int) -> list[dict]:
         # D's overfitting signal over the tick that ends here (ADA's r_t, logged in every augment mode).
         tick = next((t for t in ticks if t["cur_nimg"] == row["cur_nimg"]), {})
         extra = {"r_t": tick["scores/real_sign"]} if "scores/real_sign" in tick else {}
-        out.append({"run": label, "seed": seed, "kimg": row["cur_nimg"] / 1000, "cur_nimg": row["cur_nimg"],
-                    TIME_KEY: elapsed, **scores, **extra})
+        out.append(
+            {"run": label, "seed": seed, "kimg": row["cur_nimg"] / 1000, "cur_nimg": row["cur_nimg"], TIME_KEY: elapsed, **scores, **extra}
+        )
     return out
 
 
@@ -195,13 +207,13 @@ def plot(points: list[dict], path: Path, title: str = "") -> Path:
     fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
     seeds = sorted({p["seed"] for p in points})
     for row, metric in enumerate(metrics):
-        for col, (x_key, x_label) in enumerate((("kimg", "kimg (thousands of real images shown)"),
-                                                (TIME_KEY, "training time (s, metrics excluded)"))):
+        for col, (x_key, x_label) in enumerate(
+            (("kimg", "kimg (thousands of real images shown)"), (TIME_KEY, "training time (s, metrics excluded)"))
+        ):
             ax = axes[row][col]
             for run, rows in aggregate(points, metric, x_key).items():
                 xs, ys, errors, counts = zip(*rows)
-                ax.errorbar(xs, ys, yerr=errors, marker="o", markersize=3, capsize=3,
-                            label=f"{run} (n={max(counts)} seeds)")
+                ax.errorbar(xs, ys, yerr=errors, marker="o", markersize=3, capsize=3, label=f"{run} (n={max(counts)} seeds)")
             ax.set_xlabel(x_label)
             ax.set_ylabel(Y_LABELS.get(metric, metric))
             ax.grid(alpha=0.3)
@@ -241,30 +253,35 @@ def table(points: list[dict], every_kimg: Optional[float] = None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bench_convergence.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="bench_convergence.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="YAML preset to train (required unless --plot-only)")
     parser.add_argument("--data", help="prepared dataset dir (overrides data.path)")
     parser.add_argument("--kimg", type=float, default=4.0, help="train each run this many kimg (default: 4)")
     parser.add_argument("--every-kimg", type=float, default=0.5, help="score every this many kimg (default: 0.5)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
-    parser.add_argument("--run", dest="runs", action="append", default=[], metavar="LABEL[:KEY=VALUE,...]",
-                        help="one plotted line; repeat for more (default: one run named after the preset)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every run")
-    parser.add_argument("--metrics", default="kid",
-                        help="comma-separated metrics to add to SWD when their weights are present (default: kid)")
-    parser.add_argument("--num-samples", type=int, default=256,
-                        help="generated images per evaluation (default: 256)")
+    parser.add_argument(
+        "--run",
+        dest="runs",
+        action="append",
+        default=[],
+        metavar="LABEL[:KEY=VALUE,...]",
+        help="one plotted line; repeat for more (default: one run named after the preset)",
+    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
+    parser.add_argument(
+        "--metrics", default="kid", help="comma-separated metrics to add to SWD when their weights are present (default: kid)"
+    )
+    parser.add_argument("--num-samples", type=int, default=256, help="generated images per evaluation (default: 256)")
     parser.add_argument("--weights-dir", help="folder of pretrained weight files for --metrics")
-    parser.add_argument("--checkpoint-kimg", type=float,
-                        help="checkpoint every this many kimg, so a killed run resumes (default: only at the end)")
+    parser.add_argument(
+        "--checkpoint-kimg", type=float, help="checkpoint every this many kimg, so a killed run resumes (default: only at the end)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (convergence.jsonl, .png, run dirs)")
     parser.add_argument("--title", default="", help="plot title")
     parser.add_argument("--plot-only", action="store_true", help="redraw OUT/convergence.png from OUT/convergence.jsonl")
-    parser.add_argument("--table-every-kimg", type=float,
-                        help="the printed Markdown table keeps rows at multiples of this (default: every point)")
+    parser.add_argument(
+        "--table-every-kimg", type=float, help="the printed Markdown table keeps rows at multiples of this (default: every point)"
+    )
     return parser
 
 
@@ -281,8 +298,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             points = run_all(args, jsonl)
         plot(points, png, args.title)
     except (OSError, ValueError, RuntimeError) as exc:
-        print(f"bench_convergence.py: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-              file=sys.stderr)
+        print(f"bench_convergence.py: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     print(table(points, args.table_every_kimg))
     print(f"wrote {jsonl} ({len(points)} points) and {png}")

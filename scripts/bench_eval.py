@@ -33,22 +33,34 @@ log = logging.getLogger("bench_eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench_eval.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Output keys: device, generator, resolution, batch, generation_samples_per_s, "
-                                "inception_weights, features_samples_per_s, peak_memory_gb, commit.")
+    p = argparse.ArgumentParser(
+        prog="bench_eval.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Output keys: device, generator, resolution, batch, generation_samples_per_s, "
+        "inception_weights, features_samples_per_s, peak_memory_gb, commit.",
+    )
     p.add_argument("--generator", help="generator export / checkpoint dir / run dir (default: random init from --preset)")
     p.add_argument("--preset", type=Path, help="YAML preset for the random-init generator (default: built-in defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for the random-init generator, e.g. --set data.resolution=64 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for the random-init generator, e.g. --set data.resolution=64 (repeatable)",
+    )
     p.add_argument("--weights-dir", help="folder holding the Inception weights file (eval.weights names it)")
-    p.add_argument("--random-inception", action="store_true",
-                   help="time a randomly initialised Inception even if weights are found")
+    p.add_argument("--random-inception", action="store_true", help="time a randomly initialised Inception even if weights are found")
     p.add_argument("--skip-features", action="store_true", help="time generation only")
     p.add_argument("--batch", type=int, default=32, help="images per forward pass (generation and features)")
     p.add_argument("--num", type=int, default=256, help="images timed per measurement (after one warm-up batch)")
-    p.add_argument("--modconv", choices=["grouped", "batched"], default="grouped",
-                   help="modulated-conv implementation for generation (grouped is the networks' default)")
+    p.add_argument(
+        "--modconv",
+        choices=["grouped", "batched"],
+        default="grouped",
+        help="modulated-conv implementation for generation (grouped is the networks' default)",
+    )
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast dtype for both passes")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -71,8 +83,9 @@ def random_inception(device):
     from eval.features import INCEPTION_FEATURE
 
     # The constructor always loads pretrained weights; stub the loading out to get the bare architecture.
-    with mock.patch.object(fe, "load_state_dict_from_url", return_value={}), mock.patch.object(
-        fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None
+    with (
+        mock.patch.object(fe, "load_state_dict_from_url", return_value={}),
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None),
     ):
         model = fe.FeatureExtractorInceptionV3("inception-v3-compat", [INCEPTION_FEATURE])
     return model.to(device).eval()
@@ -133,9 +146,16 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             img = G(z, noise_mode="const")
         return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
-    result = {"device": device_name(device), "generator": source, "resolution": G.resolution,
-              "batch": args.batch, "num": args.num, "precision": args.precision, "modconv": args.modconv,
-              "G_params": sum(p.numel() for p in G.parameters())}
+    result = {
+        "device": device_name(device),
+        "generator": source,
+        "resolution": G.resolution,
+        "batch": args.batch,
+        "num": args.num,
+        "precision": args.precision,
+        "modconv": args.modconv,
+        "G_params": sum(p.numel() for p in G.parameters()),
+    }
     result["generation_samples_per_s"] = round(throughput(generate, args.batch, args.num, device), 2)
     if not args.skip_features:
         extractor, weights = inception(args, device)
@@ -156,8 +176,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.batch <= 0 or args.num <= 0:
         print("error: --batch and --num must be positive", file=sys.stderr)
         return 2

@@ -32,8 +32,7 @@ if str(REPO) not in sys.path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench_optim.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="bench_optim.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", type=Path, help="YAML preset to start from (configs/*.yaml); default: built-in defaults")
     p.add_argument("--resolution", type=int, default=32, help="image size of G (default 32)")
     p.add_argument("--z-dim", type=int, help="latent size z")
@@ -77,8 +76,13 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = [f"data.resolution={args.resolution}"]
-    for key, value in [("z_dim", args.z_dim), ("w_dim", args.w_dim), ("mapping_layers", args.mapping_layers),
-                       ("channel_base", args.channel_base), ("channel_max", args.channel_max)]:
+    for key, value in [
+        ("z_dim", args.z_dim),
+        ("w_dim", args.w_dim),
+        ("mapping_layers", args.mapping_layers),
+        ("channel_base", args.channel_base),
+        ("channel_max", args.channel_max),
+    ]:
         if value is not None:
             overrides.append(f"model.{key}={value}")
     cfg = load_config(args.preset, overrides)

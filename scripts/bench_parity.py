@@ -44,19 +44,73 @@ if str(REPO) not in sys.path:
 
 # The issue-20 configuration (its side-by-side table) and a smaller one for a 2-core CPU (32 px).
 PRESETS = {
-    "issue20": dict(z_dim=256, w_dim=256, mapping_layers=2, channel_base=2048, channel_max=128, mbstd_group=4,
-                    batch=16, r1_gamma=0.05, r1_interval=16, pl_weight=2.0, pl_interval=4, pl_decay=0.01,
-                    pl_batch_shrink=2, style_mixing=0.9, lr=0.0025, betas=[0.0, 0.99], eps=1e-8,
-                    ema_kimg=5.0, ema_rampup=0.05, xflip=True),
+    "issue20": dict(
+        z_dim=256,
+        w_dim=256,
+        mapping_layers=2,
+        channel_base=2048,
+        channel_max=128,
+        mbstd_group=4,
+        batch=16,
+        r1_gamma=0.05,
+        r1_interval=16,
+        pl_weight=2.0,
+        pl_interval=4,
+        pl_decay=0.01,
+        pl_batch_shrink=2,
+        style_mixing=0.9,
+        lr=0.0025,
+        betas=[0.0, 0.99],
+        eps=1e-8,
+        ema_kimg=5.0,
+        ema_rampup=0.05,
+        xflip=True,
+    ),
     # What NVIDIA's --cfg=auto picks for 256 px on one GPU (= configs/stylegan2-256.yaml without ADA), for a GPU run.
-    "auto256": dict(z_dim=512, w_dim=512, mapping_layers=2, channel_base=16384, channel_max=512, mbstd_group=4,
-                    batch=16, r1_gamma=0.8192, r1_interval=16, pl_weight=2.0, pl_interval=4, pl_decay=0.01,
-                    pl_batch_shrink=2, style_mixing=0.9, lr=0.0025, betas=[0.0, 0.99], eps=1e-8,
-                    ema_kimg=5.0, ema_rampup=0.05, xflip=True),
-    "small": dict(z_dim=64, w_dim=64, mapping_layers=2, channel_base=512, channel_max=64, mbstd_group=4,
-                  batch=16, r1_gamma=0.05, r1_interval=16, pl_weight=2.0, pl_interval=4, pl_decay=0.01,
-                  pl_batch_shrink=2, style_mixing=0.9, lr=0.0025, betas=[0.0, 0.99], eps=1e-8,
-                  ema_kimg=5.0, ema_rampup=0.05, xflip=True),
+    "auto256": dict(
+        z_dim=512,
+        w_dim=512,
+        mapping_layers=2,
+        channel_base=16384,
+        channel_max=512,
+        mbstd_group=4,
+        batch=16,
+        r1_gamma=0.8192,
+        r1_interval=16,
+        pl_weight=2.0,
+        pl_interval=4,
+        pl_decay=0.01,
+        pl_batch_shrink=2,
+        style_mixing=0.9,
+        lr=0.0025,
+        betas=[0.0, 0.99],
+        eps=1e-8,
+        ema_kimg=5.0,
+        ema_rampup=0.05,
+        xflip=True,
+    ),
+    "small": dict(
+        z_dim=64,
+        w_dim=64,
+        mapping_layers=2,
+        channel_base=512,
+        channel_max=64,
+        mbstd_group=4,
+        batch=16,
+        r1_gamma=0.05,
+        r1_interval=16,
+        pl_weight=2.0,
+        pl_interval=4,
+        pl_decay=0.01,
+        pl_batch_shrink=2,
+        style_mixing=0.9,
+        lr=0.0025,
+        betas=[0.0, 0.99],
+        eps=1e-8,
+        ema_kimg=5.0,
+        ema_rampup=0.05,
+        xflip=True,
+    ),
 }
 EVAL_SAMPLES = 256
 EVAL_LATENT_SEED = 123456  # the same latents for every run and side
@@ -130,8 +184,9 @@ def minibatches(reals: torch.Tensor, batch: int, xflip: bool, seed: int) -> Iter
 # --------------------------------------------------------------------------- the two sides
 
 
-def train_atelier(p: dict, data: Path, seed: int, run_dir: Path, stops: list[int],
-                  on_eval: Callable[[int, float, Callable], None], device: str = "cpu") -> None:
+def train_atelier(
+    p: dict, data: Path, seed: int, run_dir: Path, stops: list[int], on_eval: Callable[[int, float, Callable], None], device: str = "cpu"
+) -> None:
     """atelier's Trainer (the real training step) on an accelerate Accelerator (one process)."""
     from accelerate import Accelerator
 
@@ -139,17 +194,34 @@ def train_atelier(p: dict, data: Path, seed: int, run_dir: Path, stops: list[int
     from gan.training_loop import RunOptions, Trainer
 
     overrides = [
-        f"data.path={data}", f"data.resolution={load_reals_resolution(data)}", f"data.xflip={p['xflip']}",
-        "data.workers=0", f"model.z_dim={p['z_dim']}", f"model.w_dim={p['w_dim']}",
-        f"model.mapping_layers={p['mapping_layers']}", f"model.channel_base={p['channel_base']}",
-        f"model.channel_max={p['channel_max']}", f"model.mbstd_group={p['mbstd_group']}", "model.conv_clamp=null",
-        f"loss.r1_gamma={p['r1_gamma']}", f"loss.r1_interval={p['r1_interval']}", f"loss.pl_weight={p['pl_weight']}",
-        f"loss.pl_interval={p['pl_interval']}", f"loss.pl_decay={p['pl_decay']}",
-        f"loss.pl_batch_shrink={p['pl_batch_shrink']}", f"loss.style_mixing={p['style_mixing']}",
-        f"train.batch={p['batch']}", f"train.g_lr={p['lr']}", f"train.d_lr={p['lr']}",
-        f"train.betas=[{p['betas'][0]},{p['betas'][1]}]", f"train.eps={p['eps']}", f"train.ema_kimg={p['ema_kimg']}",
-        f"train.ema_rampup={p['ema_rampup']}", f"train.seed={seed}",
-        "augment.mode=none", "log.tracker=none",
+        f"data.path={data}",
+        f"data.resolution={load_reals_resolution(data)}",
+        f"data.xflip={p['xflip']}",
+        "data.workers=0",
+        f"model.z_dim={p['z_dim']}",
+        f"model.w_dim={p['w_dim']}",
+        f"model.mapping_layers={p['mapping_layers']}",
+        f"model.channel_base={p['channel_base']}",
+        f"model.channel_max={p['channel_max']}",
+        f"model.mbstd_group={p['mbstd_group']}",
+        "model.conv_clamp=null",
+        f"loss.r1_gamma={p['r1_gamma']}",
+        f"loss.r1_interval={p['r1_interval']}",
+        f"loss.pl_weight={p['pl_weight']}",
+        f"loss.pl_interval={p['pl_interval']}",
+        f"loss.pl_decay={p['pl_decay']}",
+        f"loss.pl_batch_shrink={p['pl_batch_shrink']}",
+        f"loss.style_mixing={p['style_mixing']}",
+        f"train.batch={p['batch']}",
+        f"train.g_lr={p['lr']}",
+        f"train.d_lr={p['lr']}",
+        f"train.betas=[{p['betas'][0]},{p['betas'][1]}]",
+        f"train.eps={p['eps']}",
+        f"train.ema_kimg={p['ema_kimg']}",
+        f"train.ema_rampup={p['ema_rampup']}",
+        f"train.seed={seed}",
+        "augment.mode=none",
+        "log.tracker=none",
     ]
     cfg = load_config(None, overrides)
     trainer = Trainer(cfg, Accelerator(cpu=device == "cpu"), RunOptions(run_dir=run_dir))
@@ -167,8 +239,15 @@ def load_reals_resolution(data: Path) -> int:
     return int(json.loads((data / "dataset.json").read_text())["resolution"])
 
 
-def train_nvidia(p: dict, nvidia: Path, reals: torch.Tensor, seed: int, stops: list[int],
-                 on_eval: Callable[[int, float, Callable], None], device: str = "cpu") -> None:
+def train_nvidia(
+    p: dict,
+    nvidia: Path,
+    reals: torch.Tensor,
+    seed: int,
+    stops: list[int],
+    on_eval: Callable[[int, float, Callable], None],
+    device: str = "cpu",
+) -> None:
     """NVIDIA's networks and StyleGAN2Loss, driven like its training_loop.py (phases, lazy
     regularisation with corrected Adam, nan_to_num on gradients, G_ema with ramp-up)."""
     sys.path.insert(0, str(nvidia))
@@ -179,25 +258,51 @@ def train_nvidia(p: dict, nvidia: Path, reals: torch.Tensor, seed: int, stops: l
     torch.manual_seed(seed)
     np.random.seed(seed)
     res = reals.shape[-1]
-    G = networks.Generator(
-        z_dim=p["z_dim"], c_dim=0, w_dim=p["w_dim"], img_resolution=res, img_channels=3,
-        mapping_kwargs=dict(num_layers=p["mapping_layers"]),
-        synthesis_kwargs=dict(channel_base=p["channel_base"], channel_max=p["channel_max"], num_fp16_res=0, conv_clamp=None),
-    ).train().requires_grad_(False)
-    D = networks.Discriminator(
-        c_dim=0, img_resolution=res, img_channels=3, channel_base=p["channel_base"], channel_max=p["channel_max"],
-        num_fp16_res=0, conv_clamp=None, epilogue_kwargs=dict(mbstd_group_size=p["mbstd_group"]),
-    ).train().requires_grad_(False)
+    G = (
+        networks.Generator(
+            z_dim=p["z_dim"],
+            c_dim=0,
+            w_dim=p["w_dim"],
+            img_resolution=res,
+            img_channels=3,
+            mapping_kwargs=dict(num_layers=p["mapping_layers"]),
+            synthesis_kwargs=dict(channel_base=p["channel_base"], channel_max=p["channel_max"], num_fp16_res=0, conv_clamp=None),
+        )
+        .train()
+        .requires_grad_(False)
+    )
+    D = (
+        networks.Discriminator(
+            c_dim=0,
+            img_resolution=res,
+            img_channels=3,
+            channel_base=p["channel_base"],
+            channel_max=p["channel_max"],
+            num_fp16_res=0,
+            conv_clamp=None,
+            epilogue_kwargs=dict(mbstd_group_size=p["mbstd_group"]),
+        )
+        .train()
+        .requires_grad_(False)
+    )
     device = torch.device(device)
     G, D = G.to(device), D.to(device)
     G_ema = copy.deepcopy(G).eval()
-    loss = StyleGAN2Loss(device=device, G_mapping=G.mapping, G_synthesis=G.synthesis, D=D,
-                         style_mixing_prob=p["style_mixing"], r1_gamma=p["r1_gamma"],
-                         pl_batch_shrink=p["pl_batch_shrink"], pl_decay=p["pl_decay"], pl_weight=p["pl_weight"])
+    loss = StyleGAN2Loss(
+        device=device,
+        G_mapping=G.mapping,
+        G_synthesis=G.synthesis,
+        D=D,
+        style_mixing_prob=p["style_mixing"],
+        r1_gamma=p["r1_gamma"],
+        pl_batch_shrink=p["pl_batch_shrink"],
+        pl_decay=p["pl_decay"],
+        pl_weight=p["pl_weight"],
+    )
     phases = []
     for name, module, interval in (("G", G, p["pl_interval"]), ("D", D, p["r1_interval"])):
         ratio = interval / (interval + 1)
-        opt = torch.optim.Adam(module.parameters(), lr=p["lr"] * ratio, betas=[b ** ratio for b in p["betas"]], eps=p["eps"])
+        opt = torch.optim.Adam(module.parameters(), lr=p["lr"] * ratio, betas=[b**ratio for b in p["betas"]], eps=p["eps"])
         phases += [(name + "main", module, opt, 1), (name + "reg", module, opt, interval)]
     batch = p["batch"]
     data = minibatches(reals, batch, p["xflip"], seed)
@@ -249,8 +354,10 @@ def write_report(out: Path) -> str:
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
     dataset = next((r for r in rows if r["side"] == "dataset"), None)
     runs = [r for r in rows if r["side"] != "dataset"]
-    lines = ["| side | kimg | seeds | SWD x10^3 | high-frequency energy | colour spread | train s/kimg |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| side | kimg | seeds | SWD x10^3 | high-frequency energy | colour spread | train s/kimg |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     if dataset:
         lines.append(f"| dataset | — | — | — | {dataset['hf_energy']:.1f} | {dataset['colour_spread']:.1f} | — |")
     for side in ("atelier", "nvidia"):
@@ -326,8 +433,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--kimg", type=float, default=4.0, help="train this many thousand images per run")
     parser.add_argument("--eval-kimg", type=float, nargs="+", help="evaluate at these kimg (default: 1 2 4 ... up to --kimg)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--sides", nargs="+", choices=["atelier", "nvidia"],
-                        help="run only these sides (default: atelier, and nvidia with --nvidia)")
+    parser.add_argument(
+        "--sides", nargs="+", choices=["atelier", "nvidia"], help="run only these sides (default: atelier, and nvidia with --nvidia)"
+    )
     parser.add_argument("--only", help="run just SIDE:SEED (e.g. atelier:1 or nvidia:0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (training; scoring runs on the CPU)")
@@ -344,12 +452,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"--nvidia must be a checkout of stylegan2-ada-pytorch (no training/loss.py in {args.nvidia})")
     torch.set_num_threads(args.threads)
     p = PRESETS[args.preset]
-    stops_kimg = args.eval_kimg or [k for k in (2.0 ** i for i in range(0, 12)) if k < args.kimg] + [args.kimg]
+    stops_kimg = args.eval_kimg or [k for k in (2.0**i for i in range(0, 12)) if k < args.kimg] + [args.kimg]
     stops = sorted({round(k * 1000) for k in stops_kimg})
     reals = load_reals(args.data)
     if not any(json.loads(line).get("side") == "dataset" for line in results.read_text().splitlines()) if results.exists() else True:
-        _append(results, {"side": "dataset", "images": len(reals), "hf_energy": hf_energy(reals),
-                          "colour_spread": colour_spread(reals), "data": str(args.data)})
+        _append(
+            results,
+            {
+                "side": "dataset",
+                "images": len(reals),
+                "hf_energy": hf_energy(reals),
+                "colour_spread": colour_spread(reals),
+                "data": str(args.data),
+            },
+        )
     z_eval = torch.randn([EVAL_SAMPLES, p["z_dim"]], generator=torch.Generator().manual_seed(EVAL_LATENT_SEED))
     sides = args.sides or ["atelier"] + (["nvidia"] if args.nvidia else [])
     if "nvidia" in sides and args.nvidia is None:
@@ -361,9 +477,16 @@ def main(argv: Optional[list[str]] = None) -> int:
             parser.error(f"--only must be atelier:SEED or nvidia:SEED (with --nvidia), got {args.only!r}")
         todo = [(side, int(seed))]
     for side, seed in todo:
+
         def on_eval(nimg: int, train_sec: float, G_ema: Callable, side=side, seed=seed) -> None:
-            record = {"side": side, "seed": seed, "preset": args.preset, "kimg": nimg / 1000, "train_sec": train_sec,
-                      **score(sample(G_ema, z_eval), reals)}
+            record = {
+                "side": side,
+                "seed": seed,
+                "preset": args.preset,
+                "kimg": nimg / 1000,
+                "train_sec": train_sec,
+                **score(sample(G_ema, z_eval), reals),
+            }
             _append(results, record)
             print(json.dumps(record), flush=True)
 

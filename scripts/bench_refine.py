@@ -151,8 +151,14 @@ def compare_size(vgg: VGG19Features, size: int, args: argparse.Namespace, device
         grams = [{layer: gram_matrix(vgg(work[None].to(device))[layer])[0] for layer in STYLE_LAYERS} for work in works]
     target = {layer: torch.stack([g[layer] for g in grams]).mean(dim=0) for layer in STYLE_LAYERS}
     common = {
-        "benchmark": "refine-compare", "device": str(device), "threads": torch.get_num_threads(), "size": size,
-        "images": len(paths), "content": str(args.content), "style": str(args.style), "works": len(works),
+        "benchmark": "refine-compare",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "size": size,
+        "images": len(paths),
+        "content": str(args.content),
+        "style": str(args.style),
+        "works": len(works),
         "works_longest_side": work_size,
     }
     input_style = score(vgg, content, content, target, grams)["style_loss"]
@@ -166,9 +172,17 @@ def compare_size(vgg: VGG19Features, size: int, args: argparse.Namespace, device
         synchronize(device)
         seconds = (time.perf_counter() - started) / len(paths)
         cpu_seconds = (time.process_time() - cpu_started) / len(paths)
-        rows.append({**common, "method": f"gatys-{args.optimizer}", "iterations": result.iterations,
-                     "seconds_per_image": round(seconds, 3), "cpu_seconds_per_image": round(cpu_seconds, 3),
-                     "style_loss_input": input_style, **score(vgg, result.images, content, target, grams)})
+        rows.append(
+            {
+                **common,
+                "method": f"gatys-{args.optimizer}",
+                "iterations": result.iterations,
+                "seconds_per_image": round(seconds, 3),
+                "cpu_seconds_per_image": round(cpu_seconds, 3),
+                "style_loss_input": input_style,
+                **score(vgg, result.images, content, target, grams),
+            }
+        )
         save_outputs(args, f"gatys{args.steps}", size, paths, result.images)
     if "fast" in args.methods:
         refiner = load_fast_refiner(args.compare, device=device)
@@ -181,15 +195,29 @@ def compare_size(vgg: VGG19Features, size: int, args: argparse.Namespace, device
             synchronize(device)
             times.append((time.perf_counter() - started) / len(paths))
             cpu_times.append((time.process_time() - cpu_started) / len(paths))
-        rows.append({**common, "method": "fast-network", "model": str(args.compare), "model_step": refiner.training.get("step"),
-                     "seconds_per_image": round(min(times), 4), "cpu_seconds_per_image": round(min(cpu_times), 4),
-                     "style_loss_input": input_style,
-                     **score(vgg, stylised, content, target, grams)})
+        rows.append(
+            {
+                **common,
+                "method": "fast-network",
+                "model": str(args.compare),
+                "model_step": refiner.training.get("step"),
+                "seconds_per_image": round(min(times), 4),
+                "cpu_seconds_per_image": round(min(cpu_times), 4),
+                "style_loss_input": input_style,
+                **score(vgg, stylised, content, target, grams),
+            }
+        )
         save_outputs(args, "fast", size, paths, stylised)
     if len(rows) == 2:
-        rows.append({**common, "method": "compare", "speedup": round(rows[0]["seconds_per_image"] / rows[1]["seconds_per_image"], 1),
-                     "speedup_cpu_time": round(rows[0]["cpu_seconds_per_image"] / rows[1]["cpu_seconds_per_image"], 1),
-                     "style_loss_ratio_fast_over_gatys": round(rows[1]["style_loss"] / rows[0]["style_loss"], 3)})
+        rows.append(
+            {
+                **common,
+                "method": "compare",
+                "speedup": round(rows[0]["seconds_per_image"] / rows[1]["seconds_per_image"], 1),
+                "speedup_cpu_time": round(rows[0]["cpu_seconds_per_image"] / rows[1]["cpu_seconds_per_image"], 1),
+                "style_loss_ratio_fast_over_gatys": round(rows[1]["style_loss"] / rows[0]["style_loss"], 3),
+            }
+        )
     return rows
 
 
@@ -211,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
     parser.add_argument("--weights", type=Path, help="VGG19 state dict file to load")
     parser.add_argument("--weights-dir", type=Path, help="folder holding vgg19-dcbb9e9d.pth")
-    parser.add_argument("--random-weights", action="store_true", help="use a random-init VGG19 (same speed) when the real file is not at hand")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="use a random-init VGG19 (same speed) when the real file is not at hand"
+    )
     compare = parser.add_argument_group("Gatys vs the trained network (--compare)")
     compare.add_argument("--compare", type=Path, metavar="MODEL", help="transfer network file of `atelier refine-train`")
     compare.add_argument("--content", type=Path, help="folder of content images (the first --images are used)")

@@ -39,8 +39,15 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 CHROME_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,960",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,960",
     "--hide-scrollbars",
 )
 # Click Paint, then report the milliseconds until the gallery shows a new, decoded image.
@@ -64,19 +71,25 @@ document.querySelector('#paint-btn').click();
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench_studio.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Output keys: device, resolution, reps, click_to_screen_ms (median, p90, min), "
-                                "server_paint_ms (median), originality, chromium, commit.")
+    p = argparse.ArgumentParser(
+        prog="bench_studio.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Output keys: device, resolution, reps, click_to_screen_ms (median, p90, min), "
+        "server_paint_ms (median), originality, chromium, commit.",
+    )
     p.add_argument("--checkpoint", help="run dir / export / .pkl (default: random init of --preset)")
-    p.add_argument("--preset", type=Path, default=REPO / "configs" / "stylegan2-256.yaml",
-                   help="YAML preset of the random-init generator")
+    p.add_argument("--preset", type=Path, default=REPO / "configs" / "stylegan2-256.yaml", help="YAML preset of the random-init generator")
     p.add_argument("--dataset", type=Path, help="also judge originality against this prepared dataset (its cost is included)")
     p.add_argument("--reps", type=int, default=10, help="timed paintings (after 2 warm-up ones)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda ...")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--screenshot", type=Path, metavar="PNG",
-                   help="afterwards, paint seeds 0-7 and save the page as this PNG (the README's docs/images/studio.png)")
+    p.add_argument(
+        "--screenshot",
+        type=Path,
+        metavar="PNG",
+        help="afterwards, paint seeds 0-7 and save the page as this PNG (the README's docs/images/studio.png)",
+    )
     return p
 
 
@@ -120,9 +133,12 @@ def screenshot(driver, seeds, path: Path) -> None:
     seeds.clear()
     seeds.send_keys("0-7")
     driver.execute_async_script(_CLICK_AND_TIME)
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script(
-        "return document.querySelectorAll('#selected img').length == 1 && document.querySelector('#verdict').innerText.includes('nearest') "
-        "|| document.querySelector('#verdict').innerText.includes('not checked');"))
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script(
+            "return document.querySelectorAll('#selected img').length == 1 && document.querySelector('#verdict').innerText.includes('nearest') "
+            "|| document.querySelector('#verdict').innerText.includes('not checked');"
+        )
+    )
     driver.execute_script("window.scrollTo(0, 0)")
     time.sleep(1.0)  # let the gallery finish its layout transition
     image = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
@@ -189,8 +205,11 @@ def main(argv=None) -> int:
         "resolution": studio.G.resolution,
         "displayed_width": width,
         "reps": len(times),
-        "click_to_screen_ms": {"median": round(statistics.median(times), 1), "p90": round(times[max(0, math.ceil(0.9 * len(times)) - 1)], 1),
-                               "min": round(times[0], 1)},
+        "click_to_screen_ms": {
+            "median": round(statistics.median(times), 1),
+            "p90": round(times[max(0, math.ceil(0.9 * len(times)) - 1)], 1),
+            "min": round(times[0], 1),
+        },
         "server_paint_ms": {"median": round(statistics.median(server_ms[2:]), 1)},
         "originality": args.dataset is not None,
         "threads": torch.get_num_threads(),

@@ -53,8 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
         "sec_per_kimg, images_per_s, peak_memory_gb, G_params, D_params, commit and the full settings.",
     )
     p.add_argument("--preset", type=Path, help="YAML preset to start from (configs/*.yaml); default: built-in defaults")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other config override, e.g. --set model.mbstd_group=4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other config override, e.g. --set model.mbstd_group=4 (repeatable)",
+    )
     p.add_argument("--data", help="prepared dataset dir to read reals from (default: synthetic random PNGs in a temp dir)")
     arch = p.add_argument_group("architecture (match another implementation's configuration)")
     arch.add_argument("--resolution", type=int, help="image size (power of two); default: the preset's")
@@ -70,36 +76,57 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pl-weight", type=float, help="path-length weight (0 disables the G reg phase)")
     train.add_argument("--pl-interval", type=int, help="lazy path-length reg: every N minibatches")
     train.add_argument("--style-mixing", type=float, help="style-mixing probability")
-    train.add_argument("--augment", choices=["ada", "fixed", "diffaugment", "none"],
-                       help="augmentation mode (ada starts at p=0 unless --augment-p)")
+    train.add_argument(
+        "--augment", choices=["ada", "fixed", "diffaugment", "none"], help="augmentation mode (ada starts at p=0 unless --augment-p)"
+    )
     train.add_argument("--augment-p", type=float, help="augmentation probability (fixed/ada start value)")
     perf = p.add_argument_group("fast path (perf.* in the config)")
     perf.add_argument("--precision", choices=["no", "bf16", "fp16"], help="train.mixed_precision (no = fp32)")
-    perf.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                      help="torch.compile G and D (falls back to eager, with a warning, if compiling fails)")
-    perf.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                      help="NHWC memory format for G, D and the reals")
-    perf.add_argument("--modconv", choices=["auto", "grouped", "batched"],
-                      help="modulated conv: grouped conv with per-sample weights, or batched activation "
-                      "scaling + demodulation; auto picks per device")
+    perf.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile G and D (falls back to eager, with a warning, if compiling fails)",
+    )
+    perf.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC memory format for G, D and the reals"
+    )
+    perf.add_argument(
+        "--modconv",
+        choices=["auto", "grouped", "batched"],
+        help="modulated conv: grouped conv with per-sample weights, or batched activation scaling + demodulation; auto picks per device",
+    )
     timing = p.add_argument_group("timing")
     timing.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile, allocator, caches)")
-    timing.add_argument("--steps", type=int, default=0,
-                        help="timed steps; rounded up to a multiple of the lazy intervals "
-                        "(default 0 = one full cycle of the intervals)")
+    timing.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="timed steps; rounded up to a multiple of the lazy intervals (default 0 = one full cycle of the intervals)",
+    )
     timing.add_argument("--repeat", type=int, default=1, help="time the window this many times and report the best")
-    timing.add_argument("--phase-times", action="store_true",
-                        help="also report each phase's mean time per step (ms) over the timed steps; adds a "
-                        "device sync after every phase, so the total is a little slower on GPUs")
-    timing.add_argument("--profile", metavar="FILE",
-                        help="after the timed windows, run one more window under torch.profiler and write its "
-                        "per-op tables (by total, and by input shape) to FILE; sorted by GPU time on CUDA")
-    timing.add_argument("--count-ops", action="store_true",
-                        help="after the timed windows, count the tensor ops (kernels, views excluded) one training "
-                        "step dispatches, averaged over one more window: on a GPU each is at least one kernel "
-                        "launch, so this predicts when small batches become launch-bound; the same on every device")
-    timing.add_argument("--first-step-only", action="store_true",
-                        help="only measure launch -> end of the first training step (all phases), then stop")
+    timing.add_argument(
+        "--phase-times",
+        action="store_true",
+        help="also report each phase's mean time per step (ms) over the timed steps; adds a "
+        "device sync after every phase, so the total is a little slower on GPUs",
+    )
+    timing.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="after the timed windows, run one more window under torch.profiler and write its "
+        "per-op tables (by total, and by input shape) to FILE; sorted by GPU time on CUDA",
+    )
+    timing.add_argument(
+        "--count-ops",
+        action="store_true",
+        help="after the timed windows, count the tensor ops (kernels, views excluded) one training "
+        "step dispatches, averaged over one more window: on a GPU each is at least one kernel "
+        "launch, so this predicts when small batches become launch-bound; the same on every device",
+    )
+    timing.add_argument(
+        "--first-step-only", action="store_true", help="only measure launch -> end of the first training step (all phases), then stop"
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -109,12 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
     """Config dot-list overrides for every option given on the command line."""
     mapping = {
-        "resolution": "data.resolution", "channel_base": "model.channel_base", "channel_max": "model.channel_max",
-        "z_dim": "model.z_dim", "w_dim": "model.w_dim", "mapping_layers": "model.mapping_layers",
-        "batch": "train.batch", "r1_gamma": "loss.r1_gamma", "r1_interval": "loss.r1_interval",
-        "pl_weight": "loss.pl_weight", "pl_interval": "loss.pl_interval", "style_mixing": "loss.style_mixing",
-        "augment": "augment.mode", "augment_p": "augment.p", "precision": "train.mixed_precision",
-        "compile": "perf.compile", "channels_last": "perf.channels_last", "modconv": "perf.modconv",
+        "resolution": "data.resolution",
+        "channel_base": "model.channel_base",
+        "channel_max": "model.channel_max",
+        "z_dim": "model.z_dim",
+        "w_dim": "model.w_dim",
+        "mapping_layers": "model.mapping_layers",
+        "batch": "train.batch",
+        "r1_gamma": "loss.r1_gamma",
+        "r1_interval": "loss.r1_interval",
+        "pl_weight": "loss.pl_weight",
+        "pl_interval": "loss.pl_interval",
+        "style_mixing": "loss.style_mixing",
+        "augment": "augment.mode",
+        "augment_p": "augment.p",
+        "precision": "train.mixed_precision",
+        "compile": "perf.compile",
+        "channels_last": "perf.channels_last",
+        "modconv": "perf.modconv",
     }
     out = [f"train.seed={args.seed}", "log.tracker=none", "data.workers=0"]
     for attr, key in mapping.items():
@@ -139,9 +178,15 @@ def write_synthetic_dataset(root: Path, resolution: int, count: int = 32) -> Pat
         name = f"{i:05d}.png"
         Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)).save(root / name)
         rows.append({"file": name, "sha256": hashlib.sha256((root / name).read_bytes()).hexdigest(), "source": "synthetic"})
-    info = {"format": "atelier-dataset/1", "resolution": resolution, "count": count, "source_manifest_sha256": None,
-            "content_sha256": hashlib.sha256("".join(sorted(r["sha256"] for r in rows)).encode()).hexdigest(),
-            "images": rows, "dropped": []}
+    info = {
+        "format": "atelier-dataset/1",
+        "resolution": resolution,
+        "count": count,
+        "source_manifest_sha256": None,
+        "content_sha256": hashlib.sha256("".join(sorted(r["sha256"] for r in rows)).encode()).hexdigest(),
+        "images": rows,
+        "dropped": [],
+    }
     (root / "dataset.json").write_text(json.dumps(info))
     return root
 
@@ -149,8 +194,9 @@ def write_synthetic_dataset(root: Path, resolution: int, count: int = 32) -> Pat
 def git_commit() -> Optional[str]:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -263,10 +309,12 @@ def profile_window(trainer, window: int, device, path: Path) -> None:
     sort = "self_cuda_time_total" if on_cuda else "self_cpu_time_total"
     events = prof.key_averages()
     by_shape = prof.key_averages(group_by_input_shape=True)
-    text = (f"# {window} training steps on {device_name(device)}, torch {torch.__version__}, sorted by {sort}\n\n"
-            + events.table(sort_by=sort, row_limit=40, max_name_column_width=60)
-            + "\n\n# the same steps, grouped by input shape\n\n"
-            + by_shape.table(sort_by=sort, row_limit=40, max_name_column_width=40, max_shapes_column_width=100))
+    text = (
+        f"# {window} training steps on {device_name(device)}, torch {torch.__version__}, sorted by {sort}\n\n"
+        + events.table(sort_by=sort, row_limit=40, max_name_column_width=60)
+        + "\n\n# the same steps, grouped by input shape\n\n"
+        + by_shape.table(sort_by=sort, row_limit=40, max_name_column_width=40, max_shapes_column_width=100)
+    )
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -310,13 +358,21 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 trainer.train_step()
                 synchronize(device)
                 first_step_s = time.perf_counter() - _T_LAUNCH
-            return {"device": device_name(device), "resolution": cfg.data.resolution, "batch": cfg.train.batch,
-                    "precision": "fp32" if precision == "no" else precision, "compile": trainer.perf.compile,
-                    "channels_last": trainer.perf.channels_last, "modconv": trainer.perf.modconv,
-                    "launch_to_first_step_s": round(first_step_s, 2), "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                    "peak_memory_gb": round(peak_memory_gb(device), 3),
-                    "G_params": sum(p.numel() for p in trainer.G.parameters()),
-                    "D_params": sum(p.numel() for p in trainer.D.parameters()), "commit": git_commit()}
+            return {
+                "device": device_name(device),
+                "resolution": cfg.data.resolution,
+                "batch": cfg.train.batch,
+                "precision": "fp32" if precision == "no" else precision,
+                "compile": trainer.perf.compile,
+                "channels_last": trainer.perf.channels_last,
+                "modconv": trainer.perf.modconv,
+                "launch_to_first_step_s": round(first_step_s, 2),
+                "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                "peak_memory_gb": round(peak_memory_gb(device), 3),
+                "G_params": sum(p.numel() for p in trainer.G.parameters()),
+                "D_params": sum(p.numel() for p in trainer.D.parameters()),
+                "commit": git_commit(),
+            }
         if args.warmup == 0:
             first_step_s = None
         if device.type == "cuda":
@@ -375,8 +431,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("WANDB_MODE", "disabled")
     from gan.config import ConfigError
 

@@ -111,9 +111,11 @@ def read_kid(run: Path, sources: Optional[dict[str, set[str]]] = None) -> dict[i
 def swd_source(report: dict) -> str:
     """What one SWD value rests on: sample counts, the reference set and the patch / direction counts."""
     swd = report.get("swd") or {}
-    return (f"{swd.get('num_generated')} generated vs {swd.get('num_reference')} real images "
-            f"(dataset {str(report.get('dataset_content_sha256'))[:12]}), {swd.get('patches_per_image')} patches "
-            f"per image and level, {swd.get('directions')} directions")
+    return (
+        f"{swd.get('num_generated')} generated vs {swd.get('num_reference')} real images "
+        f"(dataset {str(report.get('dataset_content_sha256'))[:12]}), {swd.get('patches_per_image')} patches "
+        f"per image and level, {swd.get('directions')} directions"
+    )
 
 
 def read_swd(run: Path, sources: Optional[dict[str, set[str]]] = None) -> dict[int, float]:
@@ -145,8 +147,7 @@ def swd_notes(sources: dict[str, set[str]]) -> list[str]:
     every = set().union(*sources.values()) if sources else set()
     notes = [f"SWD: {source}" for source in sorted(every)]
     if len(every) > 1:
-        notes.append("warning: the SWD values rest on different sample counts or reference sets; "
-                     "they are not comparable with each other")
+        notes.append("warning: the SWD values rest on different sample counts or reference sets; they are not comparable with each other")
     return notes
 
 
@@ -157,13 +158,13 @@ def kid_notes(sources: dict[str, set[str]]) -> list[str]:
         return []
     notes = [f"KID: {source}" for source in sorted(every)]
     if len(every) > 1:
-        notes.append("warning: the KID values rest on different sample counts, reference sets or weights; "
-                     "they are not comparable with each other")
+        notes.append(
+            "warning: the KID values rest on different sample counts, reference sets or weights; they are not comparable with each other"
+        )
     return notes
 
 
-def summarise(ticks: list[dict], kid: dict[int, float], start_nimg: int, end_nimg: int,
-              swd: Optional[dict[int, float]] = None) -> Window:
+def summarise(ticks: list[dict], kid: dict[int, float], start_nimg: int, end_nimg: int, swd: Optional[dict[int, float]] = None) -> Window:
     """Aggregate the ticks with cur_nimg in (start, end]; KID of the checkpoint closest to ``end``."""
     inside = [t for t in ticks if start_nimg < t["cur_nimg"] <= end_nimg]
     r_t = gap = p = None
@@ -172,8 +173,12 @@ def summarise(ticks: list[dict], kid: dict[int, float], start_nimg: int, end_nim
         bounds = [start_nimg] + [t["cur_nimg"] for t in inside]
         weights = [b - a for a, b in zip(bounds, bounds[1:])]
         r_t = _weighted([(t.get("scores/real_sign"), w) for t, w in zip(inside, weights)])
-        gap = _weighted([(t["scores/real"] - t["scores/fake"] if "scores/real" in t and "scores/fake" in t else None, w)
-                         for t, w in zip(inside, weights)])
+        gap = _weighted(
+            [
+                (t["scores/real"] - t["scores/fake"] if "scores/real" in t and "scores/fake" in t else None, w)
+                for t, w in zip(inside, weights)
+            ]
+        )
         p = inside[-1].get("augment/p")
     near = [n for n in kid if start_nimg < n <= end_nimg]
     near_swd = [n for n in swd or {} if start_nimg < n <= end_nimg]
@@ -234,14 +239,17 @@ def comparison_table(runs: list[Path], labels: list[str], every_kimg: float) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="compare_runs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="compare_runs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs=2, metavar="RUN_DIR", help="two run dirs (each with metrics.jsonl)")
-    parser.add_argument("--labels", nargs=2, default=None, metavar="LABEL",
-                        help="column labels for the two runs (default: the run dir names)")
-    parser.add_argument("--every-kimg", type=float, default=1.0,
-                        help="one row per this many kimg; each row summarises the ticks since the last (default: 1.0)")
+    parser.add_argument(
+        "--labels", nargs=2, default=None, metavar="LABEL", help="column labels for the two runs (default: the run dir names)"
+    )
+    parser.add_argument(
+        "--every-kimg",
+        type=float,
+        default=1.0,
+        help="one row per this many kimg; each row summarises the ticks since the last (default: 1.0)",
+    )
     return parser
 
 

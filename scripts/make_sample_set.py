@@ -27,20 +27,23 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 # A fixed impressionist-like palette (RGB): every colour in every painting is pulled towards it.
-PALETTE = np.array([
-    (32, 48, 110),    # ultramarine
-    (70, 130, 180),   # cerulean
-    (150, 190, 215),  # pale sky
-    (40, 95, 70),     # viridian
-    (95, 135, 55),    # sap green
-    (190, 150, 70),   # yellow ochre
-    (235, 200, 80),   # cadmium yellow
-    (205, 70, 45),    # vermilion
-    (215, 140, 150),  # rose
-    (120, 70, 45),    # burnt sienna
-    (245, 238, 220),  # lead white
-    (45, 40, 45),     # ivory black
-], dtype=np.float64)
+PALETTE = np.array(
+    [
+        (32, 48, 110),  # ultramarine
+        (70, 130, 180),  # cerulean
+        (150, 190, 215),  # pale sky
+        (40, 95, 70),  # viridian
+        (95, 135, 55),  # sap green
+        (190, 150, 70),  # yellow ochre
+        (235, 200, 80),  # cadmium yellow
+        (205, 70, 45),  # vermilion
+        (215, 140, 150),  # rose
+        (120, 70, 45),  # burnt sienna
+        (245, 238, 220),  # lead white
+        (45, 40, 45),  # ivory black
+    ],
+    dtype=np.float64,
+)
 
 COMPOSITIONS = ("hills", "trees", "seascape", "flowers")
 SIZES = ((160, 120), (128, 128), (96, 144), (150, 100), (112, 112), (144, 108), (100, 150), (160, 96))
@@ -90,8 +93,8 @@ def _sky(canvas: Canvas, horizon: int, rng: np.random.Generator) -> None:
     radius = rng.uniform(0.06, 0.12) * canvas.width
     cx = rng.uniform(0.2, 0.8) * canvas.width
     cy = horizon * (rng.uniform(0.45, 0.8) if evening else rng.uniform(0.15, 0.4))
-    yy, xx = np.mgrid[0:horizon, 0:canvas.width]
-    disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius ** 2
+    yy, xx = np.mgrid[0:horizon, 0 : canvas.width]
+    disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
     canvas.color[:horizon][disc] = PALETTE[6] if evening else PALETTE[10]
 
 
@@ -125,7 +128,7 @@ def _sea(canvas: Canvas, horizon: int, rng: np.random.Generator) -> None:
     half = max(2, int(w * 0.05))
     rows = np.arange(horizon, h)
     keep = rng.random(rows.size) < 0.5
-    canvas.color[rows[keep], max(cx - half, 0):cx + half] = PALETTE[10]
+    canvas.color[rows[keep], max(cx - half, 0) : cx + half] = PALETTE[10]
 
 
 def _tree(canvas: Canvas, horizon: int, rng: np.random.Generator) -> None:
@@ -135,8 +138,8 @@ def _tree(canvas: Canvas, horizon: int, rng: np.random.Generator) -> None:
     tall = int(rng.uniform(0.3, 0.55) * h)
     trunk_w = max(1, w // 60)
     top = max(foot - tall, 0)
-    canvas.color[top:foot, max(x - trunk_w, 0):x + trunk_w] = PALETTE[9]
-    canvas.angle[top:foot, max(x - trunk_w, 0):x + trunk_w] = VERTICAL
+    canvas.color[top:foot, max(x - trunk_w, 0) : x + trunk_w] = PALETTE[9]
+    canvas.angle[top:foot, max(x - trunk_w, 0) : x + trunk_w] = VERTICAL
     yy, xx = np.mgrid[0:h, 0:w]
     ry, rx = tall * 0.35, tall * rng.uniform(0.2, 0.3)
     crown = ((xx - x) / rx) ** 2 + ((yy - top - ry * 0.6) / ry) ** 2 <= 1
@@ -153,9 +156,7 @@ def _brushwork(canvas: Canvas, rng: np.random.Generator) -> Image.Image:
     draw = ImageDraw.Draw(img)
     n = h * w // 5
     xs, ys = rng.integers(0, w, n), rng.integers(0, h, n)
-    for x, y, jitter, length, width in zip(
-        xs, ys, rng.normal(0.0, 14.0, (n, 3)), rng.uniform(2.5, 7.0, n), rng.integers(1, 4, n)
-    ):
+    for x, y, jitter, length, width in zip(xs, ys, rng.normal(0.0, 14.0, (n, 3)), rng.uniform(2.5, 7.0, n), rng.integers(1, 4, n)):
         base = canvas.color[y, x] + jitter
         nearest = PALETTE[np.argmin(((PALETTE - base) ** 2).sum(axis=1))]
         color = tuple(int(c) for c in np.clip(0.55 * base + 0.45 * nearest, 0, 255))
@@ -198,24 +199,26 @@ def make_sample_set(out: Path, count: int, seed: int) -> list[dict]:
         name = f"{work_id}.{ext}"
         (out / "images" / name).write_bytes(data)
         prefix, places = TITLE_WORDS[composition]
-        rows.append({
-            "id": work_id,
-            "artist": ARTIST,
-            "artist_url": None,
-            "title": f"{prefix} {places[(i // len(COMPOSITIONS)) % len(places)]} ({i + 1})",
-            "year": 1870 + i,
-            "style": "Procedural Impressionism",
-            "genre": "landscape" if composition != "seascape" else "marina",
-            "source_url": None,
-            "image_url": None,
-            "file": f"images/{name}",
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "width": width,
-            "height": height,
-            "format": "PNG" if ext == "png" else "JPEG",
-            "bytes": len(data),
-            "license": LICENSE,
-        })
+        rows.append(
+            {
+                "id": work_id,
+                "artist": ARTIST,
+                "artist_url": None,
+                "title": f"{prefix} {places[(i // len(COMPOSITIONS)) % len(places)]} ({i + 1})",
+                "year": 1870 + i,
+                "style": "Procedural Impressionism",
+                "genre": "landscape" if composition != "seascape" else "marina",
+                "source_url": None,
+                "image_url": None,
+                "file": f"images/{name}",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "width": width,
+                "height": height,
+                "format": "PNG" if ext == "png" else "JPEG",
+                "bytes": len(data),
+                "license": LICENSE,
+            }
+        )
     with open(out / "manifest.jsonl", "w", encoding="utf-8") as fp:
         for row in rows:
             fp.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -36,8 +36,7 @@ COLUMNS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="perf_table.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="perf_table.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("rows", type=Path, help="a file of JSON lines, one benchmark row each")
     p.add_argument("--baseline", help="substring of the 'row' field of the row that speed-ups are relative to")
     p.add_argument("--commands", action="store_true", help="add each row's command as the last column")
@@ -74,8 +73,7 @@ def markdown(rows: list[dict], commands: bool = False) -> str:
     columns += [(key, key.removesuffix("_ms").replace("_", " ") + " (ms)") for key in timings]
     if commands:
         columns.append(("command", "command"))
-    lines = ["| " + " | ".join(title for _, title in columns) + " |",
-             "| " + " | ".join("---" for _ in columns) + " |"]
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
     for r in rows:
         cells = []
         for key, _ in columns:

@@ -27,8 +27,9 @@ def write_inception_weights(folder: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     # The constructor insists on loading weights; let it load nothing so we can read its layout.
-    with mock.patch.object(fe, "load_state_dict_from_url", return_value={}), mock.patch.object(
-        fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None
+    with (
+        mock.patch.object(fe, "load_state_dict_from_url", return_value={}),
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None),
     ):
         model = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     # PyTorch's default conv init shrinks activations ~2.5x per layer; through Inception's
@@ -142,9 +143,13 @@ def write_dataset(images: torch.Tensor, folder: Path) -> Path:
     entries = [{"file": n, "sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest()} for n in names]
     content = hashlib.sha256("".join(sorted(e["sha256"] for e in entries)).encode()).hexdigest()
     info = {
-        "format": "atelier-dataset/1", "resolution": int(images.shape[-1]), "count": len(names),
-        "source_manifest_sha256": None, "content_sha256": content,
-        "images": [dict(e, source=None, crop_box=None) for e in entries], "dropped": [],
+        "format": "atelier-dataset/1",
+        "resolution": int(images.shape[-1]),
+        "count": len(names),
+        "source_manifest_sha256": None,
+        "content_sha256": content,
+        "images": [dict(e, source=None, crop_box=None) for e in entries],
+        "dropped": [],
     }
     (folder / "dataset.json").write_text(json.dumps(info))
     return folder

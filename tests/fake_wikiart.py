@@ -244,8 +244,12 @@ class FakeWikiArt:
             return Reply(400, b'{"Message":"bad pagination token"}')
         start = int(token.split(":")[1])
         rows = [
-            {**{k: v for k, v in r.items() if k != "contentId"}, "id": r["contentId"],
-             "url": self.details[str(r["contentId"])]["url"], "artistUrl": artist}
+            {
+                **{k: v for k, v in r.items() if k != "contentId"},
+                "id": r["contentId"],
+                "url": self.details[str(r["contentId"])]["url"],
+                "artistUrl": artist,
+            }
             for r in self.listings[artist]
         ]
         page = rows[start : start + V2_PAGE]
@@ -282,7 +286,7 @@ def _make_handler(site: FakeWikiArt):
             try:
                 if reply.trickle:
                     for i in range(len(body)):
-                        self.wfile.write(body[i:i + 1])
+                        self.wfile.write(body[i : i + 1])
                         self.wfile.flush()
                         time.sleep(reply.trickle)
                 else:

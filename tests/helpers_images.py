@@ -48,6 +48,7 @@ def png_claiming_size(width: int, height: int) -> bytes:
     Only the first row of pixel data is present: enough for any decoder to start, a few hundred
     bytes on disk, and a decompression bomb for anything that trusts the header.
     """
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -67,12 +68,26 @@ def write_raw_download(root: Path, images: dict[str, Image.Image], extra_rows: l
     for i, (name, img) in enumerate(sorted(images.items())):
         path = save(img, root / "images" / name, quality=92) if name.endswith(".jpg") else save(img, root / "images" / name)
         data = path.read_bytes()
-        rows.append({
-            "id": f"work-{i}", "artist": "Test Painter", "artist_url": None, "title": f"Study {i}", "year": 1900 + i,
-            "style": "Test", "genre": "landscape", "source_url": f"http://127.0.0.1/w/{i}", "image_url": f"http://127.0.0.1/i/{i}",
-            "file": f"images/{name}", "sha256": hashlib.sha256(data).hexdigest(), "width": img.width, "height": img.height,
-            "format": "JPEG" if name.endswith(".jpg") else "PNG", "bytes": len(data), "license": "public domain",
-        })
+        rows.append(
+            {
+                "id": f"work-{i}",
+                "artist": "Test Painter",
+                "artist_url": None,
+                "title": f"Study {i}",
+                "year": 1900 + i,
+                "style": "Test",
+                "genre": "landscape",
+                "source_url": f"http://127.0.0.1/w/{i}",
+                "image_url": f"http://127.0.0.1/i/{i}",
+                "file": f"images/{name}",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "width": img.width,
+                "height": img.height,
+                "format": "JPEG" if name.endswith(".jpg") else "PNG",
+                "bytes": len(data),
+                "license": "public domain",
+            }
+        )
     rows.extend(extra_rows or [])
     with open(root / "manifest.jsonl", "w", encoding="utf-8") as fp:
         for row in rows:

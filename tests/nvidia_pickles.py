@@ -34,9 +34,18 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia"
 CASES = ("c32", "c64", "c256")
 STANDIN_SRC = "# stand-in module source written by atelier's tests; a reader must never run it\n"
 _BUFFERS = ("noise_const", "w_avg", "resample_filter")
-_CHILD_CLASS = {"mapping": "MappingNetwork", "synthesis": "SynthesisNetwork", "affine": "FullyConnectedLayer",
-                "torgb": "ToRGBLayer", "fromrgb": "Conv2dLayer", "skip": "Conv2dLayer", "fc": "FullyConnectedLayer",
-                "out": "FullyConnectedLayer", "conv": "Conv2dLayer", "mbstd": "MinibatchStdLayer"}
+_CHILD_CLASS = {
+    "mapping": "MappingNetwork",
+    "synthesis": "SynthesisNetwork",
+    "affine": "FullyConnectedLayer",
+    "torgb": "ToRGBLayer",
+    "fromrgb": "Conv2dLayer",
+    "skip": "Conv2dLayer",
+    "fc": "FullyConnectedLayer",
+    "out": "FullyConnectedLayer",
+    "conv": "Conv2dLayer",
+    "mbstd": "MinibatchStdLayer",
+}
 
 
 def load_case(name: str) -> dict[str, Any]:
@@ -45,8 +54,10 @@ def load_case(name: str) -> dict[str, Any]:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     case = {
-        "G_kwargs": json.loads(meta["G_init_kwargs"]), "D_kwargs": json.loads(meta["D_init_kwargs"]),
-        "seeds": json.loads(meta["seeds"]), "psis": json.loads(meta["psis"]),
+        "G_kwargs": json.loads(meta["G_init_kwargs"]),
+        "D_kwargs": json.loads(meta["D_init_kwargs"]),
+        "seeds": json.loads(meta["seeds"]),
+        "psis": json.loads(meta["psis"]),
         "G": {k[6:]: v.float() for k, v in tensors.items() if k.startswith("G_ema.")},
         "D": {k[2:]: v.float() for k, v in tensors.items() if k.startswith("D.")},
         "images": {k: v for k, v in tensors.items() if k.startswith("expected.image.")},
@@ -95,9 +106,14 @@ def _fake_modules() -> dict[str, types.ModuleType]:
 
     Network.__module__, Network.__qualname__ = network.__name__, "Network"
     network.Network = Network
-    mods = {"torch_utils": types.ModuleType("torch_utils"), "torch_utils.persistence": persistence,
-            "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": util, "dnnlib.tflib": types.ModuleType("dnnlib.tflib"),
-            "dnnlib.tflib.network": network}
+    mods = {
+        "torch_utils": types.ModuleType("torch_utils"),
+        "torch_utils.persistence": persistence,
+        "dnnlib": types.ModuleType("dnnlib"),
+        "dnnlib.util": util,
+        "dnnlib.tflib": types.ModuleType("dnnlib.tflib"),
+        "dnnlib.tflib.network": network,
+    }
     return mods
 
 
@@ -165,18 +181,31 @@ def _persistent_tree(node: dict, class_name: str, module_src: str, reconstruct, 
         cls = _CHILD_CLASS.get(child) or ("SynthesisBlock" if child.startswith("b") else "SynthesisLayer")
         modules[child] = _persistent_tree(sub, cls, module_src, reconstruct)
     state = {
-        "training": False, "_parameters": params, "_buffers": buffers, "_non_persistent_buffers_set": set(),
-        "_backward_hooks": OrderedDict(), "_forward_hooks": OrderedDict(), "_forward_pre_hooks": OrderedDict(),
-        "_state_dict_hooks": OrderedDict(), "_load_state_dict_pre_hooks": OrderedDict(), "_modules": modules,
-        "weight_gain": np.float64(1 / math.sqrt(3)), "activation": "lrelu",  # numpy scalars, as NVIDIA's modules hold
+        "training": False,
+        "_parameters": params,
+        "_buffers": buffers,
+        "_non_persistent_buffers_set": set(),
+        "_backward_hooks": OrderedDict(),
+        "_forward_hooks": OrderedDict(),
+        "_forward_pre_hooks": OrderedDict(),
+        "_state_dict_hooks": OrderedDict(),
+        "_load_state_dict_pre_hooks": OrderedDict(),
+        "_modules": modules,
+        "weight_gain": np.float64(1 / math.sqrt(3)),
+        "activation": "lrelu",  # numpy scalars, as NVIDIA's modules hold
     }
     state.update(extra_state or {})
     return _Persistent(class_name, state, module_src, reconstruct)
 
 
-def pytorch_snapshot(case: dict, module_src: str = STANDIN_SRC, G_kwargs: Optional[dict] = None,
-                     D_kwargs: Optional[dict] = None, G_tensors: Optional[dict] = None,
-                     G_class: str = "Generator") -> bytes:
+def pytorch_snapshot(
+    case: dict,
+    module_src: str = STANDIN_SRC,
+    G_kwargs: Optional[dict] = None,
+    D_kwargs: Optional[dict] = None,
+    G_tensors: Optional[dict] = None,
+    G_class: str = "Generator",
+) -> bytes:
     """The bytes of a StyleGAN2-ADA ``network-snapshot-*.pkl`` holding the case's networks.
 
     G (the trained generator) gets the G_ema weights halved, so a test can tell them apart.
@@ -195,8 +224,10 @@ def pytorch_snapshot(case: dict, module_src: str = STANDIN_SRC, G_kwargs: Option
 
         snapshot = dict(
             training_set_kwargs=easy(path="datasets/paintings.zip", resolution=res, use_labels=False),
-            G=net(G, "G", G_class, gk), D=net(case["D"], "D", "Discriminator", dk),
-            G_ema=net(G_ema, "G", G_class, gk), augment_pipe=None,
+            G=net(G, "G", G_class, gk),
+            D=net(case["D"], "D", "Discriminator", dk),
+            G_ema=net(G_ema, "G", G_class, gk),
+            augment_pipe=None,
         )
         return pickle.dumps(snapshot, protocol=4)
 
@@ -259,19 +290,38 @@ def tf_variables(case: dict, net: str) -> dict[str, np.ndarray]:
     return {k: np.array(v, dtype=np.float32, order="C") for k, v in out.items()}  # 0-d stays 0-d
 
 
-def tf_snapshot(case: dict, build_module_src: str = STANDIN_SRC, synthesis_func: str = "G_synthesis_stylegan2",
-                g_static_extra: Optional[dict] = None, g_func: str = "G_main", d_func: str = "D_stylegan2") -> bytes:
+def tf_snapshot(
+    case: dict,
+    build_module_src: str = STANDIN_SRC,
+    synthesis_func: str = "G_synthesis_stylegan2",
+    g_static_extra: Optional[dict] = None,
+    g_func: str = "G_main",
+    d_func: str = "D_stylegan2",
+) -> bytes:
     """The bytes of a StyleGAN2 (TF) ``*.pkl``: a (G, D, Gs) tuple of Network states."""
     gk, dk = case["G_kwargs"], case["D_kwargs"]
     sk = gk["synthesis_kwargs"]
-    g_static = dict(latent_size=gk["z_dim"], dlatent_size=gk["w_dim"], resolution=gk["img_resolution"],
-                    num_channels=gk["img_channels"], mapping_layers=gk["mapping_kwargs"]["num_layers"],
-                    fmap_base=sk["channel_base"] // 2, fmap_max=sk["channel_max"], label_size=0)
+    g_static = dict(
+        latent_size=gk["z_dim"],
+        dlatent_size=gk["w_dim"],
+        resolution=gk["img_resolution"],
+        num_channels=gk["img_channels"],
+        mapping_layers=gk["mapping_kwargs"]["num_layers"],
+        fmap_base=sk["channel_base"] // 2,
+        fmap_max=sk["channel_max"],
+        label_size=0,
+    )
     if sk.get("conv_clamp") is not None:
         g_static.update(conv_clamp=sk["conv_clamp"], num_fp16_res=sk.get("num_fp16_res", 0))
     g_static.update(g_static_extra or {})
-    d_static = dict(resolution=dk["img_resolution"], num_channels=3, fmap_base=dk["channel_base"] // 2,
-                    fmap_max=dk["channel_max"], mbstd_group_size=dk["epilogue_kwargs"]["mbstd_group_size"], label_size=0)
+    d_static = dict(
+        resolution=dk["img_resolution"],
+        num_channels=3,
+        fmap_base=dk["channel_base"] // 2,
+        fmap_max=dk["channel_max"],
+        mbstd_group_size=dk["epilogue_kwargs"]["mbstd_group_size"],
+        label_size=0,
+    )
     if dk.get("conv_clamp") is not None:
         d_static.update(conv_clamp=dk["conv_clamp"])
     gvars, dvars = tf_variables(case, "G"), tf_variables(case, "D")
@@ -279,18 +329,25 @@ def tf_snapshot(case: dict, build_module_src: str = STANDIN_SRC, synthesis_func:
         Network = mods["dnnlib.tflib.network"].Network
 
         def network(name, func, static, variables, components=None):
-            return Network(dict(version=4, name=name, static_kwargs=static, components=components or {},
-                                build_module_src=build_module_src, build_func_name=func,
-                                variables=list(variables.items())))
+            return Network(
+                dict(
+                    version=4,
+                    name=name,
+                    static_kwargs=static,
+                    components=components or {},
+                    build_module_src=build_module_src,
+                    build_func_name=func,
+                    variables=list(variables.items()),
+                )
+            )
 
         def generator(name):
-            mapping = network("G_mapping", "G_mapping", g_static,
-                              {k[8:]: v for k, v in gvars.items() if k.startswith("mapping/")})
-            synthesis = network("G_synthesis", synthesis_func, g_static,
-                                {k[10:]: v for k, v in gvars.items() if k.startswith("synthesis/")})
+            mapping = network("G_mapping", "G_mapping", g_static, {k[8:]: v for k, v in gvars.items() if k.startswith("mapping/")})
+            synthesis = network(
+                "G_synthesis", synthesis_func, g_static, {k[10:]: v for k, v in gvars.items() if k.startswith("synthesis/")}
+            )
             own = {"dlatent_avg": gvars["dlatent_avg"], "lod": np.float32(0)}
-            return network(name, g_func, dict(g_static, truncation_psi=0.5), own,
-                           {"mapping": mapping, "synthesis": synthesis})
+            return network(name, g_func, dict(g_static, truncation_psi=0.5), own, {"mapping": mapping, "synthesis": synthesis})
 
         nets = (generator("G"), network("D", d_func, d_static, dvars), generator("Gs"))
         return pickle.dumps(nets, protocol=3)

@@ -40,8 +40,13 @@ def load_fixture(path: Path = FIXTURE) -> tuple[dict[str, torch.Tensor], dict]:
 def model_config(cfg: dict) -> ModelConfig:
     """The atelier ModelConfig of the fixture's networks (fp32, no clamping, as NVIDIA's were built)."""
     return ModelConfig(
-        z_dim=cfg["z_dim"], w_dim=cfg["w_dim"], mapping_layers=cfg["mapping_layers"], mapping_lr_mul=0.01,
-        channel_base=cfg["channel_base"], channel_max=cfg["channel_max"], mbstd_group=cfg["mbstd_group"],
+        z_dim=cfg["z_dim"],
+        w_dim=cfg["w_dim"],
+        mapping_layers=cfg["mapping_layers"],
+        mapping_lr_mul=0.01,
+        channel_base=cfg["channel_base"],
+        channel_max=cfg["channel_max"],
+        mbstd_group=cfg["mbstd_group"],
         conv_clamp=None,
     )
 
@@ -56,7 +61,7 @@ def to_atelier(tensors: dict[str, torch.Tensor], prefix: str, network: str, reso
     out = {}
     for key, value in tensors.items():
         if key.startswith(prefix):
-            mapping = nvidia_to_atelier_name(network, key[len(prefix):], resolution)
+            mapping = nvidia_to_atelier_name(network, key[len(prefix) :], resolution)
             if mapping is not None:
                 out[mapping.name] = value.flip([-2, -1]) if mapping.flip else value
     return out

@@ -28,8 +28,7 @@ def dataset(tmp_path_factory):
 
 def _cfg(tmp_path, dataset, augment, **sections):
     # pl off: the path-length phase never shows D an image, so the call count below is exact.
-    base = tiny_config(dataset, augment={"interval": 1, **augment}, loss={"pl_weight": 0.0},
-                       log={"sample_seeds": 0}, **sections)
+    base = tiny_config(dataset, augment={"interval": 1, **augment}, loss={"pl_weight": 0.0}, log={"sample_seeds": 0}, **sections)
     return load_config(write_config(tmp_path / "c.yaml", base))
 
 
@@ -71,11 +70,14 @@ def _assert_trained(rows):
     assert len(r1) == STEPS // 2 and all(math.isfinite(v) and v > 0 for v in r1), r1  # R1 through the pipe
 
 
-@pytest.mark.parametrize("augment, kind", [
-    ({"mode": "ada", "p": 0.2, "target": 0.0, "speed_kimg": 0.04, "pipe": "bgc"}, AugmentPipe),
-    ({"mode": "fixed", "p": 0.5, "pipe": "bgcfn"}, AugmentPipe),
-    ({"mode": "diffaugment", "diffaugment_policy": "color,translation,cutout"}, DiffAugment),
-])
+@pytest.mark.parametrize(
+    "augment, kind",
+    [
+        ({"mode": "ada", "p": 0.2, "target": 0.0, "speed_kimg": 0.04, "pipe": "bgc"}, AugmentPipe),
+        ({"mode": "fixed", "p": 0.5, "pipe": "bgcfn"}, AugmentPipe),
+        ({"mode": "diffaugment", "diffaugment_policy": "color,translation,cutout"}, DiffAugment),
+    ],
+)
 def test_each_mode_trains_and_augments_every_image_d_sees(tmp_path, dataset, monkeypatch, augment, kind):
     rows, tracked, calls, module = _train(tmp_path, dataset, augment, monkeypatch)
     assert isinstance(module, kind)
@@ -110,8 +112,12 @@ def test_no_augmentation_still_measures_rt(tmp_path, dataset, monkeypatch):
 
 
 def test_p_is_checkpointed_and_resume_continues_with_it(tmp_path, dataset):
-    cfg = tiny_config(dataset, augment={"mode": "ada", "p": 0.0, "target": -1.0, "interval": 1, "speed_kimg": 0.04},
-                      log={"sample_seeds": 0}, checkpoint={"every_kimg": 0.016})
+    cfg = tiny_config(
+        dataset,
+        augment={"mode": "ada", "p": 0.0, "target": -1.0, "interval": 1, "speed_kimg": 0.04},
+        log={"sample_seeds": 0},
+        checkpoint={"every_kimg": 0.016},
+    )
     config = write_config(tmp_path / "c.yaml", cfg)
     run = tmp_path / "run"
     assert train.main(["--config", str(config), "--run-dir", str(run), "--max-kimg", "0.016"]) == 0
@@ -125,7 +131,7 @@ def test_p_is_checkpointed_and_resume_continues_with_it(tmp_path, dataset):
     assert trainer.ada.steps == saved["steps"] == 4
 
     assert train.main(["--resume", str(run), "--max-kimg", "0.024"]) == 0
-    after = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][len(rows):]
+    after = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][len(rows) :]
     increment = 4 / (0.04 * 1000)
     # The first resumed tick moved on from the saved p by at most one adjustment (not from 0).
     assert after and after[0]["augment/p"] == pytest.approx(min(1.0, saved["p"] + increment), abs=increment + 1e-9)

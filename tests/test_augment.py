@@ -500,9 +500,12 @@ def _train_tiny_discriminator(mode: str, memorise: bool, p: float = 0.0, steps: 
     torch.manual_seed(12)
     reals = _smooth_images(4, seed=12)
     disc = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
-        nn.Flatten(), nn.Linear(8 * 4 * 4, 1),
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 1),
     )
     opt = torch.optim.Adam(disc.parameters(), lr=5e-3, betas=(0.0, 0.99))
     pipe, ada = from_config(AugmentConfig(mode=mode, p=p, interval=4, speed_kimg=10.0), batch_size=16)
@@ -631,8 +634,7 @@ def test_geometric_canvas_takes_few_shapes(monkeypatch):
 def test_multi_process_checkpoint_saves_the_summed_pending_statistics_once():
     """Two processes (reduce = sum of both) save the total; on resume one of them takes it back."""
     other_process = torch.tensor([5.0, 16.0], dtype=torch.float64)
-    ada = AdaptiveAugment(AugmentPipe(groups="bgc", p=0.2), batch_size=32,
-                          reduce_fn=lambda stats: stats + other_process)
+    ada = AdaptiveAugment(AugmentPipe(groups="bgc", p=0.2), batch_size=32, reduce_fn=lambda stats: stats + other_process)
     ada.add_stats(3.0, 16)
     state = ada.state_dict()
     assert (state["pending_sign_sum"], state["pending_count"]) == (8.0, 32.0)

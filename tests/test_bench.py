@@ -16,20 +16,50 @@ TINY = ["--z-dim", "32", "--w-dim", "32", "--mapping-layers", "1", "--channel-ba
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def test_bench_train_times_every_phase_and_prints_one_json_line():
     # Intervals 2 and 2: the timed window (2 steps) includes G reg and D reg once each.
-    proc = run_script("bench_train.py", "--resolution", "16", *TINY, "--batch", "4", "--r1-interval", "2",
-                      "--pl-interval", "2", "--augment", "ada", "--warmup", "1", "--threads", "1", "--phase-times")
+    proc = run_script(
+        "bench_train.py",
+        "--resolution",
+        "16",
+        *TINY,
+        "--batch",
+        "4",
+        "--r1-interval",
+        "2",
+        "--pl-interval",
+        "2",
+        "--augment",
+        "ada",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--phase-times",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
     row = json.loads(lines[0])
-    for key in ("device", "resolution", "batch", "precision", "compile", "channels_last", "modconv", "sec_per_kimg",
-                "images_per_s", "peak_memory_gb", "G_params", "D_params", "commit", "launch_to_first_step_s"):
+    for key in (
+        "device",
+        "resolution",
+        "batch",
+        "precision",
+        "compile",
+        "channels_last",
+        "modconv",
+        "sec_per_kimg",
+        "images_per_s",
+        "peak_memory_gb",
+        "G_params",
+        "D_params",
+        "commit",
+        "launch_to_first_step_s",
+    ):
         assert key in row, key
     assert row["resolution"] == 16 and row["batch"] == 4 and row["precision"] == "fp32"
     assert row["modconv"] == "batched"  # perf.modconv=auto while training
@@ -63,9 +93,26 @@ def test_bench_train_rejects_a_bad_option_in_one_line():
 
 
 def test_bench_eval_generation_and_random_inception_features():
-    proc = run_script("bench_eval.py", "--set", "data.resolution=16", "--set", "model.z_dim=32", "--set", "model.w_dim=32",
-                      "--set", "model.channel_base=128", "--set", "model.channel_max=16", "--batch", "2", "--num", "2",
-                      "--random-inception", "--threads", "1")
+    proc = run_script(
+        "bench_eval.py",
+        "--set",
+        "data.resolution=16",
+        "--set",
+        "model.z_dim=32",
+        "--set",
+        "model.w_dim=32",
+        "--set",
+        "model.channel_base=128",
+        "--set",
+        "model.channel_max=16",
+        "--batch",
+        "2",
+        "--num",
+        "2",
+        "--random-inception",
+        "--threads",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     assert row["generator"] == "random-init" and row["resolution"] == 16
@@ -92,9 +139,12 @@ def test_bench_optim_times_each_bookkeeping_variant():
 def test_perf_table_renders_rows_with_speedups(tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text(
-        json.dumps({"row": "baseline fp32", "device": "GPU X", "images_per_s": 100.0, "command": "a"}) + "\n\n"
-        + json.dumps({"row": "bf16", "device": "GPU X", "images_per_s": 150.0, "command": "b"}) + "\n"
-        + json.dumps({"row": "broken", "error": "timed out"}) + "\n"
+        json.dumps({"row": "baseline fp32", "device": "GPU X", "images_per_s": 100.0, "command": "a"})
+        + "\n\n"
+        + json.dumps({"row": "bf16", "device": "GPU X", "images_per_s": 150.0, "command": "b"})
+        + "\n"
+        + json.dumps({"row": "broken", "error": "timed out"})
+        + "\n"
     )
     proc = run_script("perf_table.py", str(rows), "--baseline", "baseline", "--commands")
     assert proc.returncode == 0, proc.stderr
@@ -105,14 +155,34 @@ def test_perf_table_renders_rows_with_speedups(tmp_path):
 
     rows.write_text("{not json\n")
     proc = run_script("perf_table.py", str(rows))
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {rows}:1: not a JSON line (Expecting property name enclosed in double quotes)"
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == f"error: {rows}:1: not a JSON line (Expecting property name enclosed in double quotes)"
+    )
 
 
 def test_bench_train_profile_writes_op_tables(tmp_path):
     table = tmp_path / "ops.txt"
-    proc = run_script("bench_train.py", "--resolution", "16", *TINY, "--batch", "2", "--r1-interval", "1",
-                      "--pl-interval", "1", "--augment", "none", "--warmup", "1", "--threads", "1",
-                      "--profile", str(table))
+    proc = run_script(
+        "bench_train.py",
+        "--resolution",
+        "16",
+        *TINY,
+        "--batch",
+        "2",
+        "--r1-interval",
+        "1",
+        "--pl-interval",
+        "1",
+        "--augment",
+        "none",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--profile",
+        str(table),
+    )
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     assert row["profile"] == str(table)
@@ -126,9 +196,26 @@ def test_bench_train_counts_ops_per_step_and_clamp_adds_ops():
     # Op counts are exact, so a layer change's effect on kernel launches shows without a GPU:
     # conv_clamp adds a clamp (and its backward's masks) to every layer.
     def ops(*extra: str) -> dict:
-        proc = run_script("bench_train.py", "--resolution", "16", *TINY, "--batch", "4", "--r1-interval", "2",
-                          "--pl-interval", "2", "--augment", "none", "--warmup", "1", "--threads", "1",
-                          "--count-ops", *extra)
+        proc = run_script(
+            "bench_train.py",
+            "--resolution",
+            "16",
+            *TINY,
+            "--batch",
+            "4",
+            "--r1-interval",
+            "2",
+            "--pl-interval",
+            "2",
+            "--augment",
+            "none",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--count-ops",
+            *extra,
+        )
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)["ops_per_step"]
 

@@ -51,8 +51,25 @@ def test_two_runs_two_seeds_give_points_jsonl_and_plot(bench, tmp_path, monkeypa
     dataset = make_dataset(tmp_path / "ds", resolution=16, count=8)
     config = write_config(tmp_path / "tiny.yaml", tiny_config(dataset))
     out = tmp_path / "bench"
-    argv = ["--config", str(config), "--kimg", "0.016", "--every-kimg", "0.008", "--seeds", "0", "1",
-            "--run", "plain", "--run", "ada:augment.mode=ada", "--num-samples", "8", "--out", str(out)]
+    argv = [
+        "--config",
+        str(config),
+        "--kimg",
+        "0.016",
+        "--every-kimg",
+        "0.008",
+        "--seeds",
+        "0",
+        "1",
+        "--run",
+        "plain",
+        "--run",
+        "ada:augment.mode=ada",
+        "--num-samples",
+        "8",
+        "--out",
+        str(out),
+    ]
     assert bench.main(argv) == 0
     points = [json.loads(line) for line in (out / "convergence.jsonl").read_text().splitlines()]
     assert len(points) == 2 * 2 * 2  # runs x seeds x points

@@ -204,8 +204,7 @@ def test_a_failed_write_leaves_no_temp_dir_and_names_the_file(tmp_path, cfg, mon
 def test_a_truncated_file_is_a_one_line_checkpoint_error(tmp_path, cfg):
     snap = _snapshot(cfg, 8)
     path = ck.save_checkpoint(tmp_path, snap, OneProcess(), keep_last=1)
-    for name in ("G.safetensors", "D.safetensors", "G_ema.safetensors", "optim_D.pt", "training_state.pt",
-                 "rng-rank0.pt"):
+    for name in ("G.safetensors", "D.safetensors", "G_ema.safetensors", "optim_D.pt", "training_state.pt", "rng-rank0.pt"):
         data = (path / name).read_bytes()
         (path / name).write_bytes(data[: len(data) // 3])  # a copy cut short, a disk that filled up
         with pytest.raises(ck.CheckpointError, match=name.replace(".", r"\.")) as info:

@@ -96,9 +96,11 @@ def test_a_batch_far_beyond_the_machine_is_refused_with_the_estimate(tmp_path, c
 
     data = make_dataset(tmp_path / "data", resolution=32, count=4)
     err = assert_one_line_error(
-        capsys, ["--config", str(SMOKE), "--data", str(data), "--run-dir", str(tmp_path / "run"),
-                 "--set", "train.batch=100000", "--no-wandb"],
-        "train.batch=100000 needs at least", "GiB", "batch_per_gpu",
+        capsys,
+        ["--config", str(SMOKE), "--data", str(data), "--run-dir", str(tmp_path / "run"), "--set", "train.batch=100000", "--no-wandb"],
+        "train.batch=100000 needs at least",
+        "GiB",
+        "batch_per_gpu",
     )
     assert not (tmp_path / "run").exists(), err  # refused before anything was written
     from gan import memory

@@ -22,13 +22,24 @@ from atelier.common import disclosure as D  # noqa: E402
 
 
 def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "atelier tests")])
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "atelier tests")])
 
 
 def _usage(**on) -> x509.KeyUsage:
-    flags = dict.fromkeys(("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-                           "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"), False)
+    flags = dict.fromkeys(
+        (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ),
+        False,
+    )
     return x509.KeyUsage(**{**flags, **on})
 
 
@@ -39,17 +50,25 @@ def make_credentials(folder: Path) -> tuple[Path, Path, Path]:
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
 
     def cert(subject, issuer, public, signing_key, ca: bool):
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public)
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=7))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
-                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        )
         if ca:
             builder = builder.add_extension(_usage(key_cert_sign=True, crl_sign=True), critical=True)
         else:
-            builder = (builder.add_extension(_usage(digital_signature=True), critical=True)
-                       .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-                       .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+            builder = (
+                builder.add_extension(_usage(digital_signature=True), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            )
         return builder.sign(signing_key, hashes.SHA256())
 
     ca = cert(_name("atelier test CA"), _name("atelier test CA"), ca_key.public_key(), ca_key, True)
@@ -70,9 +89,32 @@ def test_generate_signs_every_file_and_keeps_the_xmp_packet(tmp_path, capsys):
     dataset(tmp_path / "ds")
     export = run_export(tmp_path)
     out = tmp_path / "out"
-    assert generate.main(["--checkpoint", str(export), "--out", str(out), "--seeds", "3", "--grid",
-                          "--interpolate", "0", "1", "--frames", "3", "--no-progress", "--device", "cpu",
-                          "--c2pa-cert", str(chain), "--c2pa-key", str(key)]) == 0
+    assert (
+        generate.main(
+            [
+                "--checkpoint",
+                str(export),
+                "--out",
+                str(out),
+                "--seeds",
+                "3",
+                "--grid",
+                "--interpolate",
+                "0",
+                "1",
+                "--frames",
+                "3",
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--c2pa-cert",
+                str(chain),
+                "--c2pa-key",
+                str(key),
+            ]
+        )
+        == 0
+    )
     for name in ("seed0003-psi0.70.png", "grid.png", "interp-seed0000-seed0001-psi0.70.gif"):
         creds = C.read_credentials(out / name)
         assert creds is not None, name

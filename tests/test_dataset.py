@@ -74,8 +74,11 @@ def test_missing_and_empty_dirs(tmp_path):
     with pytest.raises(DatasetError, match="has no dataset.json: it is empty"):
         ImageFolderDataset(tmp_path / "empty")
     save(painting(1, (16, 16)), tmp_path / "pngs" / "a.png")
-    with pytest.raises(DatasetError, match="has no dataset.json: it holds images but is not a prepared dataset; "
-                                           r"make one with `atelier prepare --src \S+pngs --out"):
+    with pytest.raises(
+        DatasetError,
+        match="has no dataset.json: it holds images but is not a prepared dataset; "
+        r"make one with `atelier prepare --src \S+pngs --out",
+    ):
         ImageFolderDataset(tmp_path / "pngs")
     (tmp_path / "raw" / "images").mkdir(parents=True)
     (tmp_path / "raw" / "manifest.jsonl").write_text("")

@@ -22,10 +22,22 @@ from gan import checkpoint as ck
 def _launch_two(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",  # on a machine without GPUs: gloo on CPU
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-        str(REPO / "train.py"), *args,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",  # on a machine without GPUs: gloo on CPU
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        str(REPO / "train.py"),
+        *args,
     ]
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
 
@@ -35,8 +47,7 @@ def test_two_process_training_keeps_ranks_identical_and_resumes(tmp_path):
     data = make_dataset(tmp_path / "data", count=8)
     # batch 8 over 2 processes, 2 images per round => 2 accumulation rounds per process;
     # intervals of 2 put an R1 and a path-length step into the 3 steps.
-    cfg = tiny_config(data, train={"batch": 8, "batch_per_gpu": 2}, augment={"mode": "fixed", "p": 0.3},
-                      metrics={"metrics": []})
+    cfg = tiny_config(data, train={"batch": 8, "batch_per_gpu": 2}, augment={"mode": "fixed", "p": 0.3}, metrics={"metrics": []})
     config = write_config(tmp_path / "ddp.yaml", cfg)
     # No --run-dir: the default name comes from the clock, and all processes must use the main one's.
     proc = _launch_two(tmp_path, "--config", str(config), "--max-kimg", "0.016")
@@ -118,8 +129,16 @@ def _averaged_step(config_path: str, run_dir: str, accelerator) -> dict[str, lis
 
 
 def _gloo_worker(rank: int, world: int, port: int, config_path: str, run_dir: str, out_dir: str) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     torch.set_num_threads(1)
     from accelerate import Accelerator
 

@@ -31,7 +31,7 @@ def dinov2_dir(tmp_path_factory) -> Path:
 
 def error_lines(capsys) -> list[str]:
     prefix = "atelier eval: error: "
-    return [line[len(prefix):] for line in capsys.readouterr().err.strip().splitlines() if line.startswith(prefix)]
+    return [line[len(prefix) :] for line in capsys.readouterr().err.strip().splitlines() if line.startswith(prefix)]
 
 
 def test_features_and_distances_in_dinov2_space(dinov2_dir):
@@ -51,14 +51,30 @@ def test_cli_reports_fd_dinov2_with_its_feature_space(dinov2_dir, isolated_cache
     dataset = write_dataset(paintings(6, seed=1), tmp_path / "ds")
     save_pngs(paintings(6, seed=2), tmp_path / "samples")
     out = tmp_path / "r.json"
-    code = main(["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--metrics",
-                 "fd_dinov2,kid_dinov2,pr_dinov2,swd", "--dinov2-model", "vits14", "--weights-dir", str(dinov2_dir),
-                 "--kid-subsets", "5", "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "--samples",
+            str(tmp_path / "samples"),
+            "--dataset",
+            str(dataset),
+            "--metrics",
+            "fd_dinov2,kid_dinov2,pr_dinov2,swd",
+            "--dinov2-model",
+            "vits14",
+            "--weights-dir",
+            str(dinov2_dir),
+            "--kid-subsets",
+            "5",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     dino = report["dinov2"]
-    assert set(dino["metrics"]) == {"fd_dinov2", "kid_dinov2_mean", "kid_dinov2_std", "precision_dinov2",
-                                    "recall_dinov2"}
+    assert set(dino["metrics"]) == {"fd_dinov2", "kid_dinov2_mean", "kid_dinov2_std", "precision_dinov2", "recall_dinov2"}
     assert dino["metrics"]["fd_dinov2"] > 0 and dino["num_generated"] == 6 and dino["num_reference"] == 6
     assert "DINOv2 ViT-S/14" in dino["feature_space"] and "384-d" in dino["feature_space"]
     assert dino["weights"][0]["file"] == SMALL.weights.filename
@@ -68,13 +84,22 @@ def test_cli_reports_fd_dinov2_with_its_feature_space(dinov2_dir, isolated_cache
     assert "fd_dinov2=" in printed and "features: DINOv2 ViT-S/14" in printed and "swd=" in printed
 
 
-def test_offline_missing_or_wrong_weights_are_one_line_errors(dinov2_dir, isolated_caches, tmp_path, monkeypatch,
-                                                              capsys):
+def test_offline_missing_or_wrong_weights_are_one_line_errors(dinov2_dir, isolated_caches, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(W.OFFLINE_ENV, "1")
     dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
     save_pngs(paintings(4, seed=2), tmp_path / "samples")
-    base = ["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--metrics", "fd_dinov2",
-            "--out", str(tmp_path / "r.json"), "--device", "cpu"]
+    base = [
+        "--samples",
+        str(tmp_path / "samples"),
+        "--dataset",
+        str(dataset),
+        "--metrics",
+        "fd_dinov2",
+        "--out",
+        str(tmp_path / "r.json"),
+        "--device",
+        "cpu",
+    ]
     assert main(base) == 2
     errors = error_lines(capsys)
     assert len(errors) == 1 and W.DINOV2_VITL14.filename in errors[0] and "--weights-dir" in errors[0]

@@ -26,22 +26,30 @@ RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DC = "http://purl.org/dc/elements/1.1/"
 IPTC = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
 SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-HOSTILE = 'Monet & <Sons> "]]></rdf:li><x:evil/>\'\u00e9'
+HOSTILE = "Monet & <Sons> \"]]></rdf:li><x:evil/>'\u00e9"
 
 RES = 16
 CFG = ModelConfig(z_dim=16, w_dim=16, mapping_layers=1, channel_base=256, channel_max=16)
 
 
 def provenance(**overrides):
-    prov = {"artists": ["Claude Monet", HOSTILE], "work_count": 3, "dataset_sha256": "ab" * 32,
-            "licence": D.PUBLIC_DOMAIN_SUMMARY, "all_public_domain": True, "source": "WikiArt",
-            "dataset": "monet-16", "base_model": None, "training_data": "known"}
+    prov = {
+        "artists": ["Claude Monet", HOSTILE],
+        "work_count": 3,
+        "dataset_sha256": "ab" * 32,
+        "licence": D.PUBLIC_DOMAIN_SUMMARY,
+        "all_public_domain": True,
+        "source": "WikiArt",
+        "dataset": "monet-16",
+        "base_model": None,
+        "training_data": "known",
+    }
     return {**prov, **overrides}
 
 
 def plain_parse(packet: str) -> dict:
     """Read a packet with xml.etree only (namespaces by URI), independent of the code under test."""
-    root = ET.fromstring(packet[packet.index("<x:xmpmeta"):packet.rindex("</x:xmpmeta>") + len("</x:xmpmeta>")])
+    root = ET.fromstring(packet[packet.index("<x:xmpmeta") : packet.rindex("</x:xmpmeta>") + len("</x:xmpmeta>")])
     desc = root.find(f"{{{RDF}}}RDF/{{{RDF}}}Description")
     return {
         "source_type": desc.findtext(f"{{{IPTC}}}DigitalSourceType"),
@@ -56,18 +64,28 @@ def exiftool(path: Path) -> dict:
         if os.environ.get("ATELIER_REQUIRE_EXIFTOOL") == "1":
             pytest.fail("exiftool is required (apt-get install libimage-exiftool-perl)")
         pytest.skip("exiftool not installed (Debian: libimage-exiftool-perl)")
-    out = subprocess.run(["exiftool", "-j", "-G1", "-struct", "-XMP:all", "-Comment", str(path)],
-                         capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        ["exiftool", "-j", "-G1", "-struct", "-XMP:all", "-Comment", str(path)], capture_output=True, text=True, check=True, timeout=60
+    )
     return json.loads(out.stdout)[0]
 
 
 def dataset(root: Path, licences=("public-domain",) * 3, artist="Claude Monet") -> Path:
-    rows = [{"file": f"{i:05d}.png", "sha256": f"{i:064x}", "source_sha256": f"{i + 100:064x}",
-             "work": {"id": f"work-{i}", "artist": artist, "license": lic,
-                      "source_url": f"https://www.wikiart.org/en/claude-monet/work-{i}"}}
-            for i, lic in enumerate(licences)]
-    info = {"format": "atelier-dataset/1", "resolution": RES, "count": len(rows), "content_sha256": "cd" * 32,
-            "images": rows}
+    rows = [
+        {
+            "file": f"{i:05d}.png",
+            "sha256": f"{i:064x}",
+            "source_sha256": f"{i + 100:064x}",
+            "work": {
+                "id": f"work-{i}",
+                "artist": artist,
+                "license": lic,
+                "source_url": f"https://www.wikiart.org/en/claude-monet/work-{i}",
+            },
+        }
+        for i, lic in enumerate(licences)
+    ]
+    info = {"format": "atelier-dataset/1", "resolution": RES, "count": len(rows), "content_sha256": "cd" * 32, "images": rows}
     root.mkdir(parents=True)
     (root / "dataset.json").write_text(json.dumps(info))
     return root
@@ -79,8 +97,7 @@ def run_export(tmp_path: Path, **config) -> Path:
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"data": {"path": str(tmp_path / "ds")}, **config}))
     torch.manual_seed(0)
-    return save_generator(Generator(CFG, RES).eval(), RES, CFG, run / "generator.safetensors",
-                          extra_meta={"kimg": 1.5, "run": str(run)})
+    return save_generator(Generator(CFG, RES).eval(), RES, CFG, run / "generator.safetensors", extra_meta={"kimg": 1.5, "run": str(run)})
 
 
 # --------------------------------------------------------------------------- packets
@@ -91,8 +108,7 @@ def test_packet_is_well_formed_escaped_and_says_ai_generated():
     read = plain_parse(packet)
     assert read["source_type"] == SOURCE_TYPE
     assert read["description"] == (
-        f"AI-generated image: made by atelier in the style of Claude Monet and {HOSTILE}, "
-        "trained on 3 public-domain works from WikiArt."
+        f"AI-generated image: made by atelier in the style of Claude Monet and {HOSTILE}, trained on 3 public-domain works from WikiArt."
     )
     fields = read["atelier"]
     assert fields["ModelWeightsSHA256"].text == "ef" * 32 and fields["DatasetSHA256"].text == "ab" * 32
@@ -112,8 +128,9 @@ def test_provenance_from_dataset_is_honest_about_licences(tmp_path):
     prov = D.dataset_provenance(info, "pd")
     assert prov["artists"] == ["Claude Monet"] and prov["work_count"] == 3 and prov["dataset_sha256"] == "cd" * 32
     assert prov["all_public_domain"] and prov["licence"] == D.PUBLIC_DOMAIN_SUMMARY and prov["source"] == "WikiArt"
-    assert D.disclosure_text(prov) == ("AI-generated image: made by atelier in the style of Claude Monet, "
-                                       "trained on 3 public-domain works from WikiArt.")
+    assert D.disclosure_text(prov) == (
+        "AI-generated image: made by atelier in the style of Claude Monet, trained on 3 public-domain works from WikiArt."
+    )
     mixed = json.loads((dataset(tmp_path / "mixed", ("public-domain", "CC0-1.0", "public-domain")) / "dataset.json").read_text())
     prov = D.dataset_provenance(mixed)
     assert not prov["all_public_domain"] and prov["licence"] == "CC0-1.0; public-domain"
@@ -141,19 +158,26 @@ def test_refinement_keeps_every_property_and_appends_entries():
     assert parsed["refinements"][0]["settings"] == {"strength": 0.75, "style": [f"a{HOSTILE}.png"]}
     assert parsed["description"].count("Refined by atelier with neural style transfer.") == 1
     assert "http://ns.example/1/" in twice and ">5<" in twice
-    compact = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-               f'<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="{IPTC}" Iptc4xmpExt:DigitalSourceType='
-               '"http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"/></rdf:RDF></x:xmpmeta>')
+    compact = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="{IPTC}" Iptc4xmpExt:DigitalSourceType='
+        '"http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"/></rdf:RDF></x:xmpmeta>'
+    )
     extended = D.extend_xmp(compact, {"method": "gatys"})
     assert extended.count("DigitalSourceType") == 1 and D.parse_xmp(extended)["digital_source_type"] == SOURCE_TYPE
     fresh = D.parse_xmp(D.extend_xmp(None, {"method": "gatys"}))
     assert fresh["digital_source_type"] == SOURCE_TYPE and "unknown origin" in fresh["description"]
 
 
-@pytest.mark.parametrize("bad", [
-    '<!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta xmlns:x="adobe:ns:meta/">&a;</x:xmpmeta>',
-    "<x:xmpmeta", "<root/>", "x" * (D.MAX_PACKET + 1),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '<!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta xmlns:x="adobe:ns:meta/">&a;</x:xmpmeta>',
+        "<x:xmpmeta",
+        "<root/>",
+        "x" * (D.MAX_PACKET + 1),
+    ],
+)
 def test_hostile_or_broken_packets_are_refused(bad):
     with pytest.raises(D.DisclosureError):
         D.parse_xmp(bad)
@@ -189,14 +213,35 @@ def test_generate_writes_the_disclosure_into_samples_grid_and_walk(tmp_path, cap
     dataset(tmp_path / "ds")
     export = run_export(tmp_path)
     out = tmp_path / "out"
-    assert generate.main(["--checkpoint", str(export.parent), "--out", str(out), "--seeds", "0-1", "--grid",
-                          "--interpolate", "0", "1", "--frames", "3", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        generate.main(
+            [
+                "--checkpoint",
+                str(export.parent),
+                "--out",
+                str(out),
+                "--seeds",
+                "0-1",
+                "--grid",
+                "--interpolate",
+                "0",
+                "1",
+                "--frames",
+                "3",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert f"model card: {export.parent / 'MODEL_CARD.md'}" in capsys.readouterr().out
     for name in ("seed0000-psi0.70.png", "seed0001-psi0.70.png", "grid.png", "interp-seed0000-seed0001-psi0.70.gif"):
         read = plain_parse(D.read_xmp(out / name))
         assert read["source_type"] == SOURCE_TYPE, name
-        assert read["description"] == ("AI-generated image: made by atelier in the style of Claude Monet, "
-                                       "trained on 3 public-domain works from WikiArt."), name
+        assert read["description"] == (
+            "AI-generated image: made by atelier in the style of Claude Monet, trained on 3 public-domain works from WikiArt."
+        ), name
         assert read["atelier"]["DatasetSHA256"].text == "cd" * 32 and read["atelier"]["WorkCount"].text == "3"
     with Image.open(out / "seed0001-psi0.70.png") as png:
         fields = D.parse_xmp(png.text[D.XMP_PNG_KEY])
@@ -208,10 +253,16 @@ def test_generate_says_training_data_unknown_without_provenance(tmp_path, capsys
     from gan import generate
 
     torch.manual_seed(0)
-    export = save_generator(Generator(CFG, RES).eval(), RES, CFG, tmp_path / "nv.safetensors",
-                            extra_meta={"nvidia": {"file": "ffhq.pkl", "format": "StyleGAN2-ADA", "sha256": "12" * 32}})
-    assert generate.main(["--checkpoint", str(export), "--out", str(tmp_path / "o"), "--seeds", "5",
-                          "--no-progress", "--device", "cpu"]) == 0
+    export = save_generator(
+        Generator(CFG, RES).eval(),
+        RES,
+        CFG,
+        tmp_path / "nv.safetensors",
+        extra_meta={"nvidia": {"file": "ffhq.pkl", "format": "StyleGAN2-ADA", "sha256": "12" * 32}},
+    )
+    assert (
+        generate.main(["--checkpoint", str(export), "--out", str(tmp_path / "o"), "--seeds", "5", "--no-progress", "--device", "cpu"]) == 0
+    )
     assert f"model card: {tmp_path / 'nv.MODEL_CARD.md'}" in capsys.readouterr().out
     fields = D.read_disclosure(tmp_path / "o" / "seed0005-psi0.70.png")
     assert fields["description"].endswith("training data unknown.") and "ffhq.pkl" in fields["BaseModel"]
@@ -223,8 +274,7 @@ def test_refined_png_keeps_the_sample_packet_and_adds_settings(tmp_path):
 
     packet = D.build_xmp(provenance(), "ef" * 32, {"seed": 4})
     sample = D.write_png(Image.fromarray(np.zeros((8, 8, 3), np.uint8)), tmp_path / "seed0004.png", packet)
-    out = write_output(sample, torch.rand(3, 8, 8), tmp_path / "refined", False,
-                       {"method": "gatys", "strength": 0.5, "steps": 10})
+    out = write_output(sample, torch.rand(3, 8, 8), tmp_path / "refined", False, {"method": "gatys", "strength": 0.5, "steps": 10})
     fields = D.read_disclosure(out)
     assert fields["Seed"] == "4" and fields["ModelWeightsSHA256"] == "ef" * 32
     assert fields["refinements"] == [{"method": "gatys", "settings": {"steps": 10, "strength": 0.5}}]
@@ -238,10 +288,19 @@ def test_refined_png_keeps_the_sample_packet_and_adds_settings(tmp_path):
 def test_studio_gallery_png_uses_the_shared_packet(tmp_path):
     from atelier.studio.curate import save_painting_png
 
-    path = save_painting_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "p.png", {"seed": "2"},
-                             {"model_weights_sha256": "ef" * 32, "artist": HOSTILE, "work_count": 3,
-                              "dataset_sha256": "ab" * 32, "licence": "public domain (WikiArt labels)",
-                              "refine": {"strength": 0.4}})
+    path = save_painting_png(
+        np.zeros((8, 8, 3), np.uint8),
+        tmp_path / "p.png",
+        {"seed": "2"},
+        {
+            "model_weights_sha256": "ef" * 32,
+            "artist": HOSTILE,
+            "work_count": 3,
+            "dataset_sha256": "ab" * 32,
+            "licence": "public domain (WikiArt labels)",
+            "refine": {"strength": 0.4},
+        },
+    )
     fields = D.read_disclosure(path)
     assert fields["artists"] == [HOSTILE] and fields["ModelWeightsSHA256"] == "ef" * 32
     assert fields["refinements"][0]["settings"] == {"strength": 0.4}
@@ -254,8 +313,12 @@ def test_training_sample_grids_can_carry_the_run_packet(tmp_path):
     dataset(tmp_path / "ds")
     export = run_export(tmp_path)
     G = Generator(CFG, RES).eval()
-    path = save_png(np.zeros((8, 8, 3), np.uint8), export.parent / "samples" / "fakes.png", {"kimg": "1.500"},
-                    run_xmp(export.parent, G, {"kimg": 1.5, "seeds": "0-15"}))
+    path = save_png(
+        np.zeros((8, 8, 3), np.uint8),
+        export.parent / "samples" / "fakes.png",
+        {"kimg": "1.500"},
+        run_xmp(export.parent, G, {"kimg": 1.5, "seeds": "0-15"}),
+    )
     fields = D.read_disclosure(path)
     assert fields["artists"] == ["Claude Monet"] and fields["WorkCount"] == "3" and fields["Seeds"] == "0-15"
     assert fields["digital_source_type"] == SOURCE_TYPE
@@ -286,11 +349,12 @@ def test_studio_gallery_export_writes_recipe_and_refinement_into_the_packet(tmp_
     from atelier.studio.curate import Collection, export_gallery
 
     collection = Collection(tmp_path / "feedback.jsonl", {"weights_sha256": "ef" * 32})
-    item = collection.add(P.Painting(np.zeros((8, 8, 3), np.uint8), "seed", seed=12, psi=0.5),
-                          refine={"settings": {"strength": 0.5}, "sources": ["00003.png"]})
+    item = collection.add(
+        P.Painting(np.zeros((8, 8, 3), np.uint8), "seed", seed=12, psi=0.5),
+        refine={"settings": {"strength": 0.5}, "sources": ["00003.png"]},
+    )
     collection.mark(item.id, "starred")
-    folder = export_gallery(collection, tmp_path / "exports", "show", {"model_weights_sha256": "ef" * 32,
-                                                                      "provenance": provenance()})
+    folder = export_gallery(collection, tmp_path / "exports", "show", {"model_weights_sha256": "ef" * 32, "provenance": provenance()})
     fields = D.read_disclosure(next(folder.glob("*.png")))
     assert fields["Seed"] == "12" and fields["Psi"] == "0.5" and fields["WorkCount"] == "3"
     assert fields["refinements"][0]["settings"] == {"strength": 0.5}

@@ -172,8 +172,16 @@ COMMANDS = [c for c in doc_commands() if _project_cli(c.cli)]
 def test_docs_show_project_commands():
     """The scan itself works: the docs' main commands are found (guards against a silent no-op)."""
     clis = {c.cli for c in COMMANDS}
-    for expected in ("atelier:eval", "atelier:refine", "atelier:scrape", "atelier:prepare", "atelier:train",
-                     "atelier:generate", "script:train.py", "script:scripts/compare_runs.py"):
+    for expected in (
+        "atelier:eval",
+        "atelier:refine",
+        "atelier:scrape",
+        "atelier:prepare",
+        "atelier:train",
+        "atelier:generate",
+        "script:train.py",
+        "script:scripts/compare_runs.py",
+    ):
         assert expected in clis, f"no {expected} command found in the docs"
     assert sum(len(c.flags) for c in COMMANDS) > 40
 

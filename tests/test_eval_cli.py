@@ -18,8 +18,7 @@ def exported(tmp_path):
     return G, save_generator(G, 32, model_cfg, tmp_path / "generator.safetensors")
 
 
-def test_cli_scores_a_checkpoint_and_writes_report_and_grid(exported, weights_dir, isolated_caches, tmp_path,
-                                                            monkeypatch):
+def test_cli_scores_a_checkpoint_and_writes_report_and_grid(exported, weights_dir, isolated_caches, tmp_path, monkeypatch):
     from gan import sampling
 
     _, export = exported
@@ -33,17 +32,40 @@ def test_cli_scores_a_checkpoint_and_writes_report_and_grid(exported, weights_di
     monkeypatch.setattr(sampling, "generate_images", counting)
     dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
     out = tmp_path / "out" / "report.json"
-    code = run(["--checkpoint", str(export), "--dataset", str(dataset), "--metrics", "kid,lpips_div,nn",
-                "--num-samples", "4", "--lpips-samples", "4", "--kid-subsets", "5", "--lpips-resolution", "64",
-                "--weights-dir", str(weights_dir), "--out", str(out), "--device", "cpu"])
+    code = run(
+        [
+            "--checkpoint",
+            str(export),
+            "--dataset",
+            str(dataset),
+            "--metrics",
+            "kid,lpips_div,nn",
+            "--num-samples",
+            "4",
+            "--lpips-samples",
+            "4",
+            "--kid-subsets",
+            "5",
+            "--lpips-resolution",
+            "64",
+            "--weights-dir",
+            str(weights_dir),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert generated_seeds == [0, 1, 2, 3]  # generated once: KID, LPIPS and nn share the images
     report = json.loads(out.read_text())
     fidelity = report["fidelity"]
     assert fidelity["kid_subset_size"] == 4 and "kid_mean" in fidelity["metrics"]
-    assert fidelity["weights"][0] == {"extractor": "inception-v3-compat (pool3, 2048-d)",
-                                      "file": W.INCEPTION_V3.filename,
-                                      "sha256": W.file_sha256(weights_dir / W.INCEPTION_V3.filename)}
+    assert fidelity["weights"][0] == {
+        "extractor": "inception-v3-compat (pool3, 2048-d)",
+        "file": W.INCEPTION_V3.filename,
+        "sha256": W.file_sha256(weights_dir / W.INCEPTION_V3.filename),
+    }
     assert report["diversity"]["num_samples"] == 4 and report["diversity"]["lpips_diversity"] > 0
     memo = report["memorisation"]
     assert memo["num_samples"] == 4 and len(memo["worst"]) == 4 and 0 <= memo["flagged_fraction"] <= 1
@@ -65,7 +87,7 @@ def error_lines(capsys) -> list[str]:
     """The command's error lines (atelier eval: error: ...), without the prefix."""
     prefix = "atelier eval: error: "
     lines = capsys.readouterr().err.strip().splitlines()
-    return [line[len(prefix):] for line in lines if line.startswith(prefix)]
+    return [line[len(prefix) :] for line in lines if line.startswith(prefix)]
 
 
 def test_cli_bad_inputs_exit_with_one_line_errors(exported, weights_dir, isolated_caches, tmp_path, capsys):
@@ -79,8 +101,7 @@ def test_cli_bad_inputs_exit_with_one_line_errors(exported, weights_dir, isolate
     assert run(base + ["--dataset", str(right), "--metrics", "kid", "--weights-dir", str(tmp_path / "empty")]) == 2
     err = error_lines(capsys)[0]
     assert W.INCEPTION_V3.filename in err and "put it in" in err
-    assert run(base + ["--dataset", str(right), "--metrics", "kid", "--kid-subset-size", "50",
-                       "--weights-dir", str(weights_dir)]) == 2
+    assert run(base + ["--dataset", str(right), "--metrics", "kid", "--kid-subset-size", "50", "--weights-dir", str(weights_dir)]) == 2
     assert "too few samples for KID subset size 50" in error_lines(capsys)[0]
     assert run(base + ["--dataset", str(right), "--metrics", "fid,bogus"]) == 2
     assert not out.exists()
@@ -94,8 +115,24 @@ def test_cli_truncated_sample_png_is_a_one_line_error(weights_dir, isolated_cach
     broken = tmp_path / "samples" / "00001.png"
     broken.write_bytes(broken.read_bytes()[:-40])  # cut inside the image data
     out = tmp_path / "r.json"
-    code = run(["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--metrics", "lpips_div",
-                "--lpips-resolution", "64", "--weights-dir", str(weights_dir), "--out", str(out), "--device", "cpu"])
+    code = run(
+        [
+            "--samples",
+            str(tmp_path / "samples"),
+            "--dataset",
+            str(dataset),
+            "--metrics",
+            "lpips_div",
+            "--lpips-resolution",
+            "64",
+            "--weights-dir",
+            str(weights_dir),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2 and not out.exists()
     errors = error_lines(capsys)
     assert len(errors) == 1
@@ -117,8 +154,7 @@ def test_in_training_hook_returns_scalars_and_writes_under_the_run(weights_dir, 
     assert G.training  # the hook leaves the module's mode as it found it
 
 
-def test_cli_names_every_missing_weights_file_before_generating(exported, weights_dir, isolated_caches, tmp_path,
-                                                                monkeypatch, capsys):
+def test_cli_names_every_missing_weights_file_before_generating(exported, weights_dir, isolated_caches, tmp_path, monkeypatch, capsys):
     from gan import sampling
 
     _, export = exported
@@ -129,8 +165,20 @@ def test_cli_names_every_missing_weights_file_before_generating(exported, weight
     only_inception.mkdir()
     (only_inception / W.INCEPTION_V3.filename).symlink_to(weights_dir / W.INCEPTION_V3.filename)
     out = tmp_path / "r.json"
-    base = ["--checkpoint", str(export), "--dataset", str(dataset), "--out", str(out), "--device", "cpu",
-            "--num-samples", "4", "--lpips-samples", "4"]
+    base = [
+        "--checkpoint",
+        str(export),
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--num-samples",
+        "4",
+        "--lpips-samples",
+        "4",
+    ]
     assert run(base + ["--metrics", "kid,pr,lpips_div", "--weights-dir", str(only_inception)]) == 2
     errors = error_lines(capsys)
     assert len(errors) == 1 and "\n" not in errors[0]
@@ -153,10 +201,21 @@ def test_cli_weights_of_another_network_are_a_one_line_error(isolated_caches, tm
     torch.save(torchvision.models.alexnet().state_dict(), wrong / W.INCEPTION_V3.filename)
     record_sha256(wrong / W.INCEPTION_V3.filename)  # past the checksum, to the shape check
     torch.save({"features.0.weight": torch.zeros(3, 3, 3, 3)}, wrong / W.ALEXNET.filename)
-    base = ["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--weights-dir", str(wrong),
-            "--out", str(tmp_path / "r.json"), "--device", "cpu", "--lpips-resolution", "64"]
-    for metrics, name, network in (("kid", W.INCEPTION_V3.filename, "inception-v3-compat"),
-                                   ("lpips_div", W.ALEXNET.filename, "alexnet")):
+    base = [
+        "--samples",
+        str(tmp_path / "samples"),
+        "--dataset",
+        str(dataset),
+        "--weights-dir",
+        str(wrong),
+        "--out",
+        str(tmp_path / "r.json"),
+        "--device",
+        "cpu",
+        "--lpips-resolution",
+        "64",
+    ]
+    for metrics, name, network in (("kid", W.INCEPTION_V3.filename, "inception-v3-compat"), ("lpips_div", W.ALEXNET.filename, "alexnet")):
         capsys.readouterr()
         assert run(base + ["--metrics", metrics]) == 2
         errors = error_lines(capsys)
@@ -169,9 +228,29 @@ def test_report_names_and_hashes_the_weights_a_run_dir_resolved_to(exported, wei
     _, export = exported  # tmp_path/generator.safetensors: tmp_path is a run dir holding its export
     dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
     out = tmp_path / "r.json"
-    assert run(["--checkpoint", str(tmp_path), "--dataset", str(dataset), "--metrics", "lpips_div",
-                "--lpips-samples", "3", "--lpips-resolution", "64", "--weights-dir", str(weights_dir),
-                "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        run(
+            [
+                "--checkpoint",
+                str(tmp_path),
+                "--dataset",
+                str(dataset),
+                "--metrics",
+                "lpips_div",
+                "--lpips-samples",
+                "3",
+                "--lpips-resolution",
+                "64",
+                "--weights-dir",
+                str(weights_dir),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["generator"] == str(tmp_path)
     assert report["generator_weights"] == str(export)
@@ -182,15 +261,28 @@ def test_report_names_and_hashes_the_weights_a_run_dir_resolved_to(exported, wei
     assert report["generator_weights_sha256"] == weights_sha256(load_generator(export))  # generate.py's PNG tag
 
 
-def test_samples_folder_smaller_than_the_requested_count_is_an_error(weights_dir, isolated_caches, tmp_path,
-                                                                     capsys):
+def test_samples_folder_smaller_than_the_requested_count_is_an_error(weights_dir, isolated_caches, tmp_path, capsys):
     from eval_support import save_pngs
 
     dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
     save_pngs(paintings(3, seed=2), tmp_path / "samples")
     out = tmp_path / "r.json"
-    base = ["--samples", str(tmp_path / "samples"), "--dataset", str(dataset), "--metrics", "lpips_div",
-            "--lpips-resolution", "64", "--weights-dir", str(weights_dir), "--out", str(out), "--device", "cpu"]
+    base = [
+        "--samples",
+        str(tmp_path / "samples"),
+        "--dataset",
+        str(dataset),
+        "--metrics",
+        "lpips_div",
+        "--lpips-resolution",
+        "64",
+        "--weights-dir",
+        str(weights_dir),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     for option in ("--num-samples", "--lpips-samples"):
         capsys.readouterr()
         assert run(base + [option, "50"]) == 2 and not out.exists()

@@ -17,15 +17,24 @@ _spec.loader.exec_module(compare_runs)
 def _run(folder: Path, real_sign: float, kid_reports: dict[int, tuple[float, int]]) -> Path:
     """A run dir with two 500-image ticks and one eval report per checkpoint (nimg -> (kid, num_generated))."""
     folder.mkdir(parents=True)
-    ticks = [{"tick": t, "cur_nimg": 500 * t, "scores/real_sign": real_sign, "scores/real": 1.0, "scores/fake": -1.0,
-              "augment/p": 0.1 * t} for t in (1, 2)]
+    ticks = [
+        {"tick": t, "cur_nimg": 500 * t, "scores/real_sign": real_sign, "scores/real": 1.0, "scores/fake": -1.0, "augment/p": 0.1 * t}
+        for t in (1, 2)
+    ]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
     (folder / "eval").mkdir()
     for nimg, (kid, generated) in kid_reports.items():
-        report = {"generator": str(folder / "checkpoints" / f"{nimg:010d}"), "dataset_content_sha256": "d" * 64,
-                  "fidelity": {"metrics": {"kid_mean": kid}, "num_generated": generated, "num_reference": 48,
-                               "kid_subset_size": 48, "weights": [{"extractor": "inception-v3-compat (pool3)",
-                                                                   "file": "inception.pth", "sha256": "a" * 64}]}}
+        report = {
+            "generator": str(folder / "checkpoints" / f"{nimg:010d}"),
+            "dataset_content_sha256": "d" * 64,
+            "fidelity": {
+                "metrics": {"kid_mean": kid},
+                "num_generated": generated,
+                "num_reference": 48,
+                "kid_subset_size": 48,
+                "weights": [{"extractor": "inception-v3-compat (pool3)", "file": "inception.pth", "sha256": "a" * 64}],
+            },
+        }
         (folder / "eval" / f"kid-{nimg}.json").write_text(json.dumps(report))
     return folder
 
@@ -39,8 +48,9 @@ def test_table_rows_and_the_basis_of_its_kid_column(tmp_path, capsys):
     assert lines[2] == "| 0.5 | 0.500 | 0.100 | 2.00 | 0.900 | 0.100 | 2.00 | 2.00 |  |"
     assert lines[3] == "| 1 | 0.500 | 0.200 | 2.00 | 0.900 | 0.200 | 2.00 | 1.00 | 8.00 |"
     notes = [line for line in lines if line.startswith("KID:")]
-    assert notes == ["KID: 96 generated vs 48 real images (dataset dddddddddddd), subset size 48, "
-                     "Inception weights inception.pth sha256 aaaaaaaaaaaa"]
+    assert notes == [
+        "KID: 96 generated vs 48 real images (dataset dddddddddddd), subset size 48, Inception weights inception.pth sha256 aaaaaaaaaaaa"
+    ]
     assert not any(line.startswith("warning") for line in lines)
 
 

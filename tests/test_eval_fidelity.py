@@ -53,12 +53,22 @@ def test_fid_kid_equal_torch_fidelity_on_the_same_inputs(data, weights_dir, isol
     reference = load_reference(dataset)
     # FID on Inception's 64-d layer: the same code path as pool3, without two 2048x2048 eigendecompositions
     # (about a minute on 2 cores); equality with torch-fidelity is what is under test.
-    ours = compute_fidelity(FolderImages(generated), reference, ["fid", "kid"], seed=3, weights_dir=weights_dir,
-                            kid_subsets=10, fid_feature_layer="64")
+    ours = compute_fidelity(
+        FolderImages(generated), reference, ["fid", "kid"], seed=3, weights_dir=weights_dir, kid_subsets=10, fid_feature_layer="64"
+    )
     inception = weights_dir / W.INCEPTION_V3.filename
     theirs = torch_fidelity.calculate_metrics(
-        input1=str(generated), input2=str(dataset), fid=True, kid=True, cuda=False, verbose=False, cache=False,
-        feature_extractor_weights_path=str(inception), kid_subset_size=4, kid_subsets=10, rng_seed=3,
+        input1=str(generated),
+        input2=str(dataset),
+        fid=True,
+        kid=True,
+        cuda=False,
+        verbose=False,
+        cache=False,
+        feature_extractor_weights_path=str(inception),
+        kid_subset_size=4,
+        kid_subsets=10,
+        rng_seed=3,
         feature_layer_fid="64",
     )
     assert ours.metrics["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-5)
@@ -69,8 +79,7 @@ def test_fid_kid_equal_torch_fidelity_on_the_same_inputs(data, weights_dir, isol
     # Reference statistics are cached under the dataset's content hash (and the weights' hash).
     cached = list((isolated_caches / "xdg" / "atelier" / "fidelity").glob(f"*{reference.content_sha256[:20]}*"))
     assert cached, "reference statistics were not cached"
-    again = compute_fidelity(FolderImages(generated), reference, ["fid"], seed=3, weights_dir=weights_dir,
-                             fid_feature_layer="64")
+    again = compute_fidelity(FolderImages(generated), reference, ["fid"], seed=3, weights_dir=weights_dir, fid_feature_layer="64")
     assert again.metrics["fid"] == pytest.approx(ours.metrics["fid"], rel=1e-6)
 
 

@@ -67,10 +67,16 @@ def test_memorisation_flags_planted_copies_and_nothing_else(lpips_embedder, weig
     extractor = inception_extractor(weights_dir / W.INCEPTION_V3.filename)
     names = [f"{i:05d}.png" for i in range(8)]
     result = check_memorisation(
-        samples, train, names,
+        samples,
+        train,
+        names,
         lpips_measure=Measure("lpips", lpips_embedder.embed, True),
         inception_measure=Measure("inception", lambda x: inception_features(extractor, x), False),
-        weights=[USED], seed=0, lpips_resolution=64, worst_k=5, grid_path=tmp_path / "nn.png",
+        weights=[USED],
+        seed=0,
+        lpips_resolution=64,
+        worst_k=5,
+        grid_path=tmp_path / "nn.png",
     )
     flagged = {n.sample for n in result.worst if n.flagged}
     assert flagged == {0, 1, 2, 3}
@@ -85,8 +91,13 @@ def test_memorisation_flags_planted_copies_and_nothing_else(lpips_embedder, weig
 
 def test_distinct_samples_are_not_flagged(lpips_embedder):
     result = check_memorisation(
-        paintings(8, seed=7), paintings(8, seed=1), [str(i) for i in range(8)],
-        lpips_measure=Measure("lpips", lpips_embedder.embed, True), weights=[USED], seed=0, lpips_resolution=64,
+        paintings(8, seed=7),
+        paintings(8, seed=1),
+        [str(i) for i in range(8)],
+        lpips_measure=Measure("lpips", lpips_embedder.embed, True),
+        weights=[USED],
+        seed=0,
+        lpips_resolution=64,
     )
     assert result.num_flagged == 0 and result.flagged_fraction == 0.0
 
@@ -110,8 +121,15 @@ def test_grid_names_columns_real_works_and_marks_flagged_rows(lpips_embedder, tm
     train = paintings(6, seed=1)
     samples = torch.cat([train[:1], paintings(2, seed=9)])  # one exact copy, two new works
     result = check_memorisation(
-        samples, train, [f"work{i}.png" for i in range(6)], lpips_measure=Measure("lpips", lpips_embedder.embed, True),
-        weights=[USED], seed=0, lpips_resolution=64, grid_path=tmp_path / "nn.png", sample_seeds=[10, 11, 12],
+        samples,
+        train,
+        [f"work{i}.png" for i in range(6)],
+        lpips_measure=Measure("lpips", lpips_embedder.embed, True),
+        weights=[USED],
+        seed=0,
+        lpips_resolution=64,
+        grid_path=tmp_path / "nn.png",
+        sample_seeds=[10, 11, 12],
     )
     assert result.worst[0].seed == 10 and result.worst[0].flagged and result.num_flagged == 1
     with Image.open(result.grid) as image:
@@ -119,7 +137,7 @@ def test_grid_names_columns_real_works_and_marks_flagged_rows(lpips_embedder, tm
     size = 128
     row_height = 2 * 12 + size + 4
     red = np.all(grid == FLAG_COLOUR, axis=-1)
-    rows = [red[16 + r * row_height: 16 + (r + 1) * row_height] for r in range(3)]
+    rows = [red[16 + r * row_height : 16 + (r + 1) * row_height] for r in range(3)]
     assert rows[0].sum() > 2 * size  # the copy's row: red caption and frame
     assert rows[1].sum() == 0 and rows[2].sum() == 0
     assert (grid[:14] < 128).any()  # the column header is drawn
@@ -139,8 +157,15 @@ def test_grid_rows_of_a_samples_folder_are_named_by_file(lpips_embedder, tmp_pat
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(memorisation, "pairs_grid", spy)
         check_memorisation(
-            train[:2], train, [f"work{i}.png" for i in range(4)], lpips_measure=Measure("lpips", lpips_embedder.embed, True),
-            weights=[USED], seed=0, lpips_resolution=64, grid_path=tmp_path / "nn.png", sample_files=["a.png", "b.png"],
+            train[:2],
+            train,
+            [f"work{i}.png" for i in range(4)],
+            lpips_measure=Measure("lpips", lpips_embedder.embed, True),
+            weights=[USED],
+            seed=0,
+            lpips_resolution=64,
+            grid_path=tmp_path / "nn.png",
+            sample_files=["a.png", "b.png"],
         )
     assert {(c.sample, c.real, c.flagged) for c in drawn} == {("a.png", "work0.png", True), ("b.png", "work1.png", True)}
     assert all("copy <" in c.closeness for c in drawn)

@@ -22,8 +22,7 @@ def test_missing_weights_message_names_file_checksum_location_and_url(isolated_c
     message = str(info.value)
     assert "\n" not in message
     # The URL is only read from the spec and printed: nothing is downloaded (ATELIER_OFFLINE=1).
-    for part in ("vgg19-dcbb9e9d.pth", "dcbb9e9d", str(tmp_path / "mine"), str(tmp_path / "hub" / "checkpoints"),
-                 W.VGG19.url):
+    for part in ("vgg19-dcbb9e9d.pth", "dcbb9e9d", str(tmp_path / "mine"), str(tmp_path / "hub" / "checkpoints"), W.VGG19.url):
         assert part in message
 
 

@@ -56,7 +56,8 @@ def test_refine_unwritable_out_is_one_line_exit_5_before_vgg_loads(tmp_path, cap
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / folder / name)
     (tmp_path / "a-file").write_text("x")
     out = tmp_path / "a-file" / "refined"
-    code = refine.main(["--input", str(tmp_path / "samples"), "--style", str(tmp_path / "works" / "w.png"),
-                        "--out", str(out), "--size", "32"])
+    code = refine.main(
+        ["--input", str(tmp_path / "samples"), "--style", str(tmp_path / "works" / "w.png"), "--out", str(out), "--size", "32"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 5 and len(err) == 1 and err[0].startswith("atelier refine: error: ") and str(out) in err[0]

@@ -47,8 +47,7 @@ def render(G: Generator) -> torch.Tensor:
 
 def write_checkpoint(run_dir, G: Generator, nimg: int):
     """A real training checkpoint (gan.checkpoint's writer) holding only G_ema; returns its dir."""
-    single_process = SimpleNamespace(is_main_process=True, process_index=0, num_processes=1,
-                                     wait_for_everyone=lambda: None)
+    single_process = SimpleNamespace(is_main_process=True, process_index=0, num_processes=1, wait_for_everyone=lambda: None)
     meta = {"model": dataclasses.asdict(CFG), "resolution": RES, "img_channels": 3, "run": str(run_dir)}
     snap = Snapshot(networks={"G_ema": G}, optimizers={}, progress=Progress(cur_nimg=nimg), meta=meta)
     return save_checkpoint(run_dir, snap, single_process, keep_last=10)
@@ -176,27 +175,28 @@ def test_every_model_field_has_a_load_limit():
     assert set(MODEL_LIMITS) == {f.name for f in dataclasses.fields(ModelConfig)}
 
 
-@pytest.mark.parametrize("key, value, fragment", [
-    ("z_dim", 10**9, "model.z_dim must be an integer in 1..4096, got 1000000000"),
-    ("channel_base", 2**30, "model.channel_base must be an integer in 1..1048576"),
-    ("channel_max", 8192, "model.channel_max must be an integer"),
-    ("mapping_layers", 100, "model.mapping_layers"),
-    ("w_dim", "512", "model.w_dim must be an integer"),
-    ("z_dim", True, "model.z_dim must be an integer"),
-    ("mapping_lr_mul", float("nan"), "model.mapping_lr_mul must be a number"),
-])
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("z_dim", 10**9, "model.z_dim must be an integer in 1..4096, got 1000000000"),
+        ("channel_base", 2**30, "model.channel_base must be an integer in 1..1048576"),
+        ("channel_max", 8192, "model.channel_max must be an integer"),
+        ("mapping_layers", 100, "model.mapping_layers"),
+        ("w_dim", "512", "model.w_dim must be an integer"),
+        ("z_dim", True, "model.z_dim must be an integer"),
+        ("mapping_lr_mul", float("nan"), "model.mapping_lr_mul must be a number"),
+    ],
+)
 def test_out_of_range_model_metadata_is_refused_before_building(tmp_path, monkeypatch, key, value, fragment):
     path = save_generator(make_generator(0), RES, {**dataclasses.asdict(CFG), key: value}, tmp_path / "g.safetensors")
     monkeypatch.setattr("gan.export.Generator", _never_built)
     assert_one_line_error(path, fragment)
 
 
-@pytest.mark.parametrize("resolution, fragment", [(2**20, "power of two in 4..1024"), (24, "power of two"),
-                                                  (True, "positive integer")])
+@pytest.mark.parametrize("resolution, fragment", [(2**20, "power of two in 4..1024"), (24, "power of two"), (True, "positive integer")])
 def test_bad_resolution_metadata_is_refused(tmp_path, resolution, fragment):
     G = make_generator(0)
-    meta = {"atelier": json.dumps({"format": FORMAT, "model": dataclasses.asdict(CFG), "resolution": resolution,
-                                   "img_channels": 3})}
+    meta = {"atelier": json.dumps({"format": FORMAT, "model": dataclasses.asdict(CFG), "resolution": resolution, "img_channels": 3})}
     path = tmp_path / "g.safetensors"
     save_file({k: v.contiguous().clone() for k, v in G.state_dict().items()}, str(path), metadata=meta)
     assert_one_line_error(path, fragment)

@@ -63,8 +63,16 @@ def run_cli(*args: str) -> int:
 def test_parse_seeds():
     assert parse_seeds("0-3,70,80-82") == [0, 1, 2, 3, 70, 80, 81, 82]
     assert parse_seeds(" 5 , 2-3 ,5") == [5, 2, 3]  # order kept, duplicates dropped
-    for bad, fragment in [("", "no seeds"), ("3-1", "backwards"), ("1,,2", "empty"), ("x", "'x'"),
-                          ("-4", "'-4'"), ("1-2-3", "'1-2-3'"), ("4294967296", "too large"), ("0-999999", "too many")]:
+    for bad, fragment in [
+        ("", "no seeds"),
+        ("3-1", "backwards"),
+        ("1,,2", "empty"),
+        ("x", "'x'"),
+        ("-4", "'-4'"),
+        ("1-2-3", "'1-2-3'"),
+        ("4294967296", "too large"),
+        ("0-999999", "too many"),
+    ]:
         with pytest.raises(SeedError, match=fragment):
             parse_seeds(bad)
 
@@ -121,8 +129,27 @@ def test_interpolation_endpoints_and_gif(G, tmp_path):
 def test_cli_writes_identical_files_with_metadata(export, tmp_path):
     out_a, out_b = tmp_path / "a", tmp_path / "b"
     for out in (out_a, out_b):
-        assert run_cli("--checkpoint", str(export), "--seeds", "0-4", "--psi", "0.7", "--out", str(out),
-                       "--grid", "--interpolate", "1", "2", "--frames", "4", "--batch", "2") == 0
+        assert (
+            run_cli(
+                "--checkpoint",
+                str(export),
+                "--seeds",
+                "0-4",
+                "--psi",
+                "0.7",
+                "--out",
+                str(out),
+                "--grid",
+                "--interpolate",
+                "1",
+                "2",
+                "--frames",
+                "4",
+                "--batch",
+                "2",
+            )
+            == 0
+        )
     names = sorted(p.name for p in out_a.iterdir())
     assert names == ["grid.png", "interp-seed0001-seed0002-psi0.70.gif"] + [f"seed{s:04d}-psi0.70.png" for s in range(5)]
     for name in names:
@@ -152,11 +179,22 @@ def test_cli_bad_input_is_one_line(export, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_script_runs_standalone_with_help():
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "generate.py"), "--help"],
-                            capture_output=True, text=True, timeout=120, cwd="/")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "generate.py"), "--help"], capture_output=True, text=True, timeout=120, cwd="/"
+    )
     assert result.returncode == 0, result.stderr
-    for option in ("--checkpoint", "--seeds", "--psi", "--noise-mode", "--grid", "--interpolate", "--frames", "--fps",
-                   "--batch", "--device"):
+    for option in (
+        "--checkpoint",
+        "--seeds",
+        "--psi",
+        "--noise-mode",
+        "--grid",
+        "--interpolate",
+        "--frames",
+        "--fps",
+        "--batch",
+        "--device",
+    ):
         assert option in result.stdout
 
 
@@ -164,11 +202,31 @@ def test_other_noise_modes_get_their_own_file_names(export, tmp_path):
     """A random-noise run into a folder of const images adds files instead of overwriting them."""
     out = tmp_path / "out"
     for mode in ("const", "random", "none"):
-        assert run_cli("--checkpoint", str(export), "--seeds", "1", "--noise-mode", mode, "--out", str(out),
-                       "--interpolate", "1", "2", "--frames", "2") == 0
+        assert (
+            run_cli(
+                "--checkpoint",
+                str(export),
+                "--seeds",
+                "1",
+                "--noise-mode",
+                mode,
+                "--out",
+                str(out),
+                "--interpolate",
+                "1",
+                "2",
+                "--frames",
+                "2",
+            )
+            == 0
+        )
     assert sorted(p.name for p in out.iterdir()) == [
-        "interp-seed0001-seed0002-psi0.70-noise-none.gif", "interp-seed0001-seed0002-psi0.70-noise-random.gif",
+        "interp-seed0001-seed0002-psi0.70-noise-none.gif",
+        "interp-seed0001-seed0002-psi0.70-noise-random.gif",
         "interp-seed0001-seed0002-psi0.70.gif",
-        "seed0001-psi0.70-noise-none.png", "seed0001-psi0.70-noise-random.png", "seed0001-psi0.70.png"]
+        "seed0001-psi0.70-noise-none.png",
+        "seed0001-psi0.70-noise-random.png",
+        "seed0001-psi0.70.png",
+    ]
     with Image.open(out / "seed0001-psi0.70-noise-random.png") as im:
         assert im.text["noise_mode"] == "random"

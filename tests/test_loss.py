@@ -94,9 +94,11 @@ def test_every_training_pass_through_g_updates_w_avg_as_nvidias_does(nets):
     G, D = nets
     loss = StyleGAN2Loss(G, D, LossConfig(pl_batch_shrink=1))
     seen = [G.mapping.w_avg.clone()]
-    for run in (lambda: loss.d_main(torch.randn(2, 3, RES, RES), torch.randn(2, TINY.z_dim)),
-                lambda: loss.g_main(torch.randn(2, TINY.z_dim)),
-                lambda: loss.g_pathlen(torch.randn(2, TINY.z_dim))):
+    for run in (
+        lambda: loss.d_main(torch.randn(2, 3, RES, RES), torch.randn(2, TINY.z_dim)),
+        lambda: loss.g_main(torch.randn(2, TINY.z_dim)),
+        lambda: loss.g_pathlen(torch.randn(2, TINY.z_dim)),
+    ):
         run()
         assert not torch.equal(G.mapping.w_avg, seen[-1])
         seen.append(G.mapping.w_avg.clone())
@@ -155,7 +157,6 @@ def test_a_few_d_steps_reduce_d_loss_on_a_trivial_dataset(nets):
     after = held_out_loss()
     assert after < 0.7 * before and after < 2 * math.log(2)  # better than chance
     assert stats["scores/real_sign"].item() == 1.0
-
 
 
 def test_a_non_finite_batch_leaves_pl_mean_and_w_avg_untouched(nets):

@@ -70,9 +70,7 @@ def test_bad_resolution_and_inputs_are_one_line_errors():
 
 def test_matched_config_parameter_counts_equal_stylegan2_ada():
     """Issue 8's "matched" config: NVIDIA stylegan2-ada-pytorch reports these counts."""
-    cfg = ModelConfig(
-        z_dim=512, w_dim=512, mapping_layers=2, channel_base=4096, channel_max=256, mbstd_group=4, conv_clamp=None
-    )
+    cfg = ModelConfig(z_dim=512, w_dim=512, mapping_layers=2, channel_base=4096, channel_max=256, mbstd_group=4, conv_clamp=None)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(Generator(cfg, 32)) == 5_238_419
     assert count(Discriminator(cfg, 32)) == 4_608_897
@@ -154,9 +152,7 @@ def test_fir_filter_is_normalised_and_separable():
         upfirdn2d(x, f, up=2, down=1, padding=(2, 1, 2, 1), gain=4.0),
         upfirdn2d(x, f2, up=2, down=1, padding=(2, 1, 2, 1), gain=4.0),
     )
-    torch.testing.assert_close(
-        upfirdn2d(x, f, down=2, padding=(1, 1, 1, 1)), upfirdn2d(x, f2, down=2, padding=(1, 1, 1, 1))
-    )
+    torch.testing.assert_close(upfirdn2d(x, f, down=2, padding=(1, 1, 1, 1)), upfirdn2d(x, f2, down=2, padding=(1, 1, 1, 1)))
 
 
 def test_fir_resampling_keeps_a_constant_image_constant():
@@ -189,9 +185,7 @@ def test_upsampling_conv_equals_upsample_then_conv():
     # Grouped (batch folded into groups), as the fused modulated conv uses it.
     wg = torch.randn(2 * 5, 4, 3, 3)
     xg = x.reshape(1, 8, 6, 6)
-    torch.testing.assert_close(
-        conv2d_resample(xg, wg, f, up=2, groups=2), _upsample_then_conv(xg, wg, groups=2), rtol=1e-4, atol=1e-5
-    )
+    torch.testing.assert_close(conv2d_resample(xg, wg, f, up=2, groups=2), _upsample_then_conv(xg, wg, groups=2), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("k, pad", [(3, 2), (1, 1)])
@@ -295,8 +289,9 @@ def test_modulated_conv_folds_weight_gain_bias_and_gain(fused, demodulate, up):
     gen = torch.Generator().manual_seed(3)
     x, weight, styles = torch.randn(3, 6, 8, 8, generator=gen), torch.randn(5, 6, 3, 3, generator=gen), torch.randn(3, 6, generator=gen)
     bias = torch.randn(5, generator=gen)
-    out = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up, resample_filter=fir_filter(),
-                           fused=fused, weight_gain=0.3, bias=bias, gain=1.7)
+    out = modulated_conv2d(
+        x, weight, styles, demodulate=demodulate, up=up, resample_filter=fir_filter(), fused=fused, weight_gain=0.3, bias=bias, gain=1.7
+    )
     ref = _reference_modconv(x, weight * 0.3, styles, demodulate, up) * 1.7 + bias.reshape(1, -1, 1, 1)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 

@@ -53,17 +53,21 @@ def test_reduce_calling_os_system_is_refused(tmp_path, marker):
     refused(path, f"{os.system.__module__}.system", "not on the allow-list", "nothing was loaded")
 
 
-@pytest.mark.parametrize("func, args, name", [
-    (eval, ("__import__('os').system('touch {marker}')",), "builtins.eval"),
-    (exec, ("open('{marker}', 'w')",), "builtins.exec"),
-    (subprocess.call, (["touch", "{marker}"],), "subprocess.call"),
-    (subprocess.Popen, (["touch", "{marker}"],), "subprocess.Popen"),
-    (getattr, ("{marker}", "upper"), "builtins.getattr"),
-    (__import__, ("os",), "builtins.__import__"),
-])
+@pytest.mark.parametrize(
+    "func, args, name",
+    [
+        (eval, ("__import__('os').system('touch {marker}')",), "builtins.eval"),
+        (exec, ("open('{marker}', 'w')",), "builtins.exec"),
+        (subprocess.call, (["touch", "{marker}"],), "subprocess.call"),
+        (subprocess.Popen, (["touch", "{marker}"],), "subprocess.Popen"),
+        (getattr, ("{marker}", "upper"), "builtins.getattr"),
+        (__import__, ("os",), "builtins.__import__"),
+    ],
+)
 def test_dangerous_globals_are_refused(tmp_path, marker, func, args, name):
-    args = tuple(a.format(marker=marker) if isinstance(a, str) else
-                 [x.format(marker=marker) for x in a] if isinstance(a, list) else a for a in args)
+    args = tuple(
+        a.format(marker=marker) if isinstance(a, str) else [x.format(marker=marker) for x in a] if isinstance(a, list) else a for a in args
+    )
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps([1, 2, _Reduce(func, *args)], protocol=2))
     refused(path, name, "nothing was loaded")

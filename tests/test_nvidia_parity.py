@@ -84,8 +84,16 @@ def test_architecture_comes_from_the_pickle(tmp_path):
     path.write_bytes(pytorch_snapshot(c))
     converted = load_pickle_networks(path)
     model = converted.model_dict()
-    assert model == {"z_dim": 20, "w_dim": 24, "mapping_layers": 8, "mapping_lr_mul": 0.01, "channel_base": 512,
-                     "channel_max": 24, "mbstd_group": 4, "conv_clamp": 256}
+    assert model == {
+        "z_dim": 20,
+        "w_dim": 24,
+        "mapping_layers": 8,
+        "mapping_lr_mul": 0.01,
+        "channel_base": 512,
+        "channel_max": 24,
+        "mbstd_group": 4,
+        "conv_clamp": 256,
+    }
     assert (converted.arch.resolution, converted.arch.img_channels, converted.arch.num_fp16_res) == (64, 3, 2)
     # G, G_ema and D are all carried over, G distinct from G_ema (the snapshot's G is halved).
     w = "synthesis.blocks.1.conv1.weight"

@@ -70,6 +70,7 @@ def test_compiled_module_is_bypassed_in_eager_phases(monkeypatch):
         def run(*args, **kwargs):
             calls.append("compiled")
             return module(*args, **kwargs)
+
         return run
 
     monkeypatch.setattr(torch, "compile", compile_stub)
@@ -90,10 +91,24 @@ def test_trainer_step_with_compile_falling_back(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "compile", lambda module: (_ for _ in ()).throw(RuntimeError("unsupported")))
     data = make_dataset(tmp_path / "data", resolution=16, count=4)
-    cfg = load_config(None, [f"data.path={data}", "data.resolution=16", "data.workers=0", "model.z_dim=16",
-                             "model.w_dim=16", "model.mapping_layers=1", "model.channel_base=64", "model.channel_max=16",
-                             "model.mbstd_group=2", "train.batch=4", "augment.mode=none", "perf.compile=true",
-                             "log.tracker=none"])
+    cfg = load_config(
+        None,
+        [
+            f"data.path={data}",
+            "data.resolution=16",
+            "data.workers=0",
+            "model.z_dim=16",
+            "model.w_dim=16",
+            "model.mapping_layers=1",
+            "model.channel_base=64",
+            "model.channel_max=16",
+            "model.mbstd_group=2",
+            "train.batch=4",
+            "augment.mode=none",
+            "perf.compile=true",
+            "log.tracker=none",
+        ],
+    )
     with pytest.warns(RuntimeWarning, match="torch.compile of . failed"):
         trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
     trainer.train_step()  # step 0: all four phases, eager

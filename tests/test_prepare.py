@@ -202,8 +202,14 @@ def test_tile_geometry():
     assert all(b[2] - b[0] == b[3] - b[1] == 100 for b in boxes)
     # Thinned to fit the cap, still spanning edge to edge.
     capped = P.tile_boxes(400, 200, 100, overlap=0.25, max_tiles=6)
-    assert capped == [(0, 0, 100, 100), (300, 0, 400, 100), (0, 50, 100, 150), (300, 50, 400, 150),
-                      (0, 100, 100, 200), (300, 100, 400, 200)]
+    assert capped == [
+        (0, 0, 100, 100),
+        (300, 0, 400, 100),
+        (0, 50, 100, 150),
+        (300, 50, 400, 150),
+        (0, 100, 100, 200),
+        (300, 100, 400, 200),
+    ]
     # Full-height squares sliding along a wide image.
     assert P.tile_boxes(300, 100, 100, overlap=0.0, max_tiles=10) == [(0, 0, 100, 100), (100, 0, 200, 100), (200, 0, 300, 100)]
 
@@ -414,8 +420,20 @@ def test_help_documents_every_option():
         for flag in action.option_strings:
             assert flag in out.stdout
         assert action.help, action.option_strings
-    for flag in ("--src", "--out", "--resolution", "--mode", "--min-size", "--tile-fraction", "--tile-overlap",
-                 "--tiles-per-image", "--dedup-threshold", "--max-pixels", "--workers", "--overwrite"):
+    for flag in (
+        "--src",
+        "--out",
+        "--resolution",
+        "--mode",
+        "--min-size",
+        "--tile-fraction",
+        "--tile-overlap",
+        "--tiles-per-image",
+        "--dedup-threshold",
+        "--max-pixels",
+        "--workers",
+        "--overwrite",
+    ):
         assert flag in out.stdout
 
 

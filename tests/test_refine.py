@@ -152,9 +152,7 @@ def test_strength_zero_returns_the_input_unchanged(vgg, pair):
 
 def test_preserve_color_keeps_the_sample_chroma(vgg, pair, full_transfer):
     content, style = pair
-    kept = stylise(
-        vgg, content, StyleBank([style], torch.ones(1, 1)), TransferSettings(strength=1.0, steps=20, preserve_color=True)
-    )
+    kept = stylise(vgg, content, StyleBank([style], torch.ones(1, 1)), TransferSettings(strength=1.0, steps=20, preserve_color=True))
     chroma = rgb_to_ycbcr(content)[:, 1:]
     kept_error = (rgb_to_ycbcr(kept.images)[:, 1:] - chroma).abs()
     full_error = (rgb_to_ycbcr(full_transfer.images)[:, 1:] - chroma).abs()
@@ -232,9 +230,26 @@ def test_cli_refines_a_folder_and_writes_reports(cli_files, weights_dir, tmp_pat
     root, samples, works = cli_files
     out = tmp_path / "out"
     argv = [
-        "--input", str(root / "samples"), "--style", str(works), "--out", str(out), "--size", str(SIZE),
-        "--steps", "5", "--strength", "1", "--k", "2", "--select-size", str(SIZE),
-        "--weights-dir", str(weights_dir), "--run-dir", str(tmp_path / "run"),
+        "--input",
+        str(root / "samples"),
+        "--style",
+        str(works),
+        "--out",
+        str(out),
+        "--size",
+        str(SIZE),
+        "--steps",
+        "5",
+        "--strength",
+        "1",
+        "--k",
+        "2",
+        "--select-size",
+        str(SIZE),
+        "--weights-dir",
+        str(weights_dir),
+        "--run-dir",
+        str(tmp_path / "run"),
     ]
     assert refine.main(argv) == 0, capsys.readouterr().err
     for sample in samples:
@@ -254,8 +269,18 @@ def test_cli_strength_zero_copies_the_sample_byte_for_byte(cli_files, weights_di
     root, samples, works = cli_files
     out = tmp_path / "out"
     argv = [
-        "--input", str(samples[0]), "--style", f"{works / 'w0.png'}:1", "--out", str(out),
-        "--size", str(SIZE), "--strength", "0", "--weights-dir", str(weights_dir),
+        "--input",
+        str(samples[0]),
+        "--style",
+        f"{works / 'w0.png'}:1",
+        "--out",
+        str(out),
+        "--size",
+        str(SIZE),
+        "--strength",
+        "0",
+        "--weights-dir",
+        str(weights_dir),
     ]
     assert refine.main(argv) == 0
     assert (out / samples[0].name).read_bytes() == samples[0].read_bytes()
@@ -314,7 +339,11 @@ def test_cli_missing_weights_in_a_real_process(cli_files, tmp_path):
     env = {**os.environ, "ATELIER_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch-home")}
     proc = subprocess.run(
         [sys.executable, "-m", "eval.refine", "--input", str(samples[0]), "--style", str(works), "--out", str(tmp_path / "o")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

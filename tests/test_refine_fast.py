@@ -52,7 +52,18 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def _train(files, out: Path, *extra: str) -> int:
-    argv = ["--content", str(files["content"]), "--style", str(files["works"]), "--out", str(out), "--weights", str(files["weights"]), *TINY, *extra]
+    argv = [
+        "--content",
+        str(files["content"]),
+        "--style",
+        str(files["works"]),
+        "--out",
+        str(out),
+        "--weights",
+        str(files["weights"]),
+        *TINY,
+        *extra,
+    ]
     return refine_train.main(argv)
 
 
@@ -99,7 +110,11 @@ def test_model_file_round_trip_strength_blend_and_bad_files(tmp_path):
         load_fast_refiner(tmp_path / "other.safetensors")
     state = load_file(str(path))
     state.pop(next(iter(state)))
-    save_file(state, str(tmp_path / "partial.safetensors"), metadata={"format": "atelier-transfer-net/1", "config": json.dumps({"channels": 4, "residual_blocks": 1})})
+    save_file(
+        state,
+        str(tmp_path / "partial.safetensors"),
+        metadata={"format": "atelier-transfer-net/1", "config": json.dumps({"channels": 4, "residual_blocks": 1})},
+    )
     with pytest.raises(RefineInputError, match="weights do not fit"):
         load_fast_refiner(tmp_path / "partial.safetensors")
 
@@ -123,8 +138,11 @@ def test_training_resumes_exactly_and_lowers_the_loss(files, tmp_path, capsys):
     # The run's model is what refine --fast loads.
     assert load_fast_refiner(full / refine_train.MODEL_NAME).training["step"] == 8
     # Files follow the umask (0644 under 022), so teammates can read them: not safetensors' 0600.
-    for written in (full / refine_train.MODEL_NAME, full / "checkpoints" / "step-0000008" / "net.safetensors",
-                    full / "checkpoints" / "step-0000008" / "optimizer.pt"):
+    for written in (
+        full / refine_train.MODEL_NAME,
+        full / "checkpoints" / "step-0000008" / "net.safetensors",
+        full / "checkpoints" / "step-0000008" / "optimizer.pt",
+    ):
         assert written.stat().st_mode & 0o777 == 0o666 & ~_umask(), written
 
 
@@ -211,8 +229,21 @@ def test_refine_fast_bad_model_and_mixed_options(files, tmp_path, capsys):
 
 def test_training_logs_to_tensorboard(files, tmp_path):
     out = tmp_path / "tb"
-    argv = ["--content", str(files["content"]), "--style", str(files["works"]), "--out", str(out), "--weights", str(files["weights"]),
-            *[a for a in TINY if a not in ("--tracker", "none")], "--tracker", "tensorboard", "--steps", "2"]
+    argv = [
+        "--content",
+        str(files["content"]),
+        "--style",
+        str(files["works"]),
+        "--out",
+        str(out),
+        "--weights",
+        str(files["weights"]),
+        *[a for a in TINY if a not in ("--tracker", "none")],
+        "--tracker",
+        "tensorboard",
+        "--steps",
+        "2",
+    ]
     assert refine_train.main(argv) == 0
     assert list(out.rglob("events.out.tfevents.*"))
 
@@ -221,4 +252,3 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-

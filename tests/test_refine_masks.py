@@ -176,7 +176,9 @@ def test_transfer_api_reports_steps_and_stops_when_asked(vgg, tmp_path):
     mask_file = tmp_path / "m.png"
     Image.fromarray((_halves()[0].numpy() * 255).astype(np.uint8)).save(mask_file)
     settings = TransferSettings(strength=1.0, steps=50, optimizer="adam", lr=0.05)
-    result = transfer(vgg, _content()[0], [_texture(0), _texture(1)], masks=[mask_file, 1 - _halves()[0]], settings=settings, on_step=on_step)
+    result = transfer(
+        vgg, _content()[0], [_texture(0), _texture(1)], masks=[mask_file, 1 - _halves()[0]], settings=settings, on_step=on_step
+    )
     assert result.stopped and result.iterations == 4 and seen[-1] == (4, (1, 3, SIZE, SIZE))
     assert [done for done, _ in seen] == [1, 2, 3, 4]
     with pytest.raises(RefineInputError, match="2 masks for 1 styles"):
@@ -232,9 +234,27 @@ def test_cli_masked_run_writes_region_reports(cli_files, tmp_path, caplog):
     f = cli_files
     out = tmp_path / "out"
     argv = [
-        "--input", str(f["sample"]), "--out", str(out), "--size", str(SIZE), "--steps", "5", "--strength", "1",
-        "--style", str(f["a"]), "--mask", str(f["left"]), "--style", f"{f['b']}:0", "--mask", str(f["right"]),
-        "--weights", str(f["weights"]), "--preserve-color",
+        "--input",
+        str(f["sample"]),
+        "--out",
+        str(out),
+        "--size",
+        str(SIZE),
+        "--steps",
+        "5",
+        "--strength",
+        "1",
+        "--style",
+        str(f["a"]),
+        "--mask",
+        str(f["left"]),
+        "--style",
+        f"{f['b']}:0",
+        "--mask",
+        str(f["right"]),
+        "--weights",
+        str(f["weights"]),
+        "--preserve-color",
     ]
     with caplog.at_level(logging.INFO):
         assert refine.main(argv) == 0

@@ -52,16 +52,19 @@ def hits_since(site: FakeWikiArt, start: int, path: str) -> int:
 
 
 # The trap site's final rejections: two labelled works and the duplicate image.
-TRAP_REJECTED = [("3", "not public domain", "labelled copyright-protected"),
-                 ("4", "not public domain", "labelled fair-use"),
-                 ("12", "duplicate", "same file as an earlier work")]
+TRAP_REJECTED = [
+    ("3", "not public domain", "labelled copyright-protected"),
+    ("4", "not public domain", "labelled fair-use"),
+    ("12", "duplicate", "same file as an earlier work"),
+]
 
 
 def build_trap_site(site: FakeWikiArt) -> None:
     site.add_artist(ARTIST, "Claude Monet")
     site.add_work(ARTIST, 9007199254740993, "impression-sunrise", image=jpeg_bytes(1), large=jpeg_bytes(101))
-    site.add_work(ARTIST, "577271cfedcba8d5e3a7b2f1", "la-gare-saint-lazare", image=jpeg_bytes(2),
-                  image_name="la-gare-saint-lazare-été")  # diacritics; no !Large.jpg -> original
+    site.add_work(
+        ARTIST, "577271cfedcba8d5e3a7b2f1", "la-gare-saint-lazare", image=jpeg_bytes(2), image_name="la-gare-saint-lazare-été"
+    )  # diacritics; no !Large.jpg -> original
     site.add_work(ARTIST, 3, "protected-work", label="protected", image=jpeg_bytes(3))
     site.add_work(ARTIST, 4, "fair-use-work", label="fair-use", image=jpeg_bytes(4))
     site.add_work(ARTIST, 5, "no-label-work", label=None, image=jpeg_bytes(5))
@@ -112,10 +115,17 @@ def test_full_run_keeps_only_verified_public_domain_works(tmp_path):
 
     reasons = summary.reasons
     assert reasons[Outcome.NOT_PUBLIC_DOMAIN] == {"labelled copyright-protected": 1, "labelled fair-use": 1}
-    assert reasons[Outcome.UNKNOWN_LICENCE] == {"no readable copyright label on the work page": 1,
-                                                "details unavailable (redirected to an error page)": 1}
-    assert reasons[Outcome.FAILED] == {"placeholder image": 1, "not an image": 2, "decompression bomb": 1,
-                                       "truncated download": 1, "corrupt or truncated image": 1}
+    assert reasons[Outcome.UNKNOWN_LICENCE] == {
+        "no readable copyright label on the work page": 1,
+        "details unavailable (redirected to an error page)": 1,
+    }
+    assert reasons[Outcome.FAILED] == {
+        "placeholder image": 1,
+        "not an image": 2,
+        "decompression bomb": 1,
+        "truncated download": 1,
+        "corrupt or truncated image": 1,
+    }
     assert reasons[Outcome.DUPLICATE] == {"same file as an earlier work": 1}
     assert image_hits == {"protected-work": 0, "fair-use-work": 0, "no-label-work": 0}
     assert summary.kept_total == 4 and summary.listed == 15
@@ -134,15 +144,27 @@ def test_rerun_requests_nothing_already_kept_or_rejected(tmp_path, caplog):
         before = len(site.requests)
         summary = run(site, out)
         second_run = [raw for _, raw in site.requests[before:]]
-        rejected_hits = {path: hits_since(site, before, path) for path in (
-            "/en/App/Painting/ImageJson/3", f"/en/{ARTIST}/protected-work",
-            "/en/App/Painting/ImageJson/4", f"/en/{ARTIST}/fair-use-work",
-            "/en/App/Painting/ImageJson/12", f"/en/{ARTIST}/duplicate-work",
-            f"/images/{ARTIST}/duplicate-work.jpg", f"/images/{ARTIST}/duplicate-work.jpg!Large.jpg")}
-        retried = {path: hits_since(site, before, path) for path in (
-            "/en/App/Painting/ImageJson/15",  # unknown licence: details unavailable
-            f"/en/{ARTIST}/no-label-work",  # unknown licence: no readable label
-            f"/images/{ARTIST}/html-work.jpg")}  # failed: not an image
+        rejected_hits = {
+            path: hits_since(site, before, path)
+            for path in (
+                "/en/App/Painting/ImageJson/3",
+                f"/en/{ARTIST}/protected-work",
+                "/en/App/Painting/ImageJson/4",
+                f"/en/{ARTIST}/fair-use-work",
+                "/en/App/Painting/ImageJson/12",
+                f"/en/{ARTIST}/duplicate-work",
+                f"/images/{ARTIST}/duplicate-work.jpg",
+                f"/images/{ARTIST}/duplicate-work.jpg!Large.jpg",
+            )
+        }
+        retried = {
+            path: hits_since(site, before, path)
+            for path in (
+                "/en/App/Painting/ImageJson/15",  # unknown licence: details unavailable
+                f"/en/{ARTIST}/no-label-work",  # unknown licence: no readable label
+                f"/images/{ARTIST}/html-work.jpg",
+            )
+        }  # failed: not an image
     assert (out / "manifest.jsonl").read_bytes() == first
     assert (out / "rejected.jsonl").read_bytes() == first_rejected  # torn tail cut, nothing added
     assert summary.kept_new == 0 and summary.already_kept == 4
@@ -166,9 +188,15 @@ def test_recheck_rejected_asks_again_and_rebuilds_the_record(tmp_path):
         site.pages[f"/en/{ARTIST}/protected-work"] = page_html("public-domain")  # WikiArt relabelled it
         before = len(site.requests)
         code = main(["--artist", ARTIST, "--out", str(out), "--base-url", site.url, "--recheck-rejected", *FAST_FLAGS])
-        rechecked = {path: hits_since(site, before, path) for path in (
-            f"/en/{ARTIST}/protected-work", f"/en/{ARTIST}/fair-use-work",
-            "/en/App/Painting/ImageJson/12", f"/images/{ARTIST}/duplicate-work.jpg!Large.jpg")}
+        rechecked = {
+            path: hits_since(site, before, path)
+            for path in (
+                f"/en/{ARTIST}/protected-work",
+                f"/en/{ARTIST}/fair-use-work",
+                "/en/App/Painting/ImageJson/12",
+                f"/images/{ARTIST}/duplicate-work.jpg!Large.jpg",
+            )
+        }
     assert code == 0
     assert all(n == 1 for n in rechecked.values()), rechecked
     assert [r["id"] for r in rows(out)] == ["9007199254740993", "577271cfedcba8d5e3a7b2f1", "13", "14", "3"]
@@ -247,8 +275,7 @@ def test_unknown_artist_is_a_one_line_error_and_leaves_no_empty_folders(tmp_path
     kept.mkdir()
     (kept / "notes.txt").write_text("mine")
     with FakeWikiArt() as site:
-        codes = [main(["--artist", "nobody", "--out", str(out), "--base-url", site.url, *FAST_FLAGS])
-                 for out in (fresh, kept)]
+        codes = [main(["--artist", "nobody", "--out", str(out), "--base-url", site.url, *FAST_FLAGS]) for out in (fresh, kept)]
     assert codes == [2, 2]
     err = capsys.readouterr().err
     assert err.count("atelier scrape: error: ") == 2 and len(err.strip().splitlines()) == 2
@@ -284,8 +311,7 @@ def test_v2_api_listing_follows_pagination_tokens(tmp_path, monkeypatch):
 
 
 def _cli(site: FakeWikiArt, out: Path) -> list[str]:
-    return [sys.executable, "-m", "scraping", "--artist", ARTIST, "--out", str(out), "--base-url", site.url,
-            "--workers", "2", *FAST_FLAGS]
+    return [sys.executable, "-m", "scraping", "--artist", ARTIST, "--out", str(out), "--base-url", site.url, "--workers", "2", *FAST_FLAGS]
 
 
 @pytest.mark.slow
@@ -295,16 +321,14 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     with FakeWikiArt(image_delay=0.25) as site:
         site.add_artist(ARTIST, "Claude Monet")
         for i in range(12):
-            site.add_work(ARTIST, 9007199254740993 + i, f"work-{i}", image=jpeg_bytes(i),
-                          large=jpeg_bytes(100 + i) if i % 3 else None)
+            site.add_work(ARTIST, 9007199254740993 + i, f"work-{i}", image=jpeg_bytes(i), large=jpeg_bytes(100 + i) if i % 3 else None)
             if i == 0:  # recorded as rejected before the kill (work-2 is committed by then)
                 site.add_work(ARTIST, 97, "protected-early", label="protected", image=jpeg_bytes(97))
             if i == 7:
                 site.add_work(ARTIST, 98, "copy-of-work-1", image=jpeg_bytes(1), large=jpeg_bytes(101))
         site.add_work(ARTIST, 99, "protected", label="protected", image=jpeg_bytes(99))
 
-        proc = subprocess.Popen(_cli(site, killed), cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(_cli(site, killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         manifest = killed / "manifest.jsonl"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and proc.poll() is None:
@@ -327,8 +351,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert (killed / "manifest.jsonl").read_bytes() == (clean / "manifest.jsonl").read_bytes()
     assert len(rows(clean)) == 12
     assert (killed / "rejected.jsonl").read_bytes() == (clean / "rejected.jsonl").read_bytes()
-    assert [r[:2] for r in rejected(clean)] == [("97", "not public domain"), ("98", "duplicate"),
-                                                ("99", "not public domain")]
+    assert [r[:2] for r in rejected(clean)] == [("97", "not public domain"), ("98", "duplicate"), ("99", "not public domain")]
 
     def tree(root: Path) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in (root / "images").iterdir()}

@@ -170,9 +170,10 @@ def test_api_and_image_budgets_are_separate_and_shared_by_threads(site):
 
     def burst(url: str, budget: str) -> float:
         started = time.monotonic()
-        threads = [threading.Thread(target=client.get, args=(url,),
-                                    kwargs={"budget": budget, "expect": "json" if budget == "api" else "image"})
-                   for _ in range(4)]
+        threads = [
+            threading.Thread(target=client.get, args=(url,), kwargs={"budget": budget, "expect": "json" if budget == "api" else "image"})
+            for _ in range(4)
+        ]
         for t in threads:
             t.start()
         for t in threads:

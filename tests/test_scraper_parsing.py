@@ -19,8 +19,10 @@ TODAY = date(2025, 6, 1)
 
 
 def test_huge_numeric_ids_never_pass_through_float():
-    body = b'[{"contentId": 9007199254740993, "title": "A", "artistName": "X", "completitionYear": 1872,' \
-           b' "image": "https://uploads.example/a.jpg", "width": 600, "height": "450"}]'
+    body = (
+        b'[{"contentId": 9007199254740993, "title": "A", "artistName": "X", "completitionYear": 1872,'
+        b' "image": "https://uploads.example/a.jpg", "width": 600, "height": "450"}]'
+    )
     rows = [parse_work_summary(r, "t") for r in parse_json(body, "t")]
     assert rows[0].id == "9007199254740993"  # float(…) would give …992
     assert rows[0].year == 1872 and rows[0].width == 600 and rows[0].height == 450
@@ -28,8 +30,13 @@ def test_huge_numeric_ids_never_pass_through_float():
 
 def test_hex_ids_and_defensive_fields():
     row = parse_work_summary(
-        {"contentId": "577271cfedcba8d5e3a7b2f1", "title": None, "completitionYear": None,
-         "yearAsString": "c.1890", "image": "/relative.jpg"},
+        {
+            "contentId": "577271cfedcba8d5e3a7b2f1",
+            "title": None,
+            "completitionYear": None,
+            "yearAsString": "c.1890",
+            "image": "/relative.jpg",
+        },
         "t",
     )
     assert row.id == "577271cfedcba8d5e3a7b2f1"
@@ -50,12 +57,17 @@ def test_schema_errors_are_one_line_and_name_the_endpoint():
 
 def test_details_and_artist_records():
     details = parse_work_details(
-        {"contentId": "7", "artistUrl": "claude-monet", "url": "water-lilies", "style": ["Impressionism"],
-         "genre": "landscape", "completitionYear": "1906"},
+        {
+            "contentId": "7",
+            "artistUrl": "claude-monet",
+            "url": "water-lilies",
+            "style": ["Impressionism"],
+            "genre": "landscape",
+            "completitionYear": "1906",
+        },
         "7",
     )
-    assert (details.artist_url, details.url, details.style, details.year) == (
-        "claude-monet", "water-lilies", "Impressionism", 1906)
+    assert (details.artist_url, details.url, details.style, details.year) == ("claude-monet", "water-lilies", "Impressionism", 1906)
     artist = parse_artist({"artistName": "Claude Monet", "deathDay": "/Date(-1359331200000)/", "contentId": "211667"}, "c")
     assert artist.death_day == "/Date(-1359331200000)/" and artist.content_id == "211667"
 
@@ -79,8 +91,12 @@ def test_prefilter_skips_only_what_cannot_be_public_domain():
 
 @pytest.mark.parametrize(
     ("label", "expected"),
-    [("public-domain", Licence.PUBLIC_DOMAIN), ("protected", Licence.COPYRIGHT_PROTECTED),
-     ("fair-use", Licence.FAIR_USE), (None, Licence.UNKNOWN)],
+    [
+        ("public-domain", Licence.PUBLIC_DOMAIN),
+        ("protected", Licence.COPYRIGHT_PROTECTED),
+        ("fair-use", Licence.FAIR_USE),
+        (None, Licence.UNKNOWN),
+    ],
 )
 def test_copyright_label_from_work_page(label, expected):
     # The footer of every page mentions "public domain": only the wrapper counts.
@@ -92,8 +108,23 @@ def test_conflicting_labels_are_unknown():
     assert parse_copyright_label(html) is Licence.UNKNOWN
 
 
-@pytest.mark.parametrize("hostile", ["../../x", "..", "/etc/passwd", "a/../../b", "C:\\win\\x", "\x00\n..", "." * 300,
-                                     "\uff0e\uff0e\uff0fetc", "CON", "nul.txt", "x" * 5000, "a\u0301" * 40])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "../../x",
+        "..",
+        "/etc/passwd",
+        "a/../../b",
+        "C:\\win\\x",
+        "\x00\n..",
+        "." * 300,
+        "\uff0e\uff0e\uff0fetc",
+        "CON",
+        "nul.txt",
+        "x" * 5000,
+        "a\u0301" * 40,
+    ],
+)
 def test_names_never_escape_or_hide(hostile):
     part = safe_part(hostile)
     assert "/" not in part and "\\" not in part and ".." not in part
@@ -118,16 +149,14 @@ def test_encode_url_percent_encodes_diacritics_once():
 
 
 def test_image_candidates_and_placeholder():
-    assert image_candidates("https://u.example/a.jpg", "Large") == ["https://u.example/a.jpg!Large.jpg",
-                                                                     "https://u.example/a.jpg"]
+    assert image_candidates("https://u.example/a.jpg", "Large") == ["https://u.example/a.jpg!Large.jpg", "https://u.example/a.jpg"]
     assert image_candidates("https://u.example/a.jpg!HD.jpg", "original") == ["https://u.example/a.jpg"]
     assert is_placeholder("https://u.example/images/FRAME-600x480.jpg!Large.jpg")
     assert not is_placeholder("https://u.example/images/frame-study.jpg")
 
 
 def _row(i: int) -> ManifestRow:
-    return ManifestRow(str(i), "A", "a", "T", 1880, None, None, "u", "u", f"images/{i}.jpg", f"{i:064x}",
-                       2, 2, "JPEG", 10, "public-domain")
+    return ManifestRow(str(i), "A", "a", "T", 1880, None, None, "u", "u", f"images/{i}.jpg", f"{i:064x}", 2, 2, "JPEG", 10, "public-domain")
 
 
 def test_manifest_tolerates_a_torn_last_line(tmp_path):
@@ -160,6 +189,8 @@ def test_distinct_ids_never_share_a_file_name(ids):
 
 
 def test_plain_ids_keep_their_readable_names():
-    assert image_filename("claude-monet", "impression-sunrise", "9007199254740993", "JPEG") == \
-        "claude-monet_impression-sunrise_9007199254740993.jpg"
+    assert (
+        image_filename("claude-monet", "impression-sunrise", "9007199254740993", "JPEG")
+        == "claude-monet_impression-sunrise_9007199254740993.jpg"
+    )
     assert image_filename("a", "b", "577271cfedcba8d5e3a7b2f1", "PNG") == "a_b_577271cfedcba8d5e3a7b2f1.png"

@@ -25,8 +25,9 @@ FAST_FLAGS = ["--api-rate", "1000/1", "--image-rate", "1000/1", "--backoff", "0.
 
 
 def fast(state_dir: Path, **kw) -> HttpSettings:
-    return HttpSettings(api_rate=RateLimit(1000, 1.0), image_rate=RateLimit(1000, 1.0), max_retries=1,
-                        backoff_base=0.01, state_dir=state_dir, **kw)
+    return HttpSettings(
+        api_rate=RateLimit(1000, 1.0), image_rate=RateLimit(1000, 1.0), max_retries=1, backoff_base=0.01, state_dir=state_dir, **kw
+    )
 
 
 def api_arrivals(site: FakeWikiArt) -> list[float]:
@@ -128,8 +129,9 @@ def test_scrape_keeps_images_from_allowed_hosts_only_and_the_option_widens_the_l
         summary = scrape(ScrapeOptions(ARTIST, tmp_path / "a", base_url=site.url, http=fast(tmp_path), progress=False))
         assert summary.kept_new == 1 and dict(summary.reasons[Outcome.FAILED]) == {"image host not allowed": 1}
         assert site.hits("/images/cdn/moved.jpg") == 0
-        again = scrape(ScrapeOptions(ARTIST, tmp_path / "a", base_url=site.url, http=fast(tmp_path), progress=False,
-                                     image_hosts=("localhost",)))
+        again = scrape(
+            ScrapeOptions(ARTIST, tmp_path / "a", base_url=site.url, http=fast(tmp_path), progress=False, image_hosts=("localhost",))
+        )
         assert again.kept_new == 1 and again.kept_total == 2
 
 
@@ -149,8 +151,7 @@ def test_placeholder_served_under_a_works_own_name_is_recognised_by_content(tmp_
         site.files["/images/FRAME-600x480.jpg"] = Reply(200, frame, "image/jpeg")
         to_frame = Reply(302, b"", "text/html", {"Location": "/images/FRAME-600x480.jpg"})
         site.add_work(ARTIST, 1, "blocked-by-name", image=to_frame, large=to_frame)
-        summary = scrape(ScrapeOptions(ARTIST, tmp_path / "a", base_url=site.url, http=fast(tmp_path), progress=False,
-                                       workers=1))
+        summary = scrape(ScrapeOptions(ARTIST, tmp_path / "a", base_url=site.url, http=fast(tmp_path), progress=False, workers=1))
         assert dict(summary.reasons[Outcome.FAILED]) == {"placeholder image": 1}
     # A later run (another process: the fingerprint is on disk) meets the same bytes under real names.
     with FakeWikiArt() as site:
@@ -183,8 +184,7 @@ def test_several_artists_in_one_run_each_get_their_folder(tmp_path, monkeypatch)
         site.add_work(ARTIST, 1, "impression-sunrise", image=jpeg_bytes(1))
         site.add_artist("berthe-morisot", "Berthe Morisot")
         site.add_work("berthe-morisot", 2, "the-cradle", image=jpeg_bytes(2))
-        code = main(["--artist", ARTIST, "--artist", "berthe-morisot", "--out", str(tmp_path / "raw"),
-                     "--base-url", site.url, *FAST_FLAGS])
+        code = main(["--artist", ARTIST, "--artist", "berthe-morisot", "--out", str(tmp_path / "raw"), "--base-url", site.url, *FAST_FLAGS])
     assert code == 0
     for artist, work_id in ((ARTIST, "1"), ("berthe-morisot", "2")):
         rows = (tmp_path / "raw" / artist / "manifest.jsonl").read_text().splitlines()

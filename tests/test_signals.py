@@ -49,8 +49,13 @@ def test_sigterm_writes_a_final_checkpoint_and_the_run_resumes(tmp_path):
     signum, code = signal.SIGTERM, ExitCode.TERMINATED
     data = make_dataset(tmp_path / "data", count=4)
     # Checkpoints only at kimg 10: any checkpoint found below comes from the signal.
-    cfg = tiny_config(data, train={"total_kimg": 10.0}, checkpoint={"every_kimg": 10.0}, metrics={"metrics": []},
-                      log={"tick_kimg": 0.004, "sample_every_kimg": 10.0, "sample_seeds": 0, "tracker": "none"})
+    cfg = tiny_config(
+        data,
+        train={"total_kimg": 10.0},
+        checkpoint={"every_kimg": 10.0},
+        metrics={"metrics": []},
+        log={"tick_kimg": 0.004, "sample_every_kimg": 10.0, "sample_seeds": 0, "tracker": "none"},
+    )
     config = write_config(tmp_path / "c.yaml", cfg)
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
@@ -66,16 +71,23 @@ def test_sigterm_writes_a_final_checkpoint_and_the_run_resumes(tmp_path):
     last = err.strip().splitlines()[-1]
     latest = ck.latest_checkpoint(run)
     assert latest is not None, err[-3000:]
-    assert last == (f"atelier train: stopped by {signal.Signals(signum).name}: wrote checkpoint {latest} "
-                     f"(kimg {int(latest.name) / 1000:g}); continue with `atelier train --resume {run}`")
+    assert last == (
+        f"atelier train: stopped by {signal.Signals(signum).name}: wrote checkpoint {latest} "
+        f"(kimg {int(latest.name) / 1000:g}); continue with `atelier train --resume {run}`"
+    )
     stopped_at = int(latest.name)
     assert stopped_at >= 8
     ck.verify_checkpoint(latest)
     assert not (run / "run.lock").exists()
 
-    resumed = subprocess.run([sys.executable, str(REPO / "train.py"), "--resume", str(run),
-                              "--max-kimg", str((stopped_at + 4) / 1000)],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--resume", str(run), "--max-kimg", str((stopped_at + 4) / 1000)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {latest}" in resumed.stderr
     assert int(ck.latest_checkpoint(run).name) == stopped_at + 4

@@ -29,8 +29,7 @@ def test_eval_samples_folder_skips_generate_grid_and_eval_nn_grid(tmp_path):
 
 @pytest.mark.parametrize("psi", ["nan", "inf", "-inf"])
 def test_generate_non_finite_psi_is_a_one_line_error(psi, tmp_path, capsys):
-    code = generate.main(["--checkpoint", str(tmp_path / "absent"), "--out", str(tmp_path / "out"),
-                          "--seeds", "0", f"--psi={psi}"])
+    code = generate.main(["--checkpoint", str(tmp_path / "absent"), "--out", str(tmp_path / "out"), "--seeds", "0", f"--psi={psi}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--psi must be a finite number" in err[0]
     assert not (tmp_path / "out").exists()

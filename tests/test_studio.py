@@ -45,8 +45,19 @@ def make_tiny_run(root: Path, works: int = 12) -> dict[str, Path]:
     run = root / "run"
     save_generator(G, RES, model_cfg, run / "generator.safetensors", extra_meta={"kimg": 2.0})
     (run / "config.yaml").write_text("name: tiny\nmodel:\n  z_dim: 64\n")
-    rows = [{"tick": k, "kimg": k / 4, "Loss/G_main": 1.0 / (k + 1), "Loss/D_main": 0.7, "loss/G": 1.0 / (k + 1),
-             "augment/p": k / 50, "metrics/kid": 0.1 / (k + 1), "metrics/swd": 3.0} for k in range(8)]
+    rows = [
+        {
+            "tick": k,
+            "kimg": k / 4,
+            "Loss/G_main": 1.0 / (k + 1),
+            "Loss/D_main": 0.7,
+            "loss/G": 1.0 / (k + 1),
+            "augment/p": k / 50,
+            "metrics/kid": 0.1 / (k + 1),
+            "metrics/swd": 3.0,
+        }
+        for k in range(8)
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"kimg": 9, "torn')
     (run / "samples").mkdir()
     Image.new("RGB", (64, 64), "red").save(run / "samples" / "fakes-000000.png")
@@ -278,10 +289,18 @@ def test_gallery_export_holds_images_metadata_index_and_list(tmp_path):
     collection = _collection(tmp_path)
     with pytest.raises(ValueError, match="star at least one"):
         export_gallery(collection, tmp_path / "exports")
-    verdict = {"near_copy": True, "measure": "LPIPS (alex)", "threshold": 0.01, "weight_free": False,
-               "nearest": [{"name": "00003.png", "index": 3, "distance": 0.001, "flipped": False}]}
-    item = collection.add(P.Painting(np.full((8, 8, 3), 7, np.uint8), "seed", seed=12, psi=0.5), verdict,
-                          refine={"settings": {"strength": 0.5}, "sources": ["00003.png"]})
+    verdict = {
+        "near_copy": True,
+        "measure": "LPIPS (alex)",
+        "threshold": 0.01,
+        "weight_free": False,
+        "nearest": [{"name": "00003.png", "index": 3, "distance": 0.001, "flipped": False}],
+    }
+    item = collection.add(
+        P.Painting(np.full((8, 8, 3), 7, np.uint8), "seed", seed=12, psi=0.5),
+        verdict,
+        refine={"settings": {"strength": 0.5}, "sources": ["00003.png"]},
+    )
     collection.mark(item.id, "starred")
     collection.annotate(item.id, "<script>alert(1)</script>")
     folder = export_gallery(collection, tmp_path / "exports", "My Show!", {"model_weights_sha256": "ab" * 32, "artist": "Claude Monet"})

@@ -36,8 +36,15 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROME_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
 )
 SERVER_START_S = 90
 STEP_S = 60
@@ -75,14 +82,39 @@ def server(tmp_path_factory, browser_bits):
     root = tmp_path_factory.mktemp("studio-e2e")
     tiny = make_tiny_run(root, works=10)
     port = _free_port()
-    env = dict(os.environ, TORCH_HOME=str(root / "torch"), GRADIO_TEMP_DIR=str(root / "gradio"),
-               GRADIO_ANALYTICS_ENABLED="False", ATELIER_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ,
+        TORCH_HOME=str(root / "torch"),
+        GRADIO_TEMP_DIR=str(root / "gradio"),
+        GRADIO_ANALYTICS_ENABLED="False",
+        ATELIER_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(REPO),
+    )
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atelier.studio", "--checkpoint", str(tiny["run"]), "--dataset", str(tiny["dataset"]),
-         "--port", str(port), "--weights-dir", str(tiny["weights"]), "--export-dir", str(root / "exports"),
-         "--device", "cpu", "--no-inception"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "atelier.studio",
+            "--checkpoint",
+            str(tiny["run"]),
+            "--dataset",
+            str(tiny["dataset"]),
+            "--port",
+            str(port),
+            "--weights-dir",
+            str(tiny["weights"]),
+            "--export-dir",
+            str(root / "exports"),
+            "--device",
+            "cpu",
+            "--no-inception",
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + SERVER_START_S
@@ -153,8 +185,11 @@ def _set_number(driver, selector: str, value: int) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    box = _wait(driver, lambda d: (d.find_elements(By.CSS_SELECTOR, f"{selector} input[type=number]") or [None])[0],
-                what=f"the {selector} number box")
+    box = _wait(
+        driver,
+        lambda d: (d.find_elements(By.CSS_SELECTOR, f"{selector} input[type=number]") or [None])[0],
+        what=f"the {selector} number box",
+    )
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(str(value), Keys.TAB)
 
@@ -189,9 +224,13 @@ def test_paint_refine_star_export_in_a_real_browser(server, driver, tmp_path):
     driver.find_element(By.XPATH, "//*[normalize-space()='Latent walk']").click()
     _set_number(driver, "#walk-frames", 4)
     driver.find_element(By.CSS_SELECTOR, "#walk-btn").click()
-    _wait(driver, lambda d: d.execute_script(
-        "const v = document.querySelector('#walk-video video'); return v && v.readyState >= 1 && v.videoWidth > 0;"),
-        what="the latent-walk video")
+    _wait(
+        driver,
+        lambda d: d.execute_script(
+            "const v = document.querySelector('#walk-video video'); return v && v.readyState >= 1 && v.videoWidth > 0;"
+        ),
+        what="the latent-walk video",
+    )
     _wait(driver, lambda d: ".gif" in _text(d, "#walk-files") and ".mp4" in _text(d, "#walk-files"), what="the downloads")
 
     # Refine it toward its nearest works, a few steps at 64 px, and see the result come back.
@@ -200,12 +239,16 @@ def test_paint_refine_star_export_in_a_real_browser(server, driver, tmp_path):
     # Paint a region with the brush: only it is refined.
     from selenium.webdriver.common.action_chains import ActionChains
 
-    canvas = _wait(driver, lambda d: ([c for c in d.find_elements(By.CSS_SELECTOR, "#mask-editor canvas") if c.size["width"] > 0]
-                                      or [None])[-1], what="the mask editor's canvas")
+    canvas = _wait(
+        driver,
+        lambda d: ([c for c in d.find_elements(By.CSS_SELECTOR, "#mask-editor canvas") if c.size["width"] > 0] or [None])[-1],
+        what="the mask editor's canvas",
+    )
     time.sleep(0.5)  # the editor draws the painting into the canvas just after creating it
     for dx in (-100, -80, -60):
-        ActionChains(driver).move_to_element_with_offset(canvas, dx, -100).click_and_hold().move_by_offset(0, 100) \
-            .move_by_offset(0, 100).release().perform()
+        ActionChains(driver).move_to_element_with_offset(canvas, dx, -100).click_and_hold().move_by_offset(0, 100).move_by_offset(
+            0, 100
+        ).release().perform()
     _set_number(driver, "#refine-steps", 6)
     _set_number(driver, "#refine-size", 64)
     driver.find_element(By.CSS_SELECTOR, "#refine-btn").click()

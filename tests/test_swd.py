@@ -127,7 +127,7 @@ def test_swd_grows_with_blur():
     def blurred(sigma: float) -> torch.Tensor:
         if sigma == 0:
             return fake.round().to(torch.uint8)
-        taps = torch.exp(-torch.arange(-3, 4.0) ** 2 / (2 * sigma ** 2))
+        taps = torch.exp(-(torch.arange(-3, 4.0) ** 2) / (2 * sigma**2))
         kernel = (torch.outer(taps, taps) / taps.sum() ** 2).expand(3, 1, 7, 7)
         return F.conv2d(F.pad(fake, (3, 3, 3, 3), mode="reflect"), kernel, groups=3).round().to(torch.uint8)
 
@@ -159,8 +159,7 @@ def test_compare_runs_shows_the_in_training_swd_column_and_its_basis(tmp_path, c
     import sys
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "compare_runs_swd", Path(__file__).resolve().parents[1] / "scripts" / "compare_runs.py")
+    spec = importlib.util.spec_from_file_location("compare_runs_swd", Path(__file__).resolve().parents[1] / "scripts" / "compare_runs.py")
     compare_runs = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = compare_runs
     spec.loader.exec_module(compare_runs)
@@ -170,18 +169,17 @@ def test_compare_runs_shows_the_in_training_swd_column_and_its_basis(tmp_path, c
         (run / "metrics").mkdir(parents=True)
         rows = []
         for tick, value in zip((1, 2), values):
-            rows.append({"tick": tick, "cur_nimg": 500 * tick, "scores/real_sign": 0.5, "scores/real": 1.0,
-                         "scores/fake": -1.0})
+            rows.append({"tick": tick, "cur_nimg": 500 * tick, "scores/real_sign": 0.5, "scores/real": 1.0, "scores/fake": -1.0})
             rows.append({"kimg": 0.5 * tick, "cur_nimg": 500 * tick, "metrics/swd": value})
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        report = {"dataset_content_sha256": "d" * 64, "swd": {"swd": values[-1], "num_generated": 256,
-                                                               "num_reference": 48, "patches_per_image": 128,
-                                                               "directions": 512}}
+        report = {
+            "dataset_content_sha256": "d" * 64,
+            "swd": {"swd": values[-1], "num_generated": 256, "num_reference": 48, "patches_per_image": 128, "directions": 512},
+        }
         (run / "metrics" / "kimg000001.0.json").write_text(json.dumps(report))
         runs.append(str(run))
     assert compare_runs.main(runs + ["--labels", "on", "off", "--every-kimg", "0.5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("| SWD×10³ on | SWD×10³ off |")
     assert lines[2].endswith("| 120.0 | 125.0 |") and lines[3].endswith("| 100.0 | 140.0 |")
-    assert "SWD: 256 generated vs 48 real images (dataset dddddddddddd), 128 patches per image and level, " \
-           "512 directions" in lines
+    assert "SWD: 256 generated vs 48 real images (dataset dddddddddddd), 128 patches per image and level, 512 directions" in lines

@@ -101,6 +101,7 @@ def test_each_phase_runs_the_loss_it_carries_and_collectives_stay_out_of_the_los
         def run(reals):
             calls.append((name, reals.shape[0]))
             return loss(reals)
+
         return run
 
     for phase in trainer.phases:
@@ -206,9 +207,17 @@ def test_choose_tracker(monkeypatch, tmp_path):
 
 def test_a_few_steps_reduce_d_loss_on_a_trivial_dataset(tmp_path):
     data = make_dataset(tmp_path / "trivial", count=4, trivial=True)
-    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
-        data, train={"d_lr": 0.01, "g_lr": 0.0005}, loss={"pl_weight": 0.0}, log={"sample_seeds": 0},
-    )))
+    cfg = load_config(
+        write_config(
+            tmp_path / "c.yaml",
+            tiny_config(
+                data,
+                train={"d_lr": 0.01, "g_lr": 0.0005},
+                loss={"pl_weight": 0.0},
+                log={"sample_seeds": 0},
+            ),
+        )
+    )
     result = training_loop(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run", stop_kimg=0.032))
     d_losses = [tick["Loss/D_main"] for tick in result.ticks]
     assert len(d_losses) == 8
@@ -258,7 +267,11 @@ def test_tensorboard_tracker_gets_scalars_and_sample_grids(tmp_path, dataset):
     acc = EventAccumulator(str(events[0].parent)).Reload()
     assert "Loss/D_main" in acc.Tags()["scalars"] and "samples" in acc.Tags()["images"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
-        "fakes-0000000000.png", "fakes-0000000004.png", "fakes-0000000008.png", "reals.png"]
+        "fakes-0000000000.png",
+        "fakes-0000000004.png",
+        "fakes-0000000008.png",
+        "reals.png",
+    ]
     from atelier.common.disclosure import read_disclosure
 
     # Generated grids say in standard metadata that they are AI-made; the grid of real works does not.
@@ -275,8 +288,7 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = capsys.readouterr().out
-    for option in ("--config", "--set", "--run-dir", "--data", "--max-kimg", "--resume", "--tracker", "--no-wandb",
-                   "--deterministic"):
+    for option in ("--config", "--set", "--run-dir", "--data", "--max-kimg", "--resume", "--tracker", "--no-wandb", "--deterministic"):
         assert option in text
 
 
@@ -367,8 +379,11 @@ def test_a_lazy_phase_failing_every_run_stops_the_run(tmp_path, dataset, monkeyp
     from gan.loss import StyleGAN2Loss
     from gan.training_loop import TrainingDiverged
 
-    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
-        dataset, train={"max_bad_steps": 3}, loss={"pl_interval": 2}, log={"sample_seeds": 0})))
+    cfg = load_config(
+        write_config(
+            tmp_path / "c.yaml", tiny_config(dataset, train={"max_bad_steps": 3}, loss={"pl_interval": 2}, log={"sample_seeds": 0})
+        )
+    )
     monkeypatch.setattr(StyleGAN2Loss, "g_pathlen", _nan_loss(StyleGAN2Loss.g_pathlen))
     trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
     steps = 0
@@ -383,8 +398,12 @@ def test_a_lazy_phase_failing_every_run_stops_the_run(tmp_path, dataset, monkeyp
 def test_a_skipped_d_step_does_not_move_ada_p(tmp_path, dataset, monkeypatch):
     from gan.loss import StyleGAN2Loss
 
-    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
-        dataset, augment={"mode": "ada", "p": 0.5, "interval": 1, "speed_kimg": 0.01}, log={"sample_seeds": 0})))
+    cfg = load_config(
+        write_config(
+            tmp_path / "c.yaml",
+            tiny_config(dataset, augment={"mode": "ada", "p": 0.5, "interval": 1, "speed_kimg": 0.01}, log={"sample_seeds": 0}),
+        )
+    )
     monkeypatch.setattr(StyleGAN2Loss, "d_main", _nan_loss(StyleGAN2Loss.d_main))
     trainer = Trainer(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run"))
     trainer.train_step()
@@ -446,8 +465,9 @@ def test_maintenance_time_is_logged_apart_from_training_speed(tmp_path, dataset,
 
 def test_resume_drops_logged_ticks_it_trains_again(tmp_path, dataset):
     """A kill after ticks were logged but before the next checkpoint: the resumed run logs each kimg once."""
-    cfg = tiny_config(dataset, checkpoint={"every_kimg": 0.008, "keep_last": 3}, log={"tick_kimg": 0.004},
-                      metrics={"metrics": []})  # tick records only
+    cfg = tiny_config(
+        dataset, checkpoint={"every_kimg": 0.008, "keep_last": 3}, log={"tick_kimg": 0.004}, metrics={"metrics": []}
+    )  # tick records only
     write_config(tmp_path / "c.yaml", cfg)
     run = tmp_path / "run"
     assert train.main(["--config", str(tmp_path / "c.yaml"), "--run-dir", str(run), "--max-kimg", "0.016"]) == 0
@@ -538,8 +558,12 @@ def test_resume_with_channels_last_switched_keeps_adam_state_in_the_parameters_l
         for param, state in opt.state.items():
             assert state["exp_avg"].stride() == param.stride() and state["exp_avg_sq"].stride() == param.stride()
     # The resumed fused step equals a per-tensor Adam step from the same state.
-    reference = torch.optim.Adam([torch.nn.Parameter(conv.detach().clone())], lr=trainer.opt_D.param_groups[0]["lr"],
-                                 betas=trainer.opt_D.param_groups[0]["betas"], eps=trainer.opt_D.param_groups[0]["eps"])
+    reference = torch.optim.Adam(
+        [torch.nn.Parameter(conv.detach().clone())],
+        lr=trainer.opt_D.param_groups[0]["lr"],
+        betas=trainer.opt_D.param_groups[0]["betas"],
+        eps=trainer.opt_D.param_groups[0]["eps"],
+    )
     ref_param = reference.param_groups[0]["params"][0]
     reference.state[ref_param] = {k: v.clone() for k, v in trainer.opt_D.state[conv].items()}
     reference.state[ref_param]["step"] = reference.state[ref_param]["step"].cpu()

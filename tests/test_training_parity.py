@@ -69,9 +69,15 @@ def pl_noise(fx, monkeypatch):
 
 
 def _loss_config(cfg) -> LossConfig:
-    return LossConfig(r1_gamma=cfg["r1_gamma"], r1_interval=cfg["r1_interval"], pl_weight=cfg["pl_weight"],
-                      pl_interval=cfg["pl_interval"], pl_decay=cfg["pl_decay"],
-                      pl_batch_shrink=cfg["pl_batch_shrink"], style_mixing=0.0)
+    return LossConfig(
+        r1_gamma=cfg["r1_gamma"],
+        r1_interval=cfg["r1_interval"],
+        pl_weight=cfg["pl_weight"],
+        pl_interval=cfg["pl_interval"],
+        pl_decay=cfg["pl_decay"],
+        pl_batch_shrink=cfg["pl_batch_shrink"],
+        style_mixing=0.0,
+    )
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -131,15 +137,36 @@ def test_two_training_steps_match_nvidia(fx, pl_noise, tmp_path, monkeypatch):
     res, n = cfg["resolution"], cfg["batch"]
     data = make_dataset(tmp_path / "data", resolution=res, count=n)
     preset = tiny_config(
-        data, resolution=res,
-        model={"z_dim": cfg["z_dim"], "w_dim": cfg["w_dim"], "mapping_layers": cfg["mapping_layers"],
-               "channel_base": cfg["channel_base"], "channel_max": cfg["channel_max"], "mbstd_group": cfg["mbstd_group"],
-               "conv_clamp": None},
-        loss={"r1_gamma": cfg["r1_gamma"], "r1_interval": cfg["r1_interval"], "pl_weight": cfg["pl_weight"],
-              "pl_interval": cfg["pl_interval"], "pl_decay": cfg["pl_decay"], "pl_batch_shrink": cfg["pl_batch_shrink"],
-              "style_mixing": 0.0},
-        train={"batch": n, "g_lr": cfg["lr"], "d_lr": cfg["lr"], "betas": cfg["betas"], "eps": cfg["eps"],
-               "ema_kimg": cfg["ema_kimg"], "ema_rampup": cfg["ema_rampup"], "mixed_precision": "no"},
+        data,
+        resolution=res,
+        model={
+            "z_dim": cfg["z_dim"],
+            "w_dim": cfg["w_dim"],
+            "mapping_layers": cfg["mapping_layers"],
+            "channel_base": cfg["channel_base"],
+            "channel_max": cfg["channel_max"],
+            "mbstd_group": cfg["mbstd_group"],
+            "conv_clamp": None,
+        },
+        loss={
+            "r1_gamma": cfg["r1_gamma"],
+            "r1_interval": cfg["r1_interval"],
+            "pl_weight": cfg["pl_weight"],
+            "pl_interval": cfg["pl_interval"],
+            "pl_decay": cfg["pl_decay"],
+            "pl_batch_shrink": cfg["pl_batch_shrink"],
+            "style_mixing": 0.0,
+        },
+        train={
+            "batch": n,
+            "g_lr": cfg["lr"],
+            "d_lr": cfg["lr"],
+            "betas": cfg["betas"],
+            "eps": cfg["eps"],
+            "ema_kimg": cfg["ema_kimg"],
+            "ema_rampup": cfg["ema_rampup"],
+            "mixed_precision": "no",
+        },
     )
     trainer = Trainer(load_config(write_config(tmp_path / "c.yaml", preset)), OneProcess(), RunOptions(run_dir=tmp_path / "run"))
     for net, key in ((trainer.G, "G"), (trainer.D, "D"), (trainer.G_ema, "G_ema")):
@@ -149,8 +176,11 @@ def test_two_training_steps_match_nvidia(fx, pl_noise, tmp_path, monkeypatch):
     for net, opt, key in ((trainer.G, trainer.opt_G, "G"), (trainer.D, trainer.opt_D, "D")):
         second_moment = to_atelier(tensors, f"adam/{key}/", key, res)
         for name, p in net.named_parameters():
-            opt.state[p] = {"step": torch.tensor(float(cfg["adam_step"])), "exp_avg": torch.zeros_like(p),
-                            "exp_avg_sq": second_moment[name].clone()}
+            opt.state[p] = {
+                "step": torch.tensor(float(cfg["adam_step"])),
+                "exp_avg": torch.zeros_like(p),
+                "exp_avg_sq": second_moment[name].clone(),
+            }
     trainer.loss.G = ConstNoise(trainer.loss.G)
     trainer.loss.pl_mean = tensors["inputs/pl_mean"].clone()
     trainer.progress.cur_nimg = cfg["start_nimg"]
@@ -327,8 +357,17 @@ def test_benchmark_metrics_and_report(tmp_path):
     for side, base in (("atelier", 150.0), ("nvidia", 152.0)):
         for seed in range(3):
             for kimg in (0.5, 1.0):
-                rows.append({"side": side, "seed": seed, "kimg": kimg, "train_sec": 10.0 * kimg, "swd": base + seed - kimg,
-                             "hf_energy": 20.0 + seed, "colour_spread": 30.0 + seed})
+                rows.append(
+                    {
+                        "side": side,
+                        "seed": seed,
+                        "kimg": kimg,
+                        "train_sec": 10.0 * kimg,
+                        "swd": base + seed - kimg,
+                        "hf_energy": 20.0 + seed,
+                        "colour_spread": 30.0 + seed,
+                    }
+                )
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     table = bench.write_report(tmp_path)
     assert "| atelier | 1 | 0, 1, 2 | 149.0 / 150.0 / 151.0 (150.0 ± 1.0) |" in table

@@ -83,12 +83,21 @@ def test_incompatible_sources_fail_in_one_line_before_training(source, tmp_path,
     run = tmp_path / "run"
     base = ["--config", str(_config(root, data)), "--run-dir", str(run)]
     assert_one_line_error(capsys, base + ["--init-from", str(tmp_path / "nowhere")], "--init-from", "no such file")
-    assert_one_line_error(capsys, base + ["--init-from", str(src), "--set", "data.resolution=32"],
-                    "--init-from", "resolution 16", "data.resolution=32")
-    assert_one_line_error(capsys, base + ["--init-from", str(src), "--set", "model.channel_max=16"],
-                    "--init-from", "model.channel_max=32 there, 16 in the config")
-    assert_one_line_error(capsys, base + ["--init-from", str(src / "generator.safetensors"), "--set", "model.z_dim=16"],
-                    "generator.safetensors", "model.z_dim=32 there, 16 in the config")
+    assert_one_line_error(
+        capsys, base + ["--init-from", str(src), "--set", "data.resolution=32"], "--init-from", "resolution 16", "data.resolution=32"
+    )
+    assert_one_line_error(
+        capsys,
+        base + ["--init-from", str(src), "--set", "model.channel_max=16"],
+        "--init-from",
+        "model.channel_max=32 there, 16 in the config",
+    )
+    assert_one_line_error(
+        capsys,
+        base + ["--init-from", str(src / "generator.safetensors"), "--set", "model.z_dim=16"],
+        "generator.safetensors",
+        "model.z_dim=32 there, 16 in the config",
+    )
     # A checkpoint of greyscale networks (state.json says so): refused before its weights are read.
     grey = tmp_path / "grey"
     shutil.copytree(ck.latest_checkpoint(src), grey)

@@ -77,15 +77,13 @@ def _copy_weights(source: Path, target: Path) -> Path:
     return target
 
 
-def test_fid_kid_weights_swapped_after_the_read_never_reach_an_unpickler(
-        weights_dir, isolated_caches, tmp_path, guarded, swap_after_read):
+def test_fid_kid_weights_swapped_after_the_read_never_reach_an_unpickler(weights_dir, isolated_caches, tmp_path, guarded, swap_after_read):
     folder = _copy_weights(weights_dir, tmp_path / "weights")
     inception = folder / W.INCEPTION_V3.filename
     digest = W.file_sha256(inception)
     dataset = write_dataset(paintings(3, seed=1), tmp_path / "dataset")
     guarded.clear()
-    result = compute_fidelity(TensorImages(paintings(3, seed=2)), load_reference(dataset), ["kid"],
-                              weights_dir=folder, kid_subsets=2)
+    result = compute_fidelity(TensorImages(paintings(3, seed=2)), load_reference(dataset), ["kid"], weights_dir=folder, kid_subsets=2)
     assert not swap_after_read.exists(), "pickled code from the weights file ran"
     assert result.weights[0].sha256 == digest  # the identity of the bytes scored with, not of the swapped file
     assert guarded.count(os.path.realpath(inception)) == 1, "the Inception file was opened more than once"
@@ -95,8 +93,7 @@ def test_fid_kid_weights_swapped_after_the_read_never_reach_an_unpickler(
     assert [f.suffix for f in cache.iterdir()] == [".safetensors"]
 
 
-def test_lpips_reads_backbone_and_calibration_once_without_unpickling(
-        weights_dir, tmp_path, guarded, swap_after_read):
+def test_lpips_reads_backbone_and_calibration_once_without_unpickling(weights_dir, tmp_path, guarded, swap_after_read):
     folder = _copy_weights(weights_dir, tmp_path / "weights")
     alexnet = folder / W.ALEXNET.filename
     guarded.clear()
@@ -105,13 +102,14 @@ def test_lpips_reads_backbone_and_calibration_once_without_unpickling(
     assert guarded.count(os.path.realpath(alexnet)) == 1
     assert guarded.count(os.path.realpath(W.lpips_linear_path("alex"))) == 1
     # The calibration layers are the package's, copied in from the one read.
-    assert torch.equal(model.lins[0].model[-1].weight, torch.load(W.lpips_linear_path("alex"), map_location="cpu",
-                                                                   weights_only=True)["lin0.model.1.weight"])
+    assert torch.equal(
+        model.lins[0].model[-1].weight,
+        torch.load(W.lpips_linear_path("alex"), map_location="cpu", weights_only=True)["lin0.model.1.weight"],
+    )
     assert W.weights_identity(loaded)["sha256"] != W.file_sha256(alexnet)  # the file on disk is the hostile one now
 
 
-def test_hostile_inception_file_is_refused_by_checksum_before_any_load(weights_dir, isolated_caches, tmp_path,
-                                                                       guarded):
+def test_hostile_inception_file_is_refused_by_checksum_before_any_load(weights_dir, isolated_caches, tmp_path, guarded):
     folder = tmp_path / "weights"
     folder.mkdir()
     marker = tmp_path / "code-ran"

@@ -50,8 +50,7 @@ def tiny_config(dataset: Path, resolution: int = 16, **sections: dict) -> dict:
     cfg = {
         "name": "tiny",
         "data": {"path": str(dataset), "resolution": resolution, "workers": 0, "xflip": True},
-        "model": {"z_dim": 32, "w_dim": 32, "mapping_layers": 2, "channel_base": 256, "channel_max": 32,
-                  "mbstd_group": 2},
+        "model": {"z_dim": 32, "w_dim": 32, "mapping_layers": 2, "channel_base": 256, "channel_max": 32, "mbstd_group": 2},
         "loss": {"r1_gamma": 0.1, "r1_interval": 2, "pl_interval": 2, "pl_weight": 2.0},
         "train": {"batch": 4, "ema_kimg": 0.01, "ema_rampup": 0.05, "total_kimg": 1.0},
         "augment": {"mode": "none"},

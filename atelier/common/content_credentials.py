@@ -111,17 +111,32 @@ def manifest(
         "claim_generator_info": [agent],
         "format": mime,
         "assertions": [
-            {"label": "c2pa.actions", "data": {"actions": [{
-                "action": "c2pa.created",
-                "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-                "softwareAgent": agent,
-                "description": disclosure_text(provenance),
-            }]}},
-            {"label": ASSERTION_LABEL, "data": json.loads(json.dumps({
-                "model_weights_sha256": weights_sha256,
-                "provenance": dict(provenance or {}),
-                "settings": dict(settings or {}),
-            }, default=str))},
+            {
+                "label": "c2pa.actions",
+                "data": {
+                    "actions": [
+                        {
+                            "action": "c2pa.created",
+                            "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+                            "softwareAgent": agent,
+                            "description": disclosure_text(provenance),
+                        }
+                    ]
+                },
+            },
+            {
+                "label": ASSERTION_LABEL,
+                "data": json.loads(
+                    json.dumps(
+                        {
+                            "model_weights_sha256": weights_sha256,
+                            "provenance": dict(provenance or {}),
+                            "settings": dict(settings or {}),
+                        },
+                        default=str,
+                    )
+                ),
+            },
         ],
     }
     if title:

@@ -74,7 +74,6 @@ def _get(obj: object, key: str) -> object:
     return obj.get(key) if isinstance(obj, dict) else None
 
 
-
 def content_sha256(image_sha256s: Iterable[str]) -> str:
     """Identity of a dataset's pixels: sha256 over its sorted PNG sha256s, one per line."""
     return hashlib.sha256("\n".join(sorted(image_sha256s)).encode()).hexdigest()

@@ -112,7 +112,7 @@ def unknown_provenance(base_model: Optional[str] = None, reason: str = "") -> di
 
 
 def artist_phrase(artists: Sequence[str]) -> str:
-    """"A", "A and B", "A, B and 3 others"."""
+    """ "A", "A and B", "A, B and 3 others"."""
     names = [str(a) for a in artists if str(a).strip()]
     if not names:
         return "an unnamed artist"
@@ -136,8 +136,10 @@ def disclosure_text(provenance: Optional[Mapping[str, Any]], refined: bool = Fal
         works = f"{count} " if isinstance(count, int) else ""
         kind = "public-domain works" if prov.get("all_public_domain") else f"works (licence: {prov.get('licence') or 'unknown'})"
         source = f" from {prov['source']}" if prov.get("source") else ""
-        text = (f"AI-generated {noun}: made by atelier in the style of {artist_phrase(prov.get('artists') or [])}, "
-                f"trained on {works}{kind}{source}")
+        text = (
+            f"AI-generated {noun}: made by atelier in the style of {artist_phrase(prov.get('artists') or [])}, "
+            f"trained on {works}{kind}{source}"
+        )
         text += f", fine-tuned from {base}." if base else "."
     if refined:
         text += " Refined by atelier with neural style transfer."
@@ -236,7 +238,8 @@ def packet_from_facts(facts: Mapping[str, Any]) -> str:
         known = bool(artist or facts.get("dataset_sha256"))
         prov = {
             "artists": [artist] if isinstance(artist, str) else list(artist or []),
-            "work_count": facts.get("work_count"), "dataset_sha256": facts.get("dataset_sha256"),
+            "work_count": facts.get("work_count"),
+            "dataset_sha256": facts.get("dataset_sha256"),
             "licence": facts.get("licence"),
             "all_public_domain": facts.get("licence") in (PUBLIC_DOMAIN_LABEL, PUBLIC_DOMAIN_SUMMARY),
             "training_data": "known" if known else "unknown",
@@ -310,9 +313,11 @@ def extend_xmp(packet: Optional[str | bytes], refine: Mapping[str, Any], provena
         root = _parse(packet)
     else:
         prov = dict(provenance_if_new or unknown_provenance(reason="refined from an image without atelier metadata"))
-        root = _parse(build_xmp(prov, None, description=(
-            "AI-modified image: an image of unknown origin, refined by atelier with neural style transfer."
-        )))
+        root = _parse(
+            build_xmp(
+                prov, None, description=("AI-modified image: an image of unknown origin, refined by atelier with neural style transfer.")
+            )
+        )
     desc = _main_description(root)
     source_type = _property(root, _q("Iptc4xmpExt", "DigitalSourceType"))
     as_attribute = [d for d in root.iter(_q("rdf", "Description")) if _q("Iptc4xmpExt", "DigitalSourceType") in d.attrib]
@@ -366,7 +371,8 @@ def parse_xmp(packet: str | bytes) -> dict[str, Any]:
     out: dict[str, Any] = {}
     source_type = _property(root, _q("Iptc4xmpExt", "DigitalSourceType"))
     out["digital_source_type"] = (
-        source_type.text.strip() if source_type is not None and source_type.text
+        source_type.text.strip()
+        if source_type is not None and source_type.text
         else _attribute(root, _q("Iptc4xmpExt", "DigitalSourceType"))
     )
     descriptions = _items(_property(root, _q("dc", "description")))
@@ -387,7 +393,7 @@ def parse_xmp(packet: str | bytes) -> dict[str, Any]:
     prefix = f"{{{ATELIER_NS}}}"
     for desc in root.iter(_q("rdf", "Description")):
         for child in desc:
-            name = child.tag[len(prefix):] if child.tag.startswith(prefix) else None
+            name = child.tag[len(prefix) :] if child.tag.startswith(prefix) else None
             if name and name not in ("Artist", "Refinement") and len(child) == 0:
                 out.setdefault(name, child.text)
     return out
@@ -444,7 +450,10 @@ def png_info(xmp: Optional[str], text: Optional[Mapping[str, Any]] = None) -> Pn
 
 
 def write_png(
-    image: Image.Image, path: str | os.PathLike, xmp: Optional[str], text: Optional[Mapping[str, Any]] = None,
+    image: Image.Image,
+    path: str | os.PathLike,
+    xmp: Optional[str],
+    text: Optional[Mapping[str, Any]] = None,
     fsync: bool = False,
 ) -> Path:
     """Save ``image`` as PNG carrying ``text`` and the ``xmp`` packet, atomically (temp name, then
@@ -480,15 +489,17 @@ def _gif_xmp(data: bytes) -> Optional[str]:
 
 
 def write_gif(
-    frames: Sequence[Image.Image], path: str | os.PathLike, duration_ms: int, xmp: Optional[str],
+    frames: Sequence[Image.Image],
+    path: str | os.PathLike,
+    duration_ms: int,
+    xmp: Optional[str],
     comment: Optional[str] = None,
 ) -> Path:
     """A looping GIF with the XMP packet (and ``comment``, e.g. the disclosure sentence, as the
     GIF comment extension that image viewers show), written atomically."""
     buffer = io.BytesIO()
     extra = {"comment": comment.encode("utf-8")} if comment else {}
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=list(frames[1:]), duration=duration_ms,
-                   loop=0, **extra)
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=list(frames[1:]), duration=duration_ms, loop=0, **extra)
     data = add_gif_xmp(buffer.getvalue(), xmp) if xmp is not None else buffer.getvalue()
     return atomic_write(path, lambda tmp: tmp.write_bytes(data), fsync=False)
 
@@ -501,6 +512,5 @@ def video_metadata(provenance: Optional[Mapping[str, Any]], weights_sha256: Opti
     return {
         "description": disclosure_text(prov, noun="video"),
         "comment": f"DigitalSourceType={TRAINED_ALGORITHMIC_MEDIA}; model_weights_sha256={weights_sha256 or 'unknown'}; "
-                   f"dataset_sha256={prov.get('dataset_sha256') or 'unknown'}; made with {software()}",
+        f"dataset_sha256={prov.get('dataset_sha256') or 'unknown'}; made with {software()}",
     }
-

@@ -164,9 +164,7 @@ def _decoded(fp: BinaryIO, max_pixels: int) -> Iterator[Image.Image]:
         if width <= 0 or height <= 0:
             raise BadImage(f"image has empty size {width}x{height}")
         if width * height > max_pixels:
-            raise BadImage(
-                f"decompression bomb: {width}x{height} = {width * height} pixels exceeds the cap of {max_pixels}"
-            )
+            raise BadImage(f"decompression bomb: {width}x{height} = {width * height} pixels exceeds the cap of {max_pixels}")
         try:
             img.load()
         except (Exception, MemoryError) as exc:  # noqa: BLE001 - as above: any decoder failure is bad input

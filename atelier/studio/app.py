@@ -75,7 +75,10 @@ def nearest_gallery(studio: Studio, item: Optional[Item]) -> list:
     if item is None or item.verdict is None or judge is None:
         return []
     return [
-        (studio.view(enlarged(judge.real_image(n["index"], n["flipped"]), 128)), f"{n['name']}{' (mirrored)' if n['flipped'] else ''}: {n['distance']:.4f}")
+        (
+            studio.view(enlarged(judge.real_image(n["index"], n["flipped"]), 128)),
+            f"{n['name']}{' (mirrored)' if n['flipped'] else ''}: {n['distance']:.4f}",
+        )
         for n in item.verdict["nearest"]
     ]
 
@@ -111,8 +114,10 @@ def build_app(studio: Studio) -> gr.Blocks:
         return judge_names
 
     with gr.Blocks(title="atelier studio", analytics_enabled=False) as demo:
-        gr.Markdown(f"## atelier studio\n{html.escape(studio.describe())}  \n"
-                    f"*{html.escape(studio.collection.provenance['disclosure'])}*", elem_id="header")
+        gr.Markdown(
+            f"## atelier studio\n{html.escape(studio.describe())}  \n*{html.escape(studio.collection.provenance['disclosure'])}*",
+            elem_id="header",
+        )
         current = gr.State(None)  # id of the painting in the side panel
         shown = gr.State([])  # ids of the paintings in the Paint gallery, in order
 
@@ -131,8 +136,14 @@ def build_app(studio: Studio) -> gr.Blocks:
                             paint_btn = gr.Button("Paint", variant="primary", elem_id="paint-btn")
                             paint_stop = gr.Button("Stop", elem_id="paint-stop")
                         paint_status = gr.Markdown(elem_id="paint-status")
-                        gallery = gr.Gallery(label="Paintings (click one to judge, refine or keep it)", columns=4,
-                                             format="png", elem_id="paint-gallery", object_fit="contain", height=420)
+                        gallery = gr.Gallery(
+                            label="Paintings (click one to judge, refine or keep it)",
+                            columns=4,
+                            format="png",
+                            elem_id="paint-gallery",
+                            object_fit="contain",
+                            height=420,
+                        )
                         with gr.Accordion("Variations of the selected painting", open=False):
                             with gr.Row():
                                 var_step = gr.Slider(0.0, 2.0, value=0.4, step=0.05, label="Step size in W")
@@ -157,20 +168,34 @@ def build_app(studio: Studio) -> gr.Blocks:
 
                     # ---------------------------------------------------------- Refine
                     with gr.Tab("Refine", id="refine"):
-                        gr.Markdown("Refine the selected painting with neural style transfer (Gatys, VGG19). "
-                                    "Paint over the picture below to refine only that region (leave it blank for the whole painting).")
-                        mask_editor = gr.ImageEditor(label="Painting (brush = region to refine)", type="filepath",
-                                                     sources=[], layers=False, transforms=(), elem_id="mask-editor",
-                                                     brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"), height=320)
+                        gr.Markdown(
+                            "Refine the selected painting with neural style transfer (Gatys, VGG19). "
+                            "Paint over the picture below to refine only that region (leave it blank for the whole painting)."
+                        )
+                        mask_editor = gr.ImageEditor(
+                            label="Painting (brush = region to refine)",
+                            type="filepath",
+                            sources=[],
+                            layers=False,
+                            transforms=(),
+                            elem_id="mask-editor",
+                            brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"),
+                            height=320,
+                        )
                         with gr.Row():
-                            source = gr.Radio([("nearest works", "nearest"), ("picked works", "picked"), ("uploaded images", "uploads")],
-                                              value="nearest", label="Style from")
+                            source = gr.Radio(
+                                [("nearest works", "nearest"), ("picked works", "picked"), ("uploaded images", "uploads")],
+                                value="nearest",
+                                label="Style from",
+                            )
                             picked = gr.Dropdown([], multiselect=True, label="Works from the dataset", elem_id="picked")
                         uploads = gr.File(label="Style images to upload", file_count="multiple", file_types=["image"], type="filepath")
                         with gr.Row():
                             strength = gr.Slider(0.0, 1.0, value=0.75, step=0.05, label="Strength")
                             steps = gr.Slider(1, 500, value=100, step=1, label="Steps", elem_id="refine-steps")
-                            size = gr.Slider(MIN_WORK_SIZE, MAX_WORK_SIZE, value=256, step=32, label="Working size (px)", elem_id="refine-size")
+                            size = gr.Slider(
+                                MIN_WORK_SIZE, MAX_WORK_SIZE, value=256, step=32, label="Working size (px)", elem_id="refine-size"
+                            )
                             keep_colour = gr.Checkbox(label="Preserve the painting's colours")
                         with gr.Row():
                             refine_btn = gr.Button("Refine", variant="primary", elem_id="refine-btn")
@@ -194,8 +219,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                     with gr.Tab("Run", id="run"):
                         overview_btn = gr.Button("Reload", elem_id="overview-btn")
                         run_notes = gr.Markdown(elem_id="run-notes")
-                        plots = {group: gr.LinePlot(x="kimg", y="value", color="metric", label=group.capitalize(), height=240)
-                                 for group in CURVE_GROUPS}
+                        plots = {
+                            group: gr.LinePlot(x="kimg", y="value", color="metric", label=group.capitalize(), height=240)
+                            for group in CURVE_GROUPS
+                        }
                         grid_image = gr.Image(label="Latest sample grid", format="png", interactive=False)
                         config_text = gr.Code(label="config.yaml", language="yaml", interactive=False)
 
@@ -227,8 +254,9 @@ def build_app(studio: Studio) -> gr.Blocks:
         def paint_handler(seed_text, n, psi_value, noise_mode, request: gr.Request = None, progress=gr.Progress()):
             stop = studio.paint_stop_flag(getattr(request, "session_hash", None) or "default")
             try:
-                items = studio.paint(seed_text, n, psi_value, noise_mode,
-                                     progress=lambda frac, text: progress(frac, desc=text), cancelled=stop.is_set)
+                items = studio.paint(
+                    seed_text, n, psi_value, noise_mode, progress=lambda frac, text: progress(frac, desc=text), cancelled=stop.is_set
+                )
             except Exception as exc:
                 raise gr.Error(error_text(exc)) from exc
             ids = [item.id for item in items]
@@ -239,8 +267,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 status += f" | **{copies} near-cop{'y' if copies == 1 else 'ies'} of real works**"
             return (gallery_value(studio, items), ids, first, status, *show(first))
 
-        paint_event = paint_btn.click(paint_handler, [seeds, count, psi, noise],
-                                      [gallery, shown, current, paint_status, *panel])
+        paint_event = paint_btn.click(paint_handler, [seeds, count, psi, noise], [gallery, shown, current, paint_status, *panel])
+
         def paint_stop_handler(request: gr.Request):
             studio.paint_stop_flag(request.session_hash or "default", fresh=False).set()  # the worker stops between batches
 
@@ -284,8 +312,7 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         # ---------------------------------------------------------------- refine
 
-        def refine_handler(item_id, mode, picked_names, upload_paths, strength_v, steps_v, size_v, keep, editor,
-                           request: gr.Request):
+        def refine_handler(item_id, mode, picked_names, upload_paths, strength_v, steps_v, size_v, keep, editor, request: gr.Request):
             if not item_id:
                 raise gr.Error("select a painting first (Paint, then click one)")
             session = request.session_hash or "default"
@@ -311,13 +338,16 @@ def build_app(studio: Studio) -> gr.Blocks:
                 return
             item = studio.finish_refine(item_id, state)
             report = state.report
-            text = (f"done{' (stopped early, current image kept)' if report.get('stopped_early') else ''}: "
-                    f"{report.get('iterations')} iterations, style loss {report.get('style_loss_before', float('nan')):.4g} "
-                    f"-> {report.get('style_loss_after', float('nan')):.4g}; saved as {item.id}")
+            text = (
+                f"done{' (stopped early, current image kept)' if report.get('stopped_early') else ''}: "
+                f"{report.get('iterations')} iterations, style loss {report.get('style_loss_before', float('nan')):.4g} "
+                f"-> {report.get('style_loss_after', float('nan')):.4g}; saved as {item.id}"
+            )
             yield studio.view(enlarged(state.result)), text, item.id, *show(item.id)
 
         refine_btn.click(
-            refine_handler, [current, source, picked, uploads, strength, steps, size, keep_colour, mask_editor],
+            refine_handler,
+            [current, source, picked, uploads, strength, steps, size, keep_colour, mask_editor],
             [refine_live, refine_status, current, *panel],
         )
 
@@ -346,8 +376,11 @@ def build_app(studio: Studio) -> gr.Blocks:
             item = studio.collection.mark(item_id, status)
             kept_items = studio.collection.starred()
             words = {"starred": "starred", "rejected": "rejected", "": "cleared"}[status]
-            return (f"{item.id} {words}; {len(kept_items)} starred", gallery_value(studio, kept_items),
-                    verdict_html(item, studio.judge_error))
+            return (
+                f"{item.id} {words}; {len(kept_items)} starred",
+                gallery_value(studio, kept_items),
+                verdict_html(item, studio.judge_error),
+            )
 
         star_btn.click(lambda i: mark(i, "starred"), current, [curate_status, kept, verdict])
         reject_btn.click(lambda i: mark(i, "rejected"), current, [curate_status, kept, verdict])
@@ -383,8 +416,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 notes.append(f"W&B: [{link}]({link})" if link.startswith("https://") else f"W&B: {html.escape(link)}")
             tables = {group: curve_table(info.metrics, group) for group in CURVE_GROUPS}
             if info.metrics and not tables["quality"]:
-                notes.append("no quality metrics in metrics.jsonl yet (the config's `metrics:` list, e.g. `[kid, swd]`, "
-                             "logs them during training)")
+                notes.append(
+                    "no quality metrics in metrics.jsonl yet (the config's `metrics:` list, e.g. `[kid, swd]`, logs them during training)"
+                )
             frames = [pd.DataFrame(rows, columns=["kimg", "metric", "value"]) for rows in tables.values()]
             grid = str(info.latest_grid) if info.latest_grid else None
             return ("\n\n".join(n for n in notes if n), *frames, grid, info.config_text)

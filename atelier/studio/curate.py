@@ -178,12 +178,23 @@ def export_gallery(collection: Collection, root: Path, name: Optional[str] = Non
         for number, item in enumerate(kept, 1):
             record = item.record(collection.provenance)
             record["file"] = f"{number:03d}-{_slug(item.painting.label)}.png"
-            save_painting_png(item.painting.image, tmp / record["file"], png_text(record, collection.provenance),
-                              {**(disclosure or {}), "refine": (item.refine or {}).get("settings", item.refine),
-                               "settings": {k: record.get(k) for k in ("seed", "psi", "noise_mode")}})
+            save_painting_png(
+                item.painting.image,
+                tmp / record["file"],
+                png_text(record, collection.provenance),
+                {
+                    **(disclosure or {}),
+                    "refine": (item.refine or {}).get("settings", item.refine),
+                    "settings": {k: record.get(k) for k in ("seed", "psi", "noise_mode")},
+                },
+            )
             records.append(record)
-        listing = {"format": GALLERY_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                   "provenance": collection.provenance, "paintings": records}
+        listing = {
+            "format": GALLERY_FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "provenance": collection.provenance,
+            "paintings": records,
+        }
         (tmp / "gallery.json").write_text(json.dumps(listing, indent=2, sort_keys=True, default=str), encoding="utf-8")
         (tmp / "index.html").write_text(index_html(listing), encoding="utf-8")
         tmp.rename(target)
@@ -203,8 +214,9 @@ def index_html(listing: dict) -> str:
         nearest = (verdict.get("nearest") or [{}])[0]
         flag = verdict.get("near_copy")
         originality = (
-            "originality not checked" if not verdict else
-            f"{'NEAR-COPY of' if flag else 'original; nearest work'} {nearest.get('name', '?')} "
+            "originality not checked"
+            if not verdict
+            else f"{'NEAR-COPY of' if flag else 'original; nearest work'} {nearest.get('name', '?')} "
             f"({verdict.get('measure')} {nearest.get('distance', float('nan')):.4f}, threshold {verdict.get('threshold', float('nan')):.4f})"
         )
         refine = record.get("refine")
@@ -217,11 +229,10 @@ def index_html(listing: dict) -> str:
             f"<br>{esc(originality)}{refine_text}{note}</figcaption></figure>"
         )
     return (
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>atelier gallery</title><style>"
+        '<!doctype html><html><head><meta charset="utf-8"><title>atelier gallery</title><style>'
         "body{font-family:sans-serif;margin:2em}figure{display:inline-block;width:280px;vertical-align:top;margin:8px}"
         "img{width:256px;image-rendering:pixelated;border:2px solid #ccc}.copy img{border-color:#c80000}"
         ".copy figcaption{color:#c80000}figcaption{font-size:12px}</style></head><body>"
         f"<h1>atelier gallery</h1><p>{esc(str(prov.get('disclosure') or 'AI-generated images.'))} "
-        f"Model weights sha256 {esc(str(prov.get('weights_sha256', '?')))}.</p>"
-        + "".join(cards) + "</body></html>\n"
+        f"Model weights sha256 {esc(str(prov.get('weights_sha256', '?')))}.</p>" + "".join(cards) + "</body></html>\n"
     )

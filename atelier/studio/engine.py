@@ -222,10 +222,21 @@ class Studio:
         base = self.collection.get(item_id)
         with self._gpu:
             out = apply(refiner, to_tensor(base.painting.image, int(size)).to(self.device), float(strength))
-        painting = P.Painting(to_uint8(out), "refined", seed=base.painting.seed, psi=base.painting.psi,
-                              noise_mode=base.painting.noise_mode, recipe={"base": base.painting.label, "base_id": base.id})
-        record = {"method": "fast", "model": str(refiner.path), "model_sha256": refiner.sha256,
-                  "training": refiner.training, "settings": {"strength": float(strength), "size": int(size)}}
+        painting = P.Painting(
+            to_uint8(out),
+            "refined",
+            seed=base.painting.seed,
+            psi=base.painting.psi,
+            noise_mode=base.painting.noise_mode,
+            recipe={"base": base.painting.label, "base_id": base.id},
+        )
+        record = {
+            "method": "fast",
+            "model": str(refiner.path),
+            "model_sha256": refiner.sha256,
+            "training": refiner.training,
+            "settings": {"strength": float(strength), "size": int(size)},
+        }
         return self.register([painting], refine=record)[0]
 
     def warm_up(self) -> threading.Thread:
@@ -279,9 +290,15 @@ class Studio:
             items.append(self.collection.add(painting, verdict.record() if verdict else None, refine))
         return items
 
-    def paint(self, seed_text: str, count: int, psi: float, noise_mode: str,
-              progress: Optional[Callable[[float, str], None]] = None,
-              cancelled: Optional[Callable[[], bool]] = None) -> list[Item]:
+    def paint(
+        self,
+        seed_text: str,
+        count: int,
+        psi: float,
+        noise_mode: str,
+        progress: Optional[Callable[[float, str], None]] = None,
+        cancelled: Optional[Callable[[], bool]] = None,
+    ) -> list[Item]:
         """Paint seeds (or ``count`` random ones) and register them."""
         seeds = P.parse_seed_text(seed_text, int(count))
         with self._gpu:
@@ -327,7 +344,9 @@ class Studio:
 
     # ------------------------------------------------------------------ refining
 
-    def style_sources(self, item_id: str, mode: str, picked: Sequence[str] = (), uploads: Sequence[str] = (), k: int = 3) -> tuple[list[np.ndarray], list[str]]:
+    def style_sources(
+        self, item_id: str, mode: str, picked: Sequence[str] = (), uploads: Sequence[str] = (), k: int = 3
+    ) -> tuple[list[np.ndarray], list[str]]:
         """The style images for a refine: the painting's nearest works, picked dataset works, or uploads."""
         if mode == "nearest":
             item = self.collection.get(item_id)
@@ -353,8 +372,9 @@ class Studio:
             return [load_upload(path) for path in uploads], [Path(path).name for path in uploads]
         raise ValueError(f"style source must be nearest, picked or uploads, got {mode!r}")
 
-    def start_refine(self, session: str, item_id: str, request: RefineRequest, styles: Sequence[np.ndarray],
-                     mask: Optional[np.ndarray] = None) -> RefineState:
+    def start_refine(
+        self, session: str, item_id: str, request: RefineRequest, styles: Sequence[np.ndarray], mask: Optional[np.ndarray] = None
+    ) -> RefineState:
         """Start refining a painting in a worker thread; the UI polls the returned state."""
         previous = self.refines.get(session)
         if previous is not None and not previous.finished.is_set():
@@ -382,8 +402,14 @@ class Studio:
     def finish_refine(self, item_id: str, state: RefineState) -> Item:
         """Register a finished refine's image as a new painting."""
         base = self.collection.get(item_id)
-        painting = P.Painting(state.result, "refined", seed=base.painting.seed, psi=base.painting.psi,
-                              noise_mode=base.painting.noise_mode, recipe={"base": base.painting.label, "base_id": base.id})
+        painting = P.Painting(
+            state.result,
+            "refined",
+            seed=base.painting.seed,
+            psi=base.painting.psi,
+            noise_mode=base.painting.noise_mode,
+            recipe={"base": base.painting.label, "base_id": base.id},
+        )
         return self.register([painting], refine=state.report)[0]
 
     # ------------------------------------------------------------------ curating and the run

@@ -160,8 +160,16 @@ class OriginalityJudge:
             cal, dist, _ = results[1]
             inception_distance, inception_threshold = float(dist.min()), cal.threshold
             near_copy = near_copy or inception_distance < inception_threshold
-        return Verdict(near_copy, primary.measure.name, primary.threshold, neighbours, self.weight_free, self.note,
-                       inception_distance, inception_threshold)
+        return Verdict(
+            near_copy,
+            primary.measure.name,
+            primary.threshold,
+            neighbours,
+            self.weight_free,
+            self.note,
+            inception_distance,
+            inception_threshold,
+        )
 
     def real_image(self, index: int, flipped: bool = False) -> np.ndarray:
         """A real work as uint8 HWC (mirrored when it matched as a mirror image)."""
@@ -178,7 +186,9 @@ def _to_reference_size(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def build_judge(
-    dataset: str | Path, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
+    dataset: str | Path,
+    weights_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
     use_inception: bool = True,
 ) -> OriginalityJudge:
     """Open a prepared dataset and choose the measures eval uses, falling back to pixels without LPIPS weights.

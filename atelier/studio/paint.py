@@ -103,15 +103,20 @@ def synthesize(G, ws: torch.Tensor, noise_mode: str = "const", noise_seeds: Opti
 
 
 def paint_seeds(
-    G, seeds: Sequence[int], psi: float = 0.7, noise_mode: str = "const", batch: int = 8,
-    progress: Optional[Progress] = None, cancelled: Optional[Callable[[], bool]] = None,
+    G,
+    seeds: Sequence[int],
+    psi: float = 0.7,
+    noise_mode: str = "const",
+    batch: int = 8,
+    progress: Optional[Progress] = None,
+    cancelled: Optional[Callable[[], bool]] = None,
 ) -> list[Painting]:
     """One :class:`Painting` per seed (same pixels as ``generate --seeds``), painted ``batch`` at a time."""
     out: list[Painting] = []
     for start in range(0, len(seeds), batch):
         if cancelled is not None and cancelled():
             break
-        chunk = list(seeds[start:start + batch])
+        chunk = list(seeds[start : start + batch])
         ws = ws_for_seeds(G, chunk, psi)
         for seed, w, image in zip(chunk, ws, synthesize(G, ws, noise_mode, chunk)):
             out.append(Painting(image, "seed", seed=seed, psi=psi, noise_mode=noise_mode, w=w.cpu()))
@@ -121,7 +126,12 @@ def paint_seeds(
 
 
 def variations(
-    G, base: Painting, count: int = 8, step: float = 0.5, seed: int = 0, noise_mode: Optional[str] = None,
+    G,
+    base: Painting,
+    count: int = 8,
+    step: float = 0.5,
+    seed: int = 0,
+    noise_mode: Optional[str] = None,
 ) -> list[Painting]:
     """``count`` small steps around a painting's w.
 
@@ -143,8 +153,14 @@ def variations(
     noise_mode = noise_mode or base.noise_mode
     noise_seeds = [base.seed or 0] * count
     return [
-        Painting(image, "variation", psi=base.psi, noise_mode=noise_mode, w=w.cpu(),
-                 recipe={"base": base.label, "base_seed": base.seed, "step": step, "index": i, "direction_seed": seed})
+        Painting(
+            image,
+            "variation",
+            psi=base.psi,
+            noise_mode=noise_mode,
+            w=w.cpu(),
+            recipe={"base": base.label, "base_seed": base.seed, "step": step, "index": i, "direction_seed": seed},
+        )
         for i, (w, image) in enumerate(zip(ws, synthesize(G, ws, noise_mode, noise_seeds)))
     ]
 
@@ -162,7 +178,12 @@ def layer_range(G, group: str) -> tuple[int, int]:
 
 
 def style_mix(
-    G, row_seeds: Sequence[int], col_seeds: Sequence[int], group: str, psi: float = 0.7, noise_mode: str = "const",
+    G,
+    row_seeds: Sequence[int],
+    col_seeds: Sequence[int],
+    group: str,
+    psi: float = 0.7,
+    noise_mode: str = "const",
 ) -> list[list[Painting]]:
     """Style-mixing grid: row ``i``, column ``j`` is row seed ``i`` with its ``group`` layers taken from column seed ``j``."""
     start, stop = layer_range(G, group)
@@ -175,11 +196,19 @@ def style_mix(
         mixed = row_w[None].repeat(len(col_seeds), 1, 1)
         mixed[:, start:stop] = col_ws[:, start:stop]
         images = synthesize(G, mixed, noise_mode, [row_seed] * len(col_seeds))
-        grid.append([
-            Painting(image, "mix", psi=psi, noise_mode=noise_mode, w=w.cpu(),
-                     recipe={"row_seed": row_seed, "col_seed": col_seed, "layers": group, "ws": [start, stop]})
-            for col_seed, w, image in zip(col_seeds, mixed, images)
-        ])
+        grid.append(
+            [
+                Painting(
+                    image,
+                    "mix",
+                    psi=psi,
+                    noise_mode=noise_mode,
+                    w=w.cpu(),
+                    recipe={"row_seed": row_seed, "col_seed": col_seed, "layers": group, "ws": [start, stop]},
+                )
+                for col_seed, w, image in zip(col_seeds, mixed, images)
+            ]
+        )
     return grid
 
 
@@ -190,8 +219,9 @@ def latent_walk(G, seed_a: int, seed_b: int, frames: int, psi: float = 0.7, nois
     return interpolate(G, seed_a, seed_b, frames, psi=psi, noise_mode=noise_mode, batch=8)
 
 
-def write_gif(frames: Sequence[np.ndarray], path: Path, fps: float = 24.0, xmp: Optional[str] = None,
-              comment: Optional[str] = None) -> Path:
+def write_gif(
+    frames: Sequence[np.ndarray], path: Path, fps: float = 24.0, xmp: Optional[str] = None, comment: Optional[str] = None
+) -> Path:
     """The walk as a looping GIF (:func:`gan.sampling.save_gif`) with the disclosure packet and sentence."""
     return save_gif(frames, path, fps=fps, xmp=xmp, comment=comment)
 

@@ -136,7 +136,11 @@ def mask_from_editor(layers: Optional[np.ndarray], size: tuple[int, int]) -> Opt
 
 
 def run_refine(
-    vgg, painting: np.ndarray, styles: Sequence[np.ndarray], request: RefineRequest, state: RefineState,
+    vgg,
+    painting: np.ndarray,
+    styles: Sequence[np.ndarray],
+    request: RefineRequest,
+    state: RefineState,
     mask: Optional[np.ndarray] = None,
 ) -> RefineState:
     """Refine ``painting`` toward ``styles`` (:func:`eval.style_transfer.transfer`); fills ``state``.
@@ -168,8 +172,11 @@ def run_refine(
         result = transfer(vgg, content, styles_t, masks=masks, settings=settings, on_step=on_step, progress=progress)
         state.result = state.latest = to_uint8(result.images[0])
         state.report = {
-            "style_loss_before": result.style_loss_before[0], "style_loss_after": result.style_loss_after[0],
-            "content_loss": result.content_loss[0], "iterations": result.iterations, "stopped_early": result.stopped,
+            "style_loss_before": result.style_loss_before[0],
+            "style_loss_after": result.style_loss_after[0],
+            "content_loss": result.content_loss[0],
+            "iterations": result.iterations,
+            "stopped_early": result.stopped,
             "settings": {**asdict(settings), "size": int(request.size), "masked": region is not None},
             "sources": list(request.sources),
         }
@@ -186,4 +193,3 @@ def load_refiner_vgg(weights: Optional[str], weights_dir: Optional[str], device:
     from eval.vgg import load_vgg19
 
     return load_vgg19(FEATURE_LAYERS, weights=weights, weights_dir=weights_dir, device=device)
-

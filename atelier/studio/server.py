@@ -35,22 +35,36 @@ def build_parser() -> CommandParser:
         description="Open a local web app to paint with a trained generator, check each painting's originality "
         "against the real works, refine it with style transfer, and curate a gallery.",
     )
-    parser.add_argument("--checkpoint", required=True, metavar="RUN_OR_EXPORT_OR_PKL",
-                        help="a run dir, checkpoint dir, generator.safetensors export, or an NVIDIA StyleGAN2(-ADA) .pkl "
-                        "(read by gan.nvidia's reader, which never runs anything from the file)")
-    parser.add_argument("--dataset", type=Path, metavar="DIR",
-                        help="the prepared training dataset: originality checks and style sources need it")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="RUN_OR_EXPORT_OR_PKL",
+        help="a run dir, checkpoint dir, generator.safetensors export, or an NVIDIA StyleGAN2(-ADA) .pkl "
+        "(read by gan.nvidia's reader, which never runs anything from the file)",
+    )
+    parser.add_argument(
+        "--dataset", type=Path, metavar="DIR", help="the prepared training dataset: originality checks and style sources need it"
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to serve on (0 = any free port)")
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help="interface to bind; anything but 127.0.0.1 exposes the studio to your network (warned)")
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help="interface to bind; anything but 127.0.0.1 exposes the studio to your network (warned)"
+    )
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (warned; off by default)")
     parser.add_argument("--export-dir", type=Path, metavar="DIR", help="where galleries and latent walks go (default <run>/studio/exports)")
-    parser.add_argument("--weights-dir", type=Path, metavar="DIR",
-                        help="folder with LPIPS/Inception/VGG19 weight files (as eval and refine); otherwise the torch hub cache")
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder with LPIPS/Inception/VGG19 weight files (as eval and refine); otherwise the torch hub cache",
+    )
     parser.add_argument("--vgg-weights", type=Path, metavar="PATH", help="an explicit VGG19 state dict file for the refiner")
-    parser.add_argument("--fast-refiner", type=Path, metavar="PATH",
-                        help="a trained transfer network (atelier refine-train) to offer beside the Gatys refiner "
-                        "(default: the run's transfer_net.safetensors when present)")
+    parser.add_argument(
+        "--fast-refiner",
+        type=Path,
+        metavar="PATH",
+        help="a trained transfer network (atelier refine-train) to offer beside the Gatys refiner "
+        "(default: the run's transfer_net.safetensors when present)",
+    )
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-inception", action="store_true", help="judge originality by LPIPS only (faster start)")
     parser.add_argument("--no-warm-up", action="store_true", help="load the judge and VGG19 on first use instead of at start")
@@ -85,8 +99,10 @@ def exposure_warnings(host: str, share: bool) -> list[str]:
     """What to warn about before serving on ``host`` (and a share link)."""
     warnings = []
     if host not in LOCAL_HOSTS:
-        warnings.append(f"serving on {host}: anyone who can reach this machine can use the studio and read the "
-                        "run, dataset and export folders (there is no login)")
+        warnings.append(
+            f"serving on {host}: anyone who can reach this machine can use the studio and read the "
+            "run, dataset and export folders (there is no login)"
+        )
     if share:
         warnings.append("--share: a public gradio.live link will let anyone on the internet use this studio")
     return warnings
@@ -103,9 +119,18 @@ def launch(studio, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bo
     demo.queue(default_concurrency_limit=2)
     allowed = studio.allowed_paths()
     _, url, _ = demo.launch(
-        server_name=host, server_port=port or free_port(host), share=share, prevent_thread_lock=True,
-        allowed_paths=allowed, blocked_paths=[str(Path.home() / ".ssh")], max_file_size=MAX_UPLOAD,
-        show_error=True, quiet=True, css=CSS, footer_links=[], inbrowser=False,
+        server_name=host,
+        server_port=port or free_port(host),
+        share=share,
+        prevent_thread_lock=True,
+        allowed_paths=allowed,
+        blocked_paths=[str(Path.home() / ".ssh")],
+        max_file_size=MAX_UPLOAD,
+        show_error=True,
+        quiet=True,
+        css=CSS,
+        footer_links=[],
+        inbrowser=False,
     )
     log.info("studio on %s (browser may read: %s)", url, ", ".join(allowed))
     if block:
@@ -128,11 +153,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_port(args.host, args.port)
         if args.dataset is not None and not (args.dataset / "dataset.json").is_file():
             raise ValueError(f"--dataset {args.dataset}: no dataset.json (make one with `atelier prepare`)")
-        studio = Studio(StudioOptions(
-            checkpoint=args.checkpoint, dataset=args.dataset, export_dir=args.export_dir, weights_dir=args.weights_dir,
-            vgg_weights=args.vgg_weights, device=args.device, inception=not args.no_inception,
-            fast_refiner=args.fast_refiner,
-        ))
+        studio = Studio(
+            StudioOptions(
+                checkpoint=args.checkpoint,
+                dataset=args.dataset,
+                export_dir=args.export_dir,
+                weights_dir=args.weights_dir,
+                vgg_weights=args.vgg_weights,
+                device=args.device,
+                inception=not args.no_inception,
+                fast_refiner=args.fast_refiner,
+            )
+        )
     except (GeneratorLoadError, ValueError, OSError, RuntimeError) as exc:
         return fail("studio", one_line(exc, None))
     log.info("%s", studio.describe())

@@ -49,8 +49,12 @@ class ParamMapping:
 
 
 _G_LAYER = {
-    "affine.weight": "affine.weight", "affine.bias": "affine.bias", "weight": "weight", "bias": "bias",
-    "noise_const": "noise.const", "noise_strength": "noise.strength",
+    "affine.weight": "affine.weight",
+    "affine.bias": "affine.bias",
+    "weight": "weight",
+    "bias": "bias",
+    "noise_const": "noise.const",
+    "noise_strength": "noise.strength",
 }
 
 
@@ -129,6 +133,7 @@ def tf_to_nvidia_tensors(net: str, tf: Mapping[str, torch.Tensor], img_resolutio
     modulation bias is stored minus its init of 1; TF's upsampling conv kernel is reversed in
     space relative to ADA's (ADA's ``legacy.py`` documents the same layout).
     """
+
     def conv(w: torch.Tensor) -> torch.Tensor:
         return w.permute(3, 2, 0, 1)
 
@@ -219,44 +224,79 @@ def architecture_from_pytorch(G: NetworkState, D: Optional[NetworkState]) -> Arc
     _check(G.class_name == "Generator", f"found generator class {G.class_name!r}; atelier reads StyleGAN2-ADA's 'Generator'")
     synth_children = G.children.get("synthesis", [])
     if "input" in synth_children or any(c.startswith("L") and "_" in c for c in synth_children):
-        raise UnsupportedNetwork("found a StyleGAN3-type (alias-free) generator (StyleGAN3 or StyleGAN-XL); "
-                                 "atelier reads StyleGAN2-ADA and StyleGAN2 (TF) networks")
+        raise UnsupportedNetwork(
+            "found a StyleGAN3-type (alias-free) generator (StyleGAN3 or StyleGAN-XL); "
+            "atelier reads StyleGAN2-ADA and StyleGAN2 (TF) networks"
+        )
     k = G.kwargs
     unknown_top = sorted(set(k) - {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"})
     if unknown_top:
-        raise UnsupportedNetwork(f"generator option {unknown_top[0]}={k.get(unknown_top[0])!r} is unknown to StyleGAN2-ADA "
-                                 "(a StyleGAN3 or StyleGAN-XL network?)")
+        raise UnsupportedNetwork(
+            f"generator option {unknown_top[0]}={k.get(unknown_top[0])!r} is unknown to StyleGAN2-ADA (a StyleGAN3 or StyleGAN-XL network?)"
+        )
     mk, sk = k.get("mapping_kwargs") or {}, k.get("synthesis_kwargs") or {}
     _check(_get(k, "c_dim", 0) == 0, f"found a conditional generator (c_dim={k.get('c_dim')}); atelier paints unconditional models only")
     res = k.get("img_resolution")
-    _check(isinstance(res, int) and _is_pow2(res) and 8 <= res <= 1024, f"generator img_resolution {res!r} is not a power of two in 8..1024")
+    _check(
+        isinstance(res, int) and _is_pow2(res) and 8 <= res <= 1024, f"generator img_resolution {res!r} is not a power of two in 8..1024"
+    )
     arch = _get(sk, "architecture", "skip")
     _check(arch == "skip", f"found a generator with architecture={arch!r}; atelier's generator is 'skip'")
-    _check(list(_get(sk, "resample_filter", [1, 3, 3, 1])) == [1, 3, 3, 1], f"generator resample_filter {sk.get('resample_filter')} is not [1, 3, 3, 1]")
+    _check(
+        list(_get(sk, "resample_filter", [1, 3, 3, 1])) == [1, 3, 3, 1],
+        f"generator resample_filter {sk.get('resample_filter')} is not [1, 3, 3, 1]",
+    )
     _check(_get(sk, "activation", "lrelu") == "lrelu", f"generator activation {sk.get('activation')!r} is not lrelu")
     _check(_get(mk, "activation", "lrelu") == "lrelu", f"mapping activation {mk.get('activation')!r} is not lrelu")
     w_dim = k.get("w_dim")
     _check(_get(mk, "layer_features", w_dim) == w_dim, f"mapping layer_features={mk.get('layer_features')} differs from w_dim={w_dim}")
     _check(_get(sk, "kernel_size", 3) == 3, "generator kernel_size is not 3")
-    unknown = sorted(set(sk) - {"channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture", "resample_filter",
-                                "use_noise", "activation", "fp16_channels_last", "kernel_size"})
+    unknown = sorted(
+        set(sk)
+        - {
+            "channel_base",
+            "channel_max",
+            "num_fp16_res",
+            "conv_clamp",
+            "architecture",
+            "resample_filter",
+            "use_noise",
+            "activation",
+            "fp16_channels_last",
+            "kernel_size",
+        }
+    )
     if unknown:
-        raise UnsupportedNetwork(f"generator option {unknown[0]}={sk.get(unknown[0])!r} is unknown to StyleGAN2-ADA "
-                                 "(a StyleGAN3 or StyleGAN-XL network?)")
+        raise UnsupportedNetwork(
+            f"generator option {unknown[0]}={sk.get(unknown[0])!r} is unknown to StyleGAN2-ADA (a StyleGAN3 or StyleGAN-XL network?)"
+        )
     model = dict(
-        z_dim=k.get("z_dim"), w_dim=w_dim, mapping_layers=_get(mk, "num_layers", 8),
-        mapping_lr_mul=float(_get(mk, "lr_multiplier", 0.01)), channel_base=_get(sk, "channel_base", 32768),
-        channel_max=_get(sk, "channel_max", 512), conv_clamp=sk.get("conv_clamp"), mbstd_group=4,
+        z_dim=k.get("z_dim"),
+        w_dim=w_dim,
+        mapping_layers=_get(mk, "num_layers", 8),
+        mapping_lr_mul=float(_get(mk, "lr_multiplier", 0.01)),
+        channel_base=_get(sk, "channel_base", 32768),
+        channel_max=_get(sk, "channel_max", 512),
+        conv_clamp=sk.get("conv_clamp"),
+        mbstd_group=4,
     )
     if D is not None:
-        _check(D.class_name == "Discriminator", f"found discriminator class {D.class_name!r}; atelier reads StyleGAN2-ADA's 'Discriminator'")
+        _check(
+            D.class_name == "Discriminator", f"found discriminator class {D.class_name!r}; atelier reads StyleGAN2-ADA's 'Discriminator'"
+        )
         dk = D.kwargs
         ek, bk = dk.get("epilogue_kwargs") or {}, dk.get("block_kwargs") or {}
         _check(_get(dk, "c_dim", 0) == 0, f"found a conditional discriminator (c_dim={dk.get('c_dim')})")
-        _check(_get(dk, "architecture", "resnet") == "resnet", f"found a discriminator with architecture={dk.get('architecture')!r}; atelier's is 'resnet'")
+        _check(
+            _get(dk, "architecture", "resnet") == "resnet",
+            f"found a discriminator with architecture={dk.get('architecture')!r}; atelier's is 'resnet'",
+        )
         _check(dk.get("img_resolution") == res, f"D resolution {dk.get('img_resolution')} differs from G's {res}")
         for key, default in (("channel_base", 32768), ("channel_max", 512)):
-            _check(_get(dk, key, default) == model[key], f"D {key}={_get(dk, key, default)} differs from G's {model[key]}; atelier shares one value")
+            _check(
+                _get(dk, key, default) == model[key],
+                f"D {key}={_get(dk, key, default)} differs from G's {model[key]}; atelier shares one value",
+            )
         _check(dk.get("conv_clamp") == model["conv_clamp"], f"D conv_clamp={dk.get('conv_clamp')} differs from G's {model['conv_clamp']}")
         _check(_get(ek, "mbstd_num_channels", 1) == 1, f"D mbstd_num_channels={ek.get('mbstd_num_channels')}; atelier has 1")
         _check(_get(bk, "activation", "lrelu") == "lrelu", "D activation is not lrelu")
@@ -276,12 +316,17 @@ def architecture_from_tf(Gs: NetworkState, D: Optional[NetworkState]) -> Archite
     synth = Gs.components.get("synthesis")
     if Gs.class_name == "G_style":
         raise UnsupportedNetwork("found a StyleGAN (v1) TensorFlow network; atelier reads StyleGAN2 config-e/f networks")
-    _check(Gs.class_name == "G_main" and synth in _TF_SYNTHESIS,
-           f"found TensorFlow generator {Gs.class_name}/{synth} (StyleGAN2 configs A-D use G_synthesis_stylegan_revised); "
-           f"atelier reads G_main with {' or '.join(_TF_SYNTHESIS)}")
+    _check(
+        Gs.class_name == "G_main" and synth in _TF_SYNTHESIS,
+        f"found TensorFlow generator {Gs.class_name}/{synth} (StyleGAN2 configs A-D use G_synthesis_stylegan_revised); "
+        f"atelier reads G_main with {' or '.join(_TF_SYNTHESIS)}",
+    )
     k = Gs.kwargs
     _check(_get(k, "label_size", 0) == 0, f"found a conditional TensorFlow generator (label_size={k.get('label_size')})")
-    _check(_get(k, "architecture", "skip") == "skip", f"found a generator with architecture={k.get('architecture')!r}; atelier's generator is 'skip'")
+    _check(
+        _get(k, "architecture", "skip") == "skip",
+        f"found a generator with architecture={k.get('architecture')!r}; atelier's generator is 'skip'",
+    )
     _check(float(_get(k, "fmap_decay", 1.0)) == 1.0, f"fmap_decay={k.get('fmap_decay')} is not 1.0")
     _check(list(_get(k, "resample_kernel", [1, 3, 3, 1])) == [1, 3, 3, 1], "resample_kernel is not [1, 3, 3, 1]")
     _check(_get(k, "nonlinearity", "lrelu") == "lrelu", "nonlinearity is not lrelu")
@@ -290,17 +335,24 @@ def architecture_from_tf(Gs: NetworkState, D: Optional[NetworkState]) -> Archite
     w_dim = _get(k, "dlatent_size", 512)
     _check(_get(k, "mapping_fmaps", w_dim) == w_dim, f"mapping_fmaps={k.get('mapping_fmaps')} differs from dlatent_size={w_dim}")
     model = dict(
-        z_dim=_get(k, "latent_size", 512), w_dim=w_dim, mapping_layers=_get(k, "mapping_layers", 8),
-        mapping_lr_mul=float(_get(k, "mapping_lrmul", 0.01)), channel_base=2 * _get(k, "fmap_base", 16384),
-        channel_max=_get(k, "fmap_max", 512), conv_clamp=k.get("conv_clamp"), mbstd_group=4,
+        z_dim=_get(k, "latent_size", 512),
+        w_dim=w_dim,
+        mapping_layers=_get(k, "mapping_layers", 8),
+        mapping_lr_mul=float(_get(k, "mapping_lrmul", 0.01)),
+        channel_base=2 * _get(k, "fmap_base", 16384),
+        channel_max=_get(k, "fmap_max", 512),
+        conv_clamp=k.get("conv_clamp"),
+        mbstd_group=4,
     )
     if D is not None:
         dk = D.kwargs
         _check(D.class_name in _TF_D, f"found TensorFlow discriminator {D.class_name!r}; atelier reads {' or '.join(_TF_D)}")
         _check(_get(dk, "label_size", 0) == 0, "found a conditional TensorFlow discriminator")
         _check(_get(dk, "architecture", "resnet") == "resnet", f"found a discriminator with architecture={dk.get('architecture')!r}")
-        _check(2 * _get(dk, "fmap_base", 16384) == model["channel_base"] and _get(dk, "fmap_max", 512) == model["channel_max"],
-               "D fmap_base/fmap_max differ from G's; atelier shares one value")
+        _check(
+            2 * _get(dk, "fmap_base", 16384) == model["channel_base"] and _get(dk, "fmap_max", 512) == model["channel_max"],
+            "D fmap_base/fmap_max differ from G's; atelier shares one value",
+        )
         _check(_get(dk, "mbstd_num_features", 1) == 1, f"D mbstd_num_features={dk.get('mbstd_num_features')}; atelier has 1")
         model["mbstd_group"] = _get(dk, "mbstd_group_size", 4)  # TF StyleGAN2's default group is 4
     return Architecture(_model_config(model), res, _get(k, "num_channels", 3), _get(k, "num_fp16_res", 0))

@@ -99,8 +99,10 @@ def _download(url: str, path: Path, progress: bool) -> str:
                 if total and total > MAX_BYTES:
                     raise DownloadError(f"{url}: {total} bytes is larger than the {MAX_BYTES >> 30} GiB limit")
                 done = 0
-                with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=path.name[13:] or "download",
-                                                 disable=not progress) as bar:
+                with (
+                    open(tmp, "wb") as f,
+                    tqdm(total=total, unit="B", unit_scale=True, desc=path.name[13:] or "download", disable=not progress) as bar,
+                ):
                     for chunk in r.iter_content(CHUNK):
                         done += len(chunk)
                         if done > MAX_BYTES:

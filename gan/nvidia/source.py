@@ -55,8 +55,11 @@ def generator_meta(path: Path, export_format: str, url: Optional[str] = None, di
     """Export-style metadata for a pickle's G_ema."""
     conv = converted(path)
     meta: dict[str, Any] = {
-        "format": export_format, "model": dataclasses.asdict(conv.arch.model), "resolution": conv.arch.resolution,
-        "img_channels": conv.arch.img_channels, "nvidia": {"format": conv.format, "file": path.name},
+        "format": export_format,
+        "model": dataclasses.asdict(conv.arch.model),
+        "resolution": conv.arch.resolution,
+        "img_channels": conv.arch.img_channels,
+        "nvidia": {"format": conv.format, "file": path.name},
     }
     if url:
         meta.update(source_url=url, source_sha256=digest)

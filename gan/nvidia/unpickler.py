@@ -322,9 +322,7 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
             if size == 0:
                 raise PickleRefused(f"{path}: empty file; nothing was loaded")
             if head.startswith(b"PK\x03\x04"):
-                raise PickleRefused(
-                    f"{path}: a zip archive (torch.save's format), not a network pickle; nothing was loaded"
-                )
+                raise PickleRefused(f"{path}: a zip archive (torch.save's format), not a network pickle; nothing was loaded")
             if not (head[:1] == b"\x80" and 2 <= head[1:2][0] <= 5 if len(head) >= 2 else False):
                 raise PickleRefused(
                     f"{path}: not a network pickle (starts with bytes {head.hex(' ')}, expected a protocol 2-5 "
@@ -340,8 +338,17 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
             except KeyError as exc:  # the pure-Python unpickler's answer to an unknown opcode
                 what = f"unknown opcode 0x{exc.args[0]:02x}" if exc.args and isinstance(exc.args[0], int) else _first_line(exc)
                 raise PickleRefused(f"{path}: not a readable pickle ({what}); nothing was loaded") from None
-            except (pickle.UnpicklingError, ValueError, IndexError, TypeError, AttributeError,
-                    OverflowError, MemoryError, RuntimeError, UnicodeDecodeError) as exc:
+            except (
+                pickle.UnpicklingError,
+                ValueError,
+                IndexError,
+                TypeError,
+                AttributeError,
+                OverflowError,
+                MemoryError,
+                RuntimeError,
+                UnicodeDecodeError,
+            ) as exc:
                 if "exhausted" in str(exc) or "truncated" in str(exc):
                     raise PickleRefused(f"{path}: truncated pickle ({_first_line(exc)}); nothing was loaded") from None
                 raise PickleRefused(f"{path}: not a readable pickle ({_first_line(exc)}); nothing was loaded") from None
@@ -390,8 +397,10 @@ def read_network_pickle(path: str | os.PathLike) -> NetworkPickle:
         raise PickleRefused(f"{path}: {' '.join(str(exc).split())[:400]}") from None
     except (TypeError, AttributeError, KeyError, ValueError, RecursionError) as exc:  # a structure not NVIDIA's
         raise PickleRefused(f"{path}: unexpected network structure ({_first_line(exc)})") from None
-    raise PickleRefused(f"{path}: not an NVIDIA network pickle (it holds {_describe(data)}, expected a snapshot "
-                        "dict with G_ema or a TensorFlow (G, D, Gs) tuple)")
+    raise PickleRefused(
+        f"{path}: not an NVIDIA network pickle (it holds {_describe(data)}, expected a snapshot "
+        "dict with G_ema or a TensorFlow (G, D, Gs) tuple)"
+    )
 
 
 def _describe(obj: Any) -> str:
