@@ -330,6 +330,20 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if lock is not None:
             lock.release()
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Tear the process group down before the interpreter exits.
+
+    A gloo group left to interpreter shutdown can abort a rank after a finished run
+    ("terminate called without an active exception", exit -6). Every collective of the run is
+    behind this point on every process, so leaving is purely local.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _train(cfg, accelerator, args, run_dir: Path, resume: Optional[Path], tracker, previous_config) -> int:
