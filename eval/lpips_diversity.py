@@ -35,11 +35,7 @@ def subsample(images: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
 
 
 def compute_diversity(
-    generated: torch.Tensor,
-    embedder: LpipsEmbedder,
-    weights: WeightsUsed,
-    seed: int,
-    reference: torch.Tensor | None = None,
+    generated: torch.Tensor, embedder: LpipsEmbedder, weights: WeightsUsed, seed: int, reference: torch.Tensor | None = None
 ) -> DiversityResult:
     """LPIPS diversity of uint8 ``generated`` images; ``reference`` (training images) gives the baseline.
 

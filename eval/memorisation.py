@@ -214,11 +214,7 @@ _HEADER, _LINE, _GAP = 16, 12, 4
 
 
 def pairs_grid(
-    samples: torch.Tensor,
-    train_images: torch.Tensor,
-    nearest: NearestResult,
-    order: Sequence[int],
-    captions: Sequence[PairCaption],
+    samples: torch.Tensor, train_images: torch.Tensor, nearest: NearestResult, order: Sequence[int], captions: Sequence[PairCaption]
 ) -> Image.Image:
     """Rows of (generated sample | nearest real work as matched, mirrored if the mirror matched).
 

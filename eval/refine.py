@@ -39,15 +39,7 @@ from atelier.common.fileio import atomic_write_bytes, check_writable
 from eval.masks import MaskedStyles, load_masks, mask_size_note, pair_masks, uncovered_fraction
 from eval.refine_images import RefineInputError, list_image_files, load_image, save_png
 from eval.style_select import StyleChoice, StyleRequest, choices_for, nearest_works, parse_style_args
-from eval.style_transfer import (
-    FEATURE_LAYERS,
-    OPTIMIZERS,
-    StyleBank,
-    TransferResult,
-    TransferSettings,
-    stylise,
-    total_iterations,
-)
+from eval.style_transfer import FEATURE_LAYERS, OPTIMIZERS, StyleBank, TransferResult, TransferSettings, stylise, total_iterations
 from eval.vgg import VGG19Features, load_vgg19
 from eval.weights import MissingWeightsError, WeightsChecksumError, weights_identity
 

@@ -16,16 +16,7 @@ from tqdm import tqdm
 
 from atelier.common.fileio import check_writable
 from eval.fast_refiner import apply, load_fast_refiner
-from eval.refine import (
-    REPORT_FORMAT,
-    SUMMARY_NAME,
-    batches_by_shape,
-    list_samples,
-    log,
-    pick_device,
-    write_json,
-    write_output,
-)
+from eval.refine import REPORT_FORMAT, SUMMARY_NAME, batches_by_shape, list_samples, log, pick_device, write_json, write_output
 from eval.refine_images import RefineInputError, load_image
 
 

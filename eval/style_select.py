@@ -210,10 +210,6 @@ def nearest_works(
     k = min(k, len(works))
     values, indices = torch.topk(distances, k, dim=1, largest=False)
     return [
-        StyleChoice(
-            paths=tuple(works[j] for j in row.tolist()),
-            weights=(1.0 / k,) * k,
-            distances=tuple(float(v) for v in dist_row),
-        )
+        StyleChoice(paths=tuple(works[j] for j in row.tolist()), weights=(1.0 / k,) * k, distances=tuple(float(v) for v in dist_row))
         for row, dist_row in zip(indices, values)
     ]

@@ -389,10 +389,7 @@ def total_iterations(settings: TransferSettings, height: int, width: int) -> int
 
 
 def _objective(
-    vgg: VGG19Features,
-    content_features: torch.Tensor,
-    terms: Sequence[StyleTerm],
-    settings: TransferSettings,
+    vgg: VGG19Features, content_features: torch.Tensor, terms: Sequence[StyleTerm], settings: TransferSettings
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     factor = settings.strength_factor()
 

@@ -304,11 +304,7 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: torch.Tenso
 
 
 def swd_between(
-    real: PatchDescriptors,
-    fake: PatchDescriptors,
-    seed: int = 0,
-    dir_repeats: int = DIR_REPEATS,
-    dirs_per_repeat: int = DIRS_PER_REPEAT,
+    real: PatchDescriptors, fake: PatchDescriptors, seed: int = 0, dir_repeats: int = DIR_REPEATS, dirs_per_repeat: int = DIRS_PER_REPEAT
 ) -> dict[str, Any]:
     """SWD x 10^3 per level and their mean, from two sets' descriptors."""
     if real.resolutions != fake.resolutions:

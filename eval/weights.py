@@ -86,10 +86,7 @@ INCEPTION_V3 = WeightSpec(
 )
 # torchvision ImageNet classifiers; the hex suffix of each file name is its sha256 prefix.
 VGG16 = WeightSpec(
-    name="vgg16",
-    filename="vgg16-397923af.pth",
-    url="https://download.pytorch.org/models/vgg16-397923af.pth",
-    sha256="397923af",
+    name="vgg16", filename="vgg16-397923af.pth", url="https://download.pytorch.org/models/vgg16-397923af.pth", sha256="397923af"
 )
 ALEXNET = WeightSpec(
     name="alexnet",
@@ -98,10 +95,7 @@ ALEXNET = WeightSpec(
     sha256="7be5be79",
 )
 VGG19 = WeightSpec(
-    name="vgg19",
-    filename="vgg19-dcbb9e9d.pth",
-    url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-    sha256="dcbb9e9d",
+    name="vgg19", filename="vgg19-dcbb9e9d.pth", url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", sha256="dcbb9e9d"
 )
 
 

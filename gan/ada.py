@@ -196,10 +196,7 @@ def _sign(value: float) -> float:
 
 
 def from_config(
-    cfg: AugmentConfig,
-    batch_size: int,
-    reduce_fn: Optional[ReduceFn] = None,
-    device: torch.device | str | None = None,
+    cfg: AugmentConfig, batch_size: int, reduce_fn: Optional[ReduceFn] = None, device: torch.device | str | None = None
 ) -> tuple[Optional[nn.Module], AdaptiveAugment]:
     """Build (augmentation module or None, controller) for ``cfg.mode``.
 

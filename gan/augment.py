@@ -253,11 +253,7 @@ class AugmentPipe(nn.Module):
     """
 
     def __init__(
-        self,
-        groups: str = "bgc",
-        p: float = 0.0,
-        strengths: Optional[AugmentStrengths] = None,
-        transforms: Optional[Iterable[str]] = None,
+        self, groups: str = "bgc", p: float = 0.0, strengths: Optional[AugmentStrengths] = None, transforms: Optional[Iterable[str]] = None
     ) -> None:
         super().__init__()
         if transforms is not None:
@@ -332,12 +328,7 @@ class AugmentPipe(nn.Module):
         )
 
     def sample_params(
-        self,
-        batch: int,
-        height: int,
-        width: int,
-        device: torch.device | str = "cpu",
-        generator: Optional[torch.Generator] = None,
+        self, batch: int, height: int, width: int, device: torch.device | str = "cpu", generator: Optional[torch.Generator] = None
     ) -> AugmentParams:
         """Draw every enabled transform independently per sample, each with probability p."""
         s = self.strengths

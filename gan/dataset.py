@@ -33,14 +33,7 @@ class ImageFolderDataset(Dataset):
     :meth:`preload` decodes them all at once into one tensor that DataLoader workers share.
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        resolution: int | None = None,
-        xflip: bool = False,
-        seed: int = 0,
-        cache: bool = True,
-    ) -> None:
+    def __init__(self, path: str | Path, resolution: int | None = None, xflip: bool = False, seed: int = 0, cache: bool = True) -> None:
         self.root = Path(path)
         self.info = load_dataset_info(self.root)
         self.resolution: int = self.info["resolution"]

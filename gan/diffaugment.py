@@ -39,12 +39,7 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 class DiffAugment(nn.Module):
     """DiffAugment as a module: ``DiffAugment("color,translation,cutout")(images) -> images``."""
 
-    def __init__(
-        self,
-        policy: str = "color,translation,cutout",
-        translation_ratio: float = 0.125,
-        cutout_ratio: float = 0.5,
-    ) -> None:
+    def __init__(self, policy: str = "color,translation,cutout", translation_ratio: float = 0.125, cutout_ratio: float = 0.5) -> None:
         super().__init__()
         self.policy = parse_policy(policy)
         self.translation_ratio = translation_ratio

@@ -44,27 +44,14 @@ from atelier.common.disclosure import build_xmp, disclosure_text
 from atelier.common.hashing import weights_sha256
 from gan.export import GeneratorLoadError, describe_generator, generator_provenance, load_generator, resolve_source
 from gan.model_card import existing_card
-from gan.sampling import (
-    NOISE_MODES,
-    SeedError,
-    interpolate,
-    iter_images,
-    make_grid,
-    parse_seeds,
-    save_gif,
-    save_png,
-)
+from gan.sampling import NOISE_MODES, SeedError, interpolate, iter_images, make_grid, parse_seeds, save_gif, save_png
 
 log = logging.getLogger("atelier.generate")
 CMD = "generate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(
-        prog=prog_name(CMD),
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = CommandParser(prog=prog_name(CMD), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--checkpoint",
         required=True,
@@ -105,11 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=60, metavar="N", help="frames of the --interpolate GIF (default: %(default)s)")
     parser.add_argument("--fps", type=float, default=24.0, help="frames per second of the --interpolate GIF (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, metavar="N", help="images per forward pass (default: %(default)s)")
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="cpu, cuda, cuda:N or auto = cuda when available, else cpu (default: %(default)s)",
-    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto = cuda when available, else cpu (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
         "--c2pa-cert",

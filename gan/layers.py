@@ -47,11 +47,7 @@ def equalised_lr_gain(fan_in: int, lr_mul: float = 1.0) -> float:
 
 
 def bias_act(
-    x: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    activation: str = "linear",
-    gain: float = 1.0,
-    clamp: Optional[float] = None,
+    x: torch.Tensor, bias: Optional[torch.Tensor] = None, activation: str = "linear", gain: float = 1.0, clamp: Optional[float] = None
 ) -> torch.Tensor:
     """Add a per-channel bias (dim 1), apply ``activation``, scale by ``gain``, clamp.
 
@@ -164,12 +160,7 @@ def _split_padding(p0: int, p1: int) -> tuple[int, int, int]:
 
 
 def upfirdn2d(
-    x: torch.Tensor,
-    f: torch.Tensor,
-    up: int = 1,
-    down: int = 1,
-    padding: Sequence[int] = (0, 0, 0, 0),
-    gain: float = 1.0,
+    x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding: Sequence[int] = (0, 0, 0, 0), gain: float = 1.0
 ) -> torch.Tensor:
     """Upsample (zero insertion), pad, FIR-filter, downsample: the classic ``upfirdn``.
 
@@ -337,11 +328,7 @@ class Conv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = equalised_lr_gain(in_channels * kernel_size * kernel_size)
-        self.register_buffer(
-            "resample_filter",
-            resample_filter if resample_filter is not None else fir_filter(),
-            persistent=False,
-        )
+        self.register_buffer("resample_filter", resample_filter if resample_filter is not None else fir_filter(), persistent=False)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         """``gain`` scales the output (and the clamp), e.g. sqrt(0.5) on residual branches."""

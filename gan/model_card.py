@@ -206,10 +206,7 @@ def front_matter(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_card(
-    export: Path,
-    meta: Mapping[str, Any],
-    run_dir: Optional[Path] = None,
-    eval_report: Optional[tuple[Path, Mapping[str, Any]]] = None,
+    export: Path, meta: Mapping[str, Any], run_dir: Optional[Path] = None, eval_report: Optional[tuple[Path, Mapping[str, Any]]] = None
 ) -> str:
     """The Markdown text of a card (front matter + body) for the export at ``export``."""
     prov = dict(meta.get("provenance") or {})
@@ -306,9 +303,7 @@ def _table(rows: list[tuple[str, str, str, str]]) -> list[str]:
 
 
 def write_model_card(
-    export: str | os.PathLike,
-    meta: Mapping[str, Any],
-    eval_report: Optional[tuple[Path, Mapping[str, Any]]] = None,
+    export: str | os.PathLike, meta: Mapping[str, Any], eval_report: Optional[tuple[Path, Mapping[str, Any]]] = None
 ) -> Path:
     """Write (atomically) the card of the export at ``export`` with metadata ``meta``; returns its path."""
     export = Path(export)

@@ -77,11 +77,7 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(
-        self,
-        z: torch.Tensor,
-        psi: float = 1.0,
-        truncation_cutoff: Optional[int] = None,
-        update_w_avg: bool = False,
+        self, z: torch.Tensor, psi: float = 1.0, truncation_cutoff: Optional[int] = None, update_w_avg: bool = False
     ) -> torch.Tensor:
         """z [N, z_dim] -> ws [N, num_ws, w_dim] (the same w broadcast to every layer).
 
@@ -140,11 +136,7 @@ class SynthesisLayer(nn.Module):
         self.weight_gain = equalised_lr_gain(in_channels * kernel_size * kernel_size)
         self.noise = NoiseInjection(resolution)
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.register_buffer(
-            "resample_filter",
-            resample_filter if resample_filter is not None else fir_filter(),
-            persistent=False,
-        )
+        self.register_buffer("resample_filter", resample_filter if resample_filter is not None else fir_filter(), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         styles = self.affine(w)
@@ -193,13 +185,7 @@ class SynthesisBlock(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        w_dim: int,
-        resolution: int,
-        img_channels: int,
-        conv_clamp: Optional[float],
+        self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int, conv_clamp: Optional[float]
     ) -> None:
         super().__init__()
         self.in_channels, self.resolution = in_channels, resolution
@@ -210,13 +196,7 @@ class SynthesisBlock(nn.Module):
         else:
             self.const = None
             self.conv0 = SynthesisLayer(
-                in_channels,
-                out_channels,
-                w_dim,
-                resolution,
-                up=2,
-                conv_clamp=conv_clamp,
-                resample_filter=self.resample_filter,
+                in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp, resample_filter=self.resample_filter
             )
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
@@ -312,12 +292,7 @@ class Generator(nn.Module):
         return (img, ws) if return_ws else img
 
     def mix_styles(
-        self,
-        z: torch.Tensor,
-        ws: torch.Tensor,
-        prob: float,
-        psi: float = 1.0,
-        truncation_cutoff: Optional[int] = None,
+        self, z: torch.Tensor, ws: torch.Tensor, prob: float, psi: float = 1.0, truncation_cutoff: Optional[int] = None
     ) -> torch.Tensor:
         """Style mixing regularisation: with probability ``prob`` the layers from a random
         cutoff on take their w from a second random z, so D punishes a generator that
@@ -349,14 +324,7 @@ class DiscriminatorBlock(nn.Module):
     are scaled by sqrt(1/2) so their sum keeps unit variance.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        tmp_channels: int,
-        out_channels: int,
-        img_channels: int,
-        conv_clamp: Optional[float],
-    ) -> None:
+    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, img_channels: int, conv_clamp: Optional[float]) -> None:
         super().__init__()
         f = fir_filter()
         self.fromrgb = Conv2d(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp) if in_channels == 0 else None
@@ -378,12 +346,7 @@ class DiscriminatorEpilogue(nn.Module):
     """The 4x4 end of D (StyleGAN2-ADA): minibatch stddev, conv 3x3, dense, dense -> logit."""
 
     def __init__(
-        self,
-        in_channels: int,
-        resolution: int,
-        mbstd_group: int,
-        mbstd_channels: int = 1,
-        conv_clamp: Optional[float] = None,
+        self, in_channels: int, resolution: int, mbstd_group: int, mbstd_channels: int = 1, conv_clamp: Optional[float] = None
     ) -> None:
         super().__init__()
         self.mbstd = MinibatchStdDev(mbstd_group, mbstd_channels)

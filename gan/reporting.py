@@ -184,13 +184,7 @@ class Reporter:
         try:
             with preserved_rng():  # sampling for the metrics must not shift the training noise
                 return run_training_metrics(
-                    G_ema,
-                    self.cfg.metrics,
-                    self.cfg.data.path,
-                    self.run_dir,
-                    kimg,
-                    device,
-                    seed=self.cfg.train.seed,
+                    G_ema, self.cfg.metrics, self.cfg.data.path, self.run_dir, kimg, device, seed=self.cfg.train.seed
                 )
         except Exception as exc:  # a metric failure (e.g. missing Inception weights) must not end a long run
             log.error("in-training metrics failed at kimg %.3f, training continues: %s", kimg, exc)

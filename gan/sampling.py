@@ -237,12 +237,7 @@ def _to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(image))
 
 
-def save_png(
-    image: np.ndarray,
-    path: str | os.PathLike,
-    text: Optional[Mapping[str, str]] = None,
-    xmp: Optional[str] = None,
-) -> Path:
+def save_png(image: np.ndarray, path: str | os.PathLike, text: Optional[Mapping[str, str]] = None, xmp: Optional[str] = None) -> Path:
     """Save a uint8 HWC image as PNG with ``text`` as tEXt chunks and ``xmp`` (the disclosure packet,
     :func:`atelier.common.disclosure.build_xmp`) as iTXt ``XML:com.adobe.xmp``; byte-identical for
     equal inputs."""
@@ -261,11 +256,7 @@ def run_xmp(run_dir: str | os.PathLike, G, settings: Optional[Mapping[str, objec
 
 
 def save_gif(
-    frames: Iterable[np.ndarray],
-    path: str | os.PathLike,
-    fps: float = 24.0,
-    xmp: Optional[str] = None,
-    comment: Optional[str] = None,
+    frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 24.0, xmp: Optional[str] = None, comment: Optional[str] = None
 ) -> Path:
     """Save frames as a looping GIF at ``fps`` frames per second (GIF timing has 10 ms steps), with
     the ``xmp`` disclosure packet (XMP's GIF application extension) and ``comment`` (e.g. the

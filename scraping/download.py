@@ -213,11 +213,7 @@ def _fetch_one(http: PoliteClient, url: str, max_pixels: int, allowed_hosts, pla
 
 
 def _bad_image_reason(message: str) -> str:
-    for prefix, reason in (
-        ("decompression bomb", "decompression bomb"),
-        ("not an image", "not an image"),
-        ("zero-byte", "empty file"),
-    ):
+    for prefix, reason in (("decompression bomb", "decompression bomb"), ("not an image", "not an image"), ("zero-byte", "empty file")):
         if message.startswith(prefix):
             return reason
     return "corrupt or truncated image"

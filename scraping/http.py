@@ -172,12 +172,7 @@ class RateLimiter:
     that free up for them.
     """
 
-    def __init__(
-        self,
-        limit: RateLimit,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
+    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.limit = limit
         self._clock = clock
         self._sleep = sleep
@@ -209,13 +204,7 @@ class SharedRateLimiter:
     agnostic only on some systems; grants stamped in the future (a clock set back) are dropped.
     """
 
-    def __init__(
-        self,
-        limit: RateLimit,
-        path: Path,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
+    def __init__(self, limit: RateLimit, path: Path, clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.limit = limit
         self.path = Path(path)
         self._clock = clock

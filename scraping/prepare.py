@@ -585,7 +585,7 @@ def format_summary(result: PrepareResult, max_lines: int = 50) -> str:
     """Human summary: what was written and every dropped input with its reason."""
     lines = [
         f"prepared {result.count} images at {result.info['resolution']}x{result.info['resolution']} "
-        f"from {result.sources} sources into {result.out}",
+        f"from {result.sources} sources into {result.out}"
     ]
     if result.dropped:
         lines.append(f"dropped {len(result.dropped)} ({_reason_counts(result.dropped)}):")

@@ -34,16 +34,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from atelier.common.images import MAX_PIXELS
 
-from .download import (
-    PART_SUFFIX,
-    PLACEHOLDERS_FILE,
-    ImageRejected,
-    Placeholders,
-    allowed_image_hosts,
-    commit_part,
-    fetch_image,
-    write_part,
-)
+from .download import PART_SUFFIX, PLACEHOLDERS_FILE, ImageRejected, Placeholders, allowed_image_hosts, commit_part, fetch_image, write_part
 from .http import ApiLimitExceeded, HttpError, HttpSettings, PoliteClient, RedirectedToErrorPage
 from .licence import Licence, parse_copyright_label, prefilter_work
 from .manifest import (

@@ -7,14 +7,7 @@ Inception) are random. Random conv features still tell a copy from a different p
 import numpy as np
 import pytest
 import torch
-from eval_support import (  # noqa: F401  (fixtures)
-    isolated_caches,
-    jpeg_recompressed,
-    paintings,
-    slightly_cropped,
-    weights_dir,
-    write_dataset,
-)
+from eval_support import isolated_caches, jpeg_recompressed, paintings, slightly_cropped, weights_dir, write_dataset  # noqa: F401  (fixtures)
 from PIL import Image
 
 from eval import weights as W

@@ -13,13 +13,7 @@ from safetensors.torch import save_file
 
 from gan.checkpoint import Progress, Snapshot, save_checkpoint
 from gan.config import ModelConfig
-from gan.export import (
-    FORMAT,
-    GeneratorLoadError,
-    describe_generator,
-    load_generator,
-    save_generator,
-)
+from gan.export import FORMAT, GeneratorLoadError, describe_generator, load_generator, save_generator
 from gan.networks import Generator
 
 RES = 16

@@ -16,15 +16,7 @@ from gan.checkpoint import weights_sha256
 from gan.config import ModelConfig
 from gan.export import load_generator, save_generator
 from gan.networks import Generator
-from gan.sampling import (
-    SeedError,
-    generate_images,
-    interpolate,
-    latents_for_seeds,
-    make_grid,
-    parse_seeds,
-    save_gif,
-)
+from gan.sampling import SeedError, generate_images, interpolate, latents_for_seeds, make_grid, parse_seeds, save_gif
 
 REPO = Path(__file__).resolve().parents[1]
 RES = 16

@@ -27,12 +27,7 @@ def test_all_terms_are_finite_and_r1_positive(nets):
     G, D = nets
     loss = StyleGAN2Loss(G, D, LossConfig(r1_gamma=10.0, pl_weight=2.0))
     z, real = torch.randn(4, TINY.z_dim), torch.rand(4, 3, RES, RES) * 2 - 1
-    results = {
-        "g_main": loss.g_main(z),
-        "g_pathlen": loss.g_pathlen(z),
-        "d_main": loss.d_main(real, z),
-        "d_r1": loss.d_r1(real),
-    }
+    results = {"g_main": loss.g_main(z), "g_pathlen": loss.g_pathlen(z), "d_main": loss.d_main(real, z), "d_r1": loss.d_r1(real)}
     for name, (value, stats) in results.items():
         assert value.ndim == 0 and torch.isfinite(value), name
         assert all(torch.isfinite(torch.as_tensor(v)).all() for v in stats.values()), name

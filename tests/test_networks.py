@@ -149,8 +149,7 @@ def test_fir_filter_is_normalised_and_separable():
     assert f2.sum().item() == pytest.approx(1.0)
     x = torch.randn(2, 3, 9, 9)
     torch.testing.assert_close(
-        upfirdn2d(x, f, up=2, down=1, padding=(2, 1, 2, 1), gain=4.0),
-        upfirdn2d(x, f2, up=2, down=1, padding=(2, 1, 2, 1), gain=4.0),
+        upfirdn2d(x, f, up=2, down=1, padding=(2, 1, 2, 1), gain=4.0), upfirdn2d(x, f2, up=2, down=1, padding=(2, 1, 2, 1), gain=4.0)
     )
     torch.testing.assert_close(upfirdn2d(x, f, down=2, padding=(1, 1, 1, 1)), upfirdn2d(x, f2, down=2, padding=(1, 1, 1, 1)))
 

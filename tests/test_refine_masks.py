@@ -15,14 +15,7 @@ import torchvision
 from PIL import Image
 
 from eval import refine
-from eval.masks import (
-    MaskedStyles,
-    free_pixels,
-    load_masks,
-    masked_gram,
-    region_shares,
-    uncovered_fraction,
-)
+from eval.masks import MaskedStyles, free_pixels, load_masks, masked_gram, region_shares, uncovered_fraction
 from eval.refine_images import RefineInputError
 from eval.style_transfer import (
     FEATURE_LAYERS,

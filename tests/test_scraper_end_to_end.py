@@ -14,15 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from fake_wikiart import (
-    LIMIT_EXCEEDED_BODY,
-    LIVING_DEATH_DAY,
-    FakeWikiArt,
-    Reply,
-    jpeg_bytes,
-    page_html,
-    png_bomb,
-)
+from fake_wikiart import LIMIT_EXCEEDED_BODY, LIVING_DEATH_DAY, FakeWikiArt, Reply, jpeg_bytes, page_html, png_bomb
 
 from scraping.__main__ import main
 from scraping.http import HttpSettings, RateLimit

@@ -176,8 +176,7 @@ def _text(driver, selector: str) -> str:
 
 def _loaded_images(driver, selector: str) -> int:
     return driver.execute_script(
-        "return Array.from(document.querySelectorAll(arguments[0])).filter(i => i.complete && i.naturalWidth > 0).length;",
-        selector,
+        "return Array.from(document.querySelectorAll(arguments[0])).filter(i => i.complete && i.naturalWidth > 0).length;", selector
     )
 
 

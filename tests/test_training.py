@@ -209,13 +209,7 @@ def test_a_few_steps_reduce_d_loss_on_a_trivial_dataset(tmp_path):
     data = make_dataset(tmp_path / "trivial", count=4, trivial=True)
     cfg = load_config(
         write_config(
-            tmp_path / "c.yaml",
-            tiny_config(
-                data,
-                train={"d_lr": 0.01, "g_lr": 0.0005},
-                loss={"pl_weight": 0.0},
-                log={"sample_seeds": 0},
-            ),
+            tmp_path / "c.yaml", tiny_config(data, train={"d_lr": 0.01, "g_lr": 0.0005}, loss={"pl_weight": 0.0}, log={"sample_seeds": 0})
         )
     )
     result = training_loop(cfg, OneProcess(), RunOptions(run_dir=tmp_path / "run", stop_kimg=0.032))

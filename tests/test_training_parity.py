@@ -18,15 +18,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity_support import (
-    STOCHASTIC_FIXTURE,
-    ConstNoise,
-    load_fixture,
-    max_rel_err,
-    model_config,
-    to_atelier,
-    update_rel_err,
-)
+from parity_support import STOCHASTIC_FIXTURE, ConstNoise, load_fixture, max_rel_err, model_config, to_atelier, update_rel_err
 from training_support import OneProcess, make_dataset, one_thread, tiny_config, write_config  # noqa: F401 (autouse fixture)
 
 from gan.config import LossConfig, load_config

@@ -128,11 +128,7 @@ def manifest(
                 "label": ASSERTION_LABEL,
                 "data": json.loads(
                     json.dumps(
-                        {
-                            "model_weights_sha256": weights_sha256,
-                            "provenance": dict(provenance or {}),
-                            "settings": dict(settings or {}),
-                        },
+                        {"model_weights_sha256": weights_sha256, "provenance": dict(provenance or {}), "settings": dict(settings or {})},
                         default=str,
                     )
                 ),

@@ -450,11 +450,7 @@ def png_info(xmp: Optional[str], text: Optional[Mapping[str, Any]] = None) -> Pn
 
 
 def write_png(
-    image: Image.Image,
-    path: str | os.PathLike,
-    xmp: Optional[str],
-    text: Optional[Mapping[str, Any]] = None,
-    fsync: bool = False,
+    image: Image.Image, path: str | os.PathLike, xmp: Optional[str], text: Optional[Mapping[str, Any]] = None, fsync: bool = False
 ) -> Path:
     """Save ``image`` as PNG carrying ``text`` and the ``xmp`` packet, atomically (temp name, then
     rename). Byte-identical for equal inputs. Every stage's PNGs for people go through here."""
@@ -489,11 +485,7 @@ def _gif_xmp(data: bytes) -> Optional[str]:
 
 
 def write_gif(
-    frames: Sequence[Image.Image],
-    path: str | os.PathLike,
-    duration_ms: int,
-    xmp: Optional[str],
-    comment: Optional[str] = None,
+    frames: Sequence[Image.Image], path: str | os.PathLike, duration_ms: int, xmp: Optional[str], comment: Optional[str] = None
 ) -> Path:
     """A looping GIF with the XMP packet (and ``comment``, e.g. the disclosure sentence, as the
     GIF comment extension that image viewers show), written atomically."""

@@ -186,10 +186,7 @@ def _to_reference_size(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def build_judge(
-    dataset: str | Path,
-    weights_dir: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    use_inception: bool = True,
+    dataset: str | Path, weights_dir: str | Path | None = None, device: str | torch.device = "cpu", use_inception: bool = True
 ) -> OriginalityJudge:
     """Open a prepared dataset and choose the measures eval uses, falling back to pixels without LPIPS weights.
 

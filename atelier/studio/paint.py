@@ -125,14 +125,7 @@ def paint_seeds(
     return out
 
 
-def variations(
-    G,
-    base: Painting,
-    count: int = 8,
-    step: float = 0.5,
-    seed: int = 0,
-    noise_mode: Optional[str] = None,
-) -> list[Painting]:
+def variations(G, base: Painting, count: int = 8, step: float = 0.5, seed: int = 0, noise_mode: Optional[str] = None) -> list[Painting]:
     """``count`` small steps around a painting's w.
 
     Each variation adds a random direction in W to every layer's w; the direction is the
@@ -178,12 +171,7 @@ def layer_range(G, group: str) -> tuple[int, int]:
 
 
 def style_mix(
-    G,
-    row_seeds: Sequence[int],
-    col_seeds: Sequence[int],
-    group: str,
-    psi: float = 0.7,
-    noise_mode: str = "const",
+    G, row_seeds: Sequence[int], col_seeds: Sequence[int], group: str, psi: float = 0.7, noise_mode: str = "const"
 ) -> list[list[Painting]]:
     """Style-mixing grid: row ``i``, column ``j`` is row seed ``i`` with its ``group`` layers taken from column seed ``j``."""
     start, stop = layer_range(G, group)

@@ -136,12 +136,7 @@ def mask_from_editor(layers: Optional[np.ndarray], size: tuple[int, int]) -> Opt
 
 
 def run_refine(
-    vgg,
-    painting: np.ndarray,
-    styles: Sequence[np.ndarray],
-    request: RefineRequest,
-    state: RefineState,
-    mask: Optional[np.ndarray] = None,
+    vgg, painting: np.ndarray, styles: Sequence[np.ndarray], request: RefineRequest, state: RefineState, mask: Optional[np.ndarray] = None
 ) -> RefineState:
     """Refine ``painting`` toward ``styles`` (:func:`eval.style_transfer.transfer`); fills ``state``.
 
