@@ -83,6 +83,25 @@ def test_cli_scores_a_checkpoint_and_writes_report_and_grid(exported, weights_di
     assert report["dataset_content_sha256"] == json.loads((dataset / "dataset.json").read_text())["content_sha256"]
 
 
+def samples_argv(samples, dataset, weights, out, *extra: str) -> list[str]:
+    """``atelier eval`` on a folder of samples, on the CPU (LPIPS at 64 px keeps it quick)."""
+    return [
+        "--samples",
+        str(samples),
+        "--dataset",
+        str(dataset),
+        "--weights-dir",
+        str(weights),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--lpips-resolution",
+        "64",
+        *extra,
+    ]
+
+
 def error_lines(capsys) -> list[str]:
     """The command's error lines (atelier eval: error: ...), without the prefix."""
     prefix = "atelier eval: error: "
@@ -115,24 +134,7 @@ def test_cli_truncated_sample_png_is_a_one_line_error(weights_dir, isolated_cach
     broken = tmp_path / "samples" / "00001.png"
     broken.write_bytes(broken.read_bytes()[:-40])  # cut inside the image data
     out = tmp_path / "r.json"
-    code = run(
-        [
-            "--samples",
-            str(tmp_path / "samples"),
-            "--dataset",
-            str(dataset),
-            "--metrics",
-            "lpips_div",
-            "--lpips-resolution",
-            "64",
-            "--weights-dir",
-            str(weights_dir),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-        ]
-    )
+    code = run(samples_argv(tmp_path / "samples", dataset, weights_dir, out, "--metrics", "lpips_div"))
     assert code == 2 and not out.exists()
     errors = error_lines(capsys)
     assert len(errors) == 1
@@ -201,20 +203,7 @@ def test_cli_weights_of_another_network_are_a_one_line_error(isolated_caches, tm
     torch.save(torchvision.models.alexnet().state_dict(), wrong / W.INCEPTION_V3.filename)
     record_sha256(wrong / W.INCEPTION_V3.filename)  # past the checksum, to the shape check
     torch.save({"features.0.weight": torch.zeros(3, 3, 3, 3)}, wrong / W.ALEXNET.filename)
-    base = [
-        "--samples",
-        str(tmp_path / "samples"),
-        "--dataset",
-        str(dataset),
-        "--weights-dir",
-        str(wrong),
-        "--out",
-        str(tmp_path / "r.json"),
-        "--device",
-        "cpu",
-        "--lpips-resolution",
-        "64",
-    ]
+    base = samples_argv(tmp_path / "samples", dataset, wrong, tmp_path / "r.json")
     for metrics, name, network in (("kid", W.INCEPTION_V3.filename, "inception-v3-compat"), ("lpips_div", W.ALEXNET.filename, "alexnet")):
         capsys.readouterr()
         assert run(base + ["--metrics", metrics]) == 2
@@ -267,22 +256,7 @@ def test_samples_folder_smaller_than_the_requested_count_is_an_error(weights_dir
     dataset = write_dataset(paintings(4, seed=1), tmp_path / "ds")
     save_pngs(paintings(3, seed=2), tmp_path / "samples")
     out = tmp_path / "r.json"
-    base = [
-        "--samples",
-        str(tmp_path / "samples"),
-        "--dataset",
-        str(dataset),
-        "--metrics",
-        "lpips_div",
-        "--lpips-resolution",
-        "64",
-        "--weights-dir",
-        str(weights_dir),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-    ]
+    base = samples_argv(tmp_path / "samples", dataset, weights_dir, out, "--metrics", "lpips_div")
     for option in ("--num-samples", "--lpips-samples"):
         capsys.readouterr()
         assert run(base + [option, "50"]) == 2 and not out.exists()
