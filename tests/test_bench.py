@@ -19,27 +19,15 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+def bench_train(*extra: str, batch: int = 4, interval: int = 2, augment: str = "none") -> subprocess.CompletedProcess:
+    """bench_train.py on the tiny 16 px network, one thread, one warm-up step, both lazy intervals ``interval``."""
+    common = ["--resolution", "16", *TINY, "--batch", str(batch), "--r1-interval", str(interval), "--pl-interval", str(interval)]
+    return run_script("bench_train.py", *common, "--augment", augment, "--warmup", "1", "--threads", "1", *extra)
+
+
 def test_bench_train_times_every_phase_and_prints_one_json_line():
     # Intervals 2 and 2: the timed window (2 steps) includes G reg and D reg once each.
-    proc = run_script(
-        "bench_train.py",
-        "--resolution",
-        "16",
-        *TINY,
-        "--batch",
-        "4",
-        "--r1-interval",
-        "2",
-        "--pl-interval",
-        "2",
-        "--augment",
-        "ada",
-        "--warmup",
-        "1",
-        "--threads",
-        "1",
-        "--phase-times",
-    )
+    proc = bench_train("--phase-times", augment="ada")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -163,26 +151,7 @@ def test_perf_table_renders_rows_with_speedups(tmp_path):
 
 def test_bench_train_profile_writes_op_tables(tmp_path):
     table = tmp_path / "ops.txt"
-    proc = run_script(
-        "bench_train.py",
-        "--resolution",
-        "16",
-        *TINY,
-        "--batch",
-        "2",
-        "--r1-interval",
-        "1",
-        "--pl-interval",
-        "1",
-        "--augment",
-        "none",
-        "--warmup",
-        "1",
-        "--threads",
-        "1",
-        "--profile",
-        str(table),
-    )
+    proc = bench_train("--profile", str(table), batch=2, interval=1)
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     assert row["profile"] == str(table)
@@ -196,26 +165,7 @@ def test_bench_train_counts_ops_per_step_and_clamp_adds_ops():
     # Op counts are exact, so a layer change's effect on kernel launches shows without a GPU:
     # conv_clamp adds a clamp (and its backward's masks) to every layer.
     def ops(*extra: str) -> dict:
-        proc = run_script(
-            "bench_train.py",
-            "--resolution",
-            "16",
-            *TINY,
-            "--batch",
-            "4",
-            "--r1-interval",
-            "2",
-            "--pl-interval",
-            "2",
-            "--augment",
-            "none",
-            "--warmup",
-            "1",
-            "--threads",
-            "1",
-            "--count-ops",
-            *extra,
-        )
+        proc = bench_train("--count-ops", *extra)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)["ops_per_step"]
 
