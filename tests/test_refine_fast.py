@@ -229,22 +229,7 @@ def test_refine_fast_bad_model_and_mixed_options(files, tmp_path, capsys):
 
 def test_training_logs_to_tensorboard(files, tmp_path):
     out = tmp_path / "tb"
-    argv = [
-        "--content",
-        str(files["content"]),
-        "--style",
-        str(files["works"]),
-        "--out",
-        str(out),
-        "--weights",
-        str(files["weights"]),
-        *[a for a in TINY if a not in ("--tracker", "none")],
-        "--tracker",
-        "tensorboard",
-        "--steps",
-        "2",
-    ]
-    assert refine_train.main(argv) == 0
+    assert _train(files, out, "--tracker", "tensorboard", "--steps", "2") == 0  # the later --tracker wins
     assert list(out.rglob("events.out.tfevents.*"))
 
 
