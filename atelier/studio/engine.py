@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import io
-import json
 import logging
 import shutil
 import tempfile
@@ -451,10 +450,11 @@ def model_provenance(checkpoint: Path | str) -> dict:
 
 def dataset_facts(dataset: Path) -> dict:
     """Provenance of the dataset originality is judged against (atelier.common.disclosure.dataset_provenance)."""
+    from atelier.common.dataset_format import load_dataset_info
     from atelier.common.disclosure import dataset_provenance
 
     try:
-        info = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        info = load_dataset_info(dataset)
+    except ValueError:  # DatasetError: checked at start-up, so only a dataset changed since
         return {"dataset": str(dataset)}
     return {**dataset_provenance(info, name=dataset.name), "path": str(dataset)}

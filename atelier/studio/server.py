@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from atelier.common.command import CommandParser, fail, prog_name, setup_logging
+from atelier.common.dataset_format import load_dataset_info
 from atelier.common.errors import ExitCode, one_line
 
 log = logging.getLogger("atelier.studio")
@@ -151,8 +152,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         check_port(args.host, args.port)
-        if args.dataset is not None and not (args.dataset / "dataset.json").is_file():
-            raise ValueError(f"--dataset {args.dataset}: no dataset.json (make one with `atelier prepare`)")
+        if args.dataset is not None:
+            load_dataset_info(args.dataset)  # the dataset contract's checks, before any model loads
         studio = Studio(
             StudioOptions(
                 checkpoint=args.checkpoint,
