@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from atelier.common.command import CommandParser, fail, fail_write, prog_name, setup_logging
-from atelier.common.dataset_format import DATASET_FORMAT, content_sha256
+from atelier.common.dataset_format import DATASET_FORMAT, INFO_NAME, content_sha256
 from atelier.common.errors import ExitCode
 from atelier.common.fileio import make_temp_dir
 from atelier.common.hashing import file_sha256
@@ -444,7 +444,7 @@ def prepare_dataset(opts: PrepareOptions, progress: bool = True) -> PrepareResul
         if not rows:
             raise PrepareError(f"no usable images in {src}: all {len(items)} were dropped ({_reason_counts(dropped)})")
         info = _dataset_info(opts, src, rows, dropped, manifest_sha, len(items))
-        _write_json(tmp_dir / "dataset.json", info)
+        _write_json(tmp_dir / INFO_NAME, info)
         _move_into_place(tmp_dir, out, opts.overwrite)
     finally:
         if tmp_dir.exists():

@@ -192,7 +192,9 @@ def train_atelier(
 
 
 def load_reals_resolution(data: Path) -> int:
-    return int(json.loads((data / "dataset.json").read_text())["resolution"])
+    from atelier.common.dataset_format import load_dataset_info
+
+    return int(load_dataset_info(data)["resolution"])
 
 
 def train_nvidia(
