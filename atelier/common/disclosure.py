@@ -36,6 +36,7 @@ import xml.etree.ElementTree as ET
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
+from urllib.parse import urlsplit
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -80,6 +81,12 @@ class DisclosureError(ValueError):
 # --------------------------------------------------------------------------- provenance
 
 
+def _is_wikiart(url: Any) -> bool:
+    """Whether a work's source URL is on WikiArt's own site (by host, not by substring)."""
+    host = urlsplit(str(url or "")).hostname or ""
+    return host == "wikiart.org" or host.endswith(".wikiart.org")
+
+
 def dataset_provenance(info: Mapping[str, Any], name: Optional[str] = None) -> dict[str, Any]:
     """Provenance of a prepared dataset from its parsed ``dataset.json``: artists, work count,
     content hash and an honest licence summary (public domain only when every work is labelled so)."""
@@ -89,7 +96,7 @@ def dataset_provenance(info: Mapping[str, Any], name: Optional[str] = None) -> d
     artists = sorted({str(work["artist"]).strip() for work in works if work.get("artist")})
     licences = sorted({str(work.get("license") or work.get("licence") or "unknown") for work in works})
     all_pd = bool(rows) and licences == [PUBLIC_DOMAIN_LABEL]
-    from_wikiart = any("wikiart.org" in str(work.get("source_url") or "") for work in works)
+    from_wikiart = any(_is_wikiart(work.get("source_url")) for work in works)
     # --mode tiles cuts several images from one work: count works, not images
     identities = {str(work.get("id") or row.get("source_sha256") or row.get("file")) for row, work in zip(rows, works)}
     return {
