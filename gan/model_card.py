@@ -329,7 +329,7 @@ def update_with_eval(source, report_path: Path, report: Mapping[str, Any]) -> Op
     weights (same ``weights_sha256``); returns the card path, or None when there is no export of
     these weights to describe."""
     from gan.export import EXPORT_NAME as RUN_EXPORT  # noqa: PLC0415 - avoids an import cycle
-    from gan.export import _export_meta
+    from gan.export import resolve_source
 
     if source.kind == "export":
         export, meta = source.weights, source.meta
@@ -337,7 +337,7 @@ def update_with_eval(source, report_path: Path, report: Mapping[str, Any]) -> Op
         export = source.weights.parent.parent.parent / RUN_EXPORT
         if not export.is_file():
             return None
-        meta = _export_meta(export)
+        meta = resolve_source(export).meta
     else:
         return None
     if meta.get("weights_sha256") is None:  # an export written before the hash was recorded
