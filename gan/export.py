@@ -17,6 +17,7 @@ everything else from JSON.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -28,7 +29,8 @@ from typing import Any, Mapping, Optional
 import torch
 import yaml
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
 
 from atelier.common.dataset_format import DatasetError, load_dataset_info
 from atelier.common.disclosure import dataset_provenance, unknown_provenance
@@ -403,13 +405,14 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     # not fit its metadata is refused before any memory is allocated for the described network.
     _check_weights(shapes, _build(cfg, source, device="meta"), source.weights)
     G = _build(cfg, source, device="cpu")
-    tensors = {rename(k): v for k, v in load_file(str(source.weights), device="cpu").items()}
-    _verify_weights(source, tensors)
+    data = source.weights.read_bytes()  # read once: verified and loaded from the same bytes
+    tensors = {rename(k): v for k, v in load_safetensors_bytes(data).items()}
+    _verify_weights(source, data, tensors)
     G.load_state_dict(tensors, strict=True)
     return G.to(device).eval().requires_grad_(False)
 
 
-def _verify_weights(source: GeneratorSource, tensors: Mapping[str, torch.Tensor]) -> None:
+def _verify_weights(source: GeneratorSource, data: bytes, tensors: Mapping[str, torch.Tensor]) -> None:
     """Refuse weights that differ from the digest recorded when they were written (a flipped
     byte, a half-copied file): an export's ``weights_sha256``, a checkpoint's state.json
     ``files_sha256`` or, for older checkpoints, process-0.json's G_ema digest."""
@@ -417,7 +420,6 @@ def _verify_weights(source: GeneratorSource, tensors: Mapping[str, torch.Tensor]
     if source.kind == "export":
         expected, where = source.meta.get("weights_sha256"), "its metadata"
     elif source.kind == "checkpoint":
-        from atelier.common.hashing import file_sha256
         from gan.checkpoint import process_digests
 
         try:
@@ -429,7 +431,7 @@ def _verify_weights(source: GeneratorSource, tensors: Mapping[str, torch.Tensor]
         except (OSError, ValueError, KeyError, TypeError):
             return  # state.json was read and checked by resolve_source; old checkpoints may lack digests
         if isinstance(recorded, str):
-            if file_sha256(source.weights) != recorded:
+            if hashlib.sha256(data).hexdigest() != recorded:
                 raise GeneratorLoadError(f"{source.weights}: damaged, its sha256 differs from the one recorded in {CHECKPOINT_STATE}")
             return
     if isinstance(expected, str) and tensors_sha256(tensors) != expected:
