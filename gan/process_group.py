@@ -56,3 +56,16 @@ class ProcessGroup:
         """A barrier (a no-op with one process)."""
         if self.distributed:
             self.acc.wait_for_everyone()
+
+
+def leave_process_group() -> None:
+    """Tear the process group down before the interpreter exits.
+
+    A gloo group left to interpreter shutdown can abort a rank after a finished run
+    ("terminate called without an active exception", exit -6). Call it once every collective of
+    the run is behind this process; leaving is purely local.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -43,6 +43,7 @@ from atelier.common.command import CommandParser, fail, fail_write, prog_name, s
 from atelier.common.errors import AtelierError, ExitCode, io_error_line
 from gan.checkpoint import CheckpointError, check_architecture, choose_resume_checkpoint, read_state
 from gan.config import ConfigError, TrainingConfig, load_config, save_config, to_dict
+from gan.process_group import leave_process_group
 
 log = logging.getLogger("atelier.train")
 CMD = "train"
@@ -330,20 +331,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if lock is not None:
             lock.release()
-        _leave_process_group()
-
-
-def _leave_process_group() -> None:
-    """Tear the process group down before the interpreter exits.
-
-    A gloo group left to interpreter shutdown can abort a rank after a finished run
-    ("terminate called without an active exception", exit -6). Every collective of the run is
-    behind this point on every process, so leaving is purely local.
-    """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        leave_process_group()
 
 
 def _train(cfg, accelerator, args, run_dir: Path, resume: Optional[Path], tracker, previous_config) -> int:

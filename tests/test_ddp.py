@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from training_support import REPO, make_dataset, tiny_config, write_config
 
 from gan import checkpoint as ck
+from gan.process_group import leave_process_group
 
 
 def _launch_two(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -146,6 +147,7 @@ def _gloo_worker(rank: int, world: int, port: int, config_path: str, run_dir: st
     assert accelerator.num_processes == world
     torch.save(_averaged_step(config_path, run_dir, accelerator), Path(out_dir) / f"rank{rank}.pt")
     accelerator.wait_for_everyone()
+    leave_process_group()  # as atelier train does: a gloo group left to exit can abort the process
 
 
 def _free_port() -> int:

@@ -16,6 +16,7 @@ from training_support import make_dataset
 
 from gan import shared_cache
 from gan.dataset import ImageFolderDataset
+from gan.process_group import leave_process_group
 
 
 def _decoded(dataset: ImageFolderDataset) -> torch.Tensor:
@@ -80,6 +81,7 @@ def _worker(rank: int, world: int, port: int, data: str, shm_dir: str, out_dir: 
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
     accelerator.wait_for_everyone()
+    leave_process_group()  # as atelier train does: a gloo group left to exit can abort the process
 
 
 def _run_two(tmp_path: Path, shm_dir: Path) -> list[dict]:
